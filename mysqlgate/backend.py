@@ -1,0 +1,440 @@
+"""Upstream connections: connect, TLS, login, and the in-order queue of responses.
+
+A BackendConnection is an asyncio.Protocol. After login it knows only commands and
+their responses: each command written is paired with an Exchange that receives the
+response's bytes as the ResponseScanner delimits them. What an Exchange does with
+them (forward to a client, collect for mysqlgate's own use) is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, cast
+
+from .config import Upstream
+from .errors import ServerError, UpstreamAuthError, UpstreamUnavailable
+from .protocol import auth
+from .protocol.constants import (
+    CACHING_SHA2_PASSWORD,
+    CLIENT,
+    COM_RESET_CONNECTION,
+    COMMAND,
+    NATIVE_PASSWORD,
+)
+from .protocol.framing import Packet, PacketAssembler, encode_packet
+from .protocol.messages import (
+    ERR,
+    OK,
+    AuthSwitchRequest,
+    Handshake,
+    HandshakeResponse,
+    Reader,
+    is_err,
+)
+from .protocol.results import Event, ResponseScanner
+
+log = logging.getLogger("mysqlgate.backend")
+
+# What mysqlgate asks of every upstream connection, on top of the client's
+# result-changing flags. SESSION_TRACK lets us follow session state (SPEC section 2).
+BASE_CAPABILITIES = (
+    CLIENT.LONG_PASSWORD
+    | CLIENT.LONG_FLAG
+    | CLIENT.PROTOCOL_41
+    | CLIENT.TRANSACTIONS
+    | CLIENT.SECURE_CONNECTION
+    | CLIENT.MULTI_RESULTS
+    | CLIENT.PS_MULTI_RESULTS
+    | CLIENT.PLUGIN_AUTH
+    | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | CLIENT.CONNECT_ATTRS
+    | CLIENT.SESSION_TRACK
+)
+
+# Session tracking, re-sent after every COM_RESET_CONNECTION (a reset restores the
+# global values, which do not track everything).
+TRACKING_SQL = (
+    b"SET SESSION session_track_system_variables='*', session_track_schema=ON,"
+    b" session_track_state_change=ON"
+)
+
+DEFAULT_CHARSET = 45  # utf8mb4_general_ci: known to MySQL 5.5+ and every MariaDB
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the upstream told us on login; the greeting to clients mirrors it."""
+
+    version: bytes
+    capabilities: int
+    charset: int
+    status: int
+    auth_plugin: str
+    mariadb_capabilities: int
+
+
+class Exchange:
+    """One command's response in flight. Subclasses decide where the bytes go."""
+
+    __slots__ = ("scanner", "done")
+
+    def __init__(self, scanner: ResponseScanner) -> None:
+        self.scanner = scanner
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def feed(self, buf: bytearray, start: int, end: int) -> None:
+        """Packets buf[start:end] belong to this response; when the scanner raised an
+        event, its packet is the last of them (payload at scanner.event_start)."""
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class CollectExchange(Exchange):
+    """Keeps every payload: for mysqlgate's own commands, which have small replies."""
+
+    __slots__ = ("payloads",)
+
+    def __init__(self, scanner: ResponseScanner) -> None:
+        super().__init__(scanner)
+        self.payloads: list[bytes] = []
+
+    def feed(self, buf: bytearray, start: int, end: int) -> None:
+        assembler = PacketAssembler()
+        assembler.feed(bytes(buf[start:end]))
+        while (packet := assembler.next_packet()) is not None:
+            self.payloads.append(packet.payload)
+
+
+class BackendConnection(asyncio.Protocol):
+    """One upstream connection."""
+
+    def __init__(self, upstream: Upstream, key: int) -> None:
+        self.upstream = upstream
+        self.key = key  # result-changing capability bits this connection was opened with
+        self.capabilities = 0  # negotiated
+        self.server: ServerInfo | None = None
+        self.thread_id = 0
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.lost_reason: BaseException | None = None
+        self.created_at = time.monotonic()
+        self.last_active = self.created_at
+        self.multi_statements = False  # COM_SET_OPTION state
+        self.session: Any = None  # the session layer's record of this connection's state
+        self.tls = False
+        self._exchanges: deque[Exchange] = deque()
+        self._buf = bytearray()
+        self._login_packets: PacketAssembler | None = PacketAssembler()
+        self._packet_waiter: asyncio.Future[None] | None = None
+        self._connected = asyncio.get_running_loop().create_future()
+        self._close_callbacks: list[Any] = []
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if not self._connected.done():
+            self._connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._login_packets is not None:
+            self._login_packets.feed(data)
+            waiter = self._packet_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        buf = self._buf
+        buf += data
+        self.last_active = time.monotonic()
+        pos = 0
+        exchanges = self._exchanges
+        try:
+            while exchanges:
+                exchange = exchanges[0]
+                scanner = exchange.scanner
+                start = pos
+                pos = scanner.scan(buf, pos)
+                if pos > start:
+                    exchange.feed(buf, start, pos)
+                if scanner.done:
+                    exchanges.popleft()
+                    exchange.finish()
+                elif scanner.event == Event.NEED_DATA:
+                    break
+            if pos:
+                del buf[:pos]
+            if buf and not exchanges:
+                self._unexpected(bytes(buf))
+        except Exception as exc:  # a protocol violation by the server, or a bug
+            log.exception("upstream %s: cannot follow the response", self.thread_id)
+            self.abort(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        reason = self.lost_reason or exc or ConnectionResetError("upstream closed the connection")
+        self.lost_reason = reason
+        while self._exchanges:
+            self._exchanges.popleft().fail(reason)
+        if self._packet_waiter is not None and not self._packet_waiter.done():
+            self._packet_waiter.set_result(None)
+        if not self._connected.done():
+            self._connected.set_exception(ConnectionResetError("connection closed"))
+        for callback in self._close_callbacks:
+            callback(self)
+
+    def pause_writing(self) -> None:  # we write little upstream; nothing to throttle
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def _unexpected(self, data: bytes) -> None:
+        """Bytes with no command pending: a server saying goodbye (e.g. an ERR after
+        KILL or wait_timeout). The connection is unusable either way."""
+        self._buf.clear()
+        detail = "unexpected data"
+        if len(data) > 4 and is_err(data[4:]):
+            err = ERR.parse(data[4:])
+            detail = f"server closed it: {err.code} {err.message}"
+        log.info("upstream %s: %s", self.thread_id, detail)
+        self.abort(ConnectionResetError(detail))
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def on_close(self, callback: Any) -> None:
+        self._close_callbacks.append(callback)
+
+    def abort(self, reason: BaseException | None = None) -> None:
+        if reason is not None and self.lost_reason is None:
+            self.lost_reason = reason
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+    def close(self) -> None:
+        """Polite close: COM_QUIT, then close the socket."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"\x01\x00\x00\x00\x01")
+            self.transport.close()
+        self.closed = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._exchanges)
+
+    # -- commands ----------------------------------------------------------------
+
+    def send(self, raw: bytes, exchange: Exchange | None) -> None:
+        """Write a framed command; its response goes to `exchange` (None: no reply)."""
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("upstream connection is closed")
+        if exchange is not None:
+            self._exchanges.append(exchange)
+        self.last_active = time.monotonic()
+        self.transport.write(raw)
+
+    async def command(self, payload: bytes) -> list[bytes]:
+        """Run one of mysqlgate's own commands; ServerError on ERR."""
+        scanner = ResponseScanner(payload[0], bool(self.capabilities & CLIENT.DEPRECATE_EOF))
+        exchange = CollectExchange(scanner)
+        self.send(encode_packet(payload, 0)[0], exchange)
+        await exchange.done
+        if exchange.payloads and is_err(exchange.payloads[-1]):
+            raise ServerError(ERR.parse(exchange.payloads[-1]))
+        return exchange.payloads
+
+    async def query(self, sql: bytes) -> list[bytes]:
+        return await self.command(bytes((COMMAND.COM_QUERY,)) + sql)
+
+    async def query_row(self, sql: bytes) -> list[str | None]:
+        """First row of a text-protocol result, as strings."""
+        payloads = await self.query(sql)
+        columns = Reader(payloads[0]).lenenc_int()
+        # column count, definitions, [EOF], row...
+        row_index = 1 + columns + (0 if self.capabilities & CLIENT.DEPRECATE_EOF else 1)
+        r = Reader(payloads[row_index])
+        row: list[str | None] = []
+        for _ in range(columns):
+            if r.data[r.pos] == 0xFB:
+                r.pos += 1
+                row.append(None)
+            else:
+                row.append(r.lenenc_str().decode())
+        return row
+
+    async def ping(self) -> None:
+        await self.command(bytes((COMMAND.COM_PING,)))
+
+    async def reset(self) -> None:
+        """COM_RESET_CONNECTION, then tracking again; both pipelined."""
+        reset = asyncio.ensure_future(self.command(bytes((COM_RESET_CONNECTION,))))
+        track = asyncio.ensure_future(self.query(TRACKING_SQL))
+        await asyncio.gather(reset, track)
+        self.multi_statements = False
+
+    async def set_multi_statements(self, on: bool) -> None:
+        # COM_SET_OPTION: 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
+        await self.command(bytes((COMMAND.COM_SET_OPTION, 0 if on else 1, 0)))
+        self.multi_statements = on
+
+    # -- login ---------------------------------------------------------------------
+
+    async def _read_packet(self) -> Packet:
+        assert self._login_packets is not None
+        while True:
+            packet = self._login_packets.next_packet()
+            if packet is not None:
+                return packet
+            if self.closed:
+                raise ConnectionResetError("upstream closed the connection during login")
+            self._packet_waiter = asyncio.get_running_loop().create_future()
+            await self._packet_waiter
+            self._packet_waiter = None
+
+    def _write_packet(self, payload: bytes, seq: int) -> None:
+        assert self.transport is not None
+        self.transport.write(encode_packet(payload, seq)[0])
+
+    async def login(self, charset: int = DEFAULT_CHARSET) -> None:
+        up = self.upstream
+        packet = await self._read_packet()
+        if is_err(packet.payload):
+            err = ERR.parse(packet.payload)
+            raise ServerError(err)
+        hs = Handshake.parse(packet.payload)
+        self.thread_id = hs.connection_id
+        self.server = ServerInfo(hs.server_version, hs.capabilities, hs.charset, hs.status,
+                                 hs.auth_plugin, hs.mariadb_capabilities)
+        caps = (BASE_CAPABILITIES | self.key) & hs.capabilities
+        if up.database:
+            caps |= CLIENT.CONNECT_WITH_DB & hs.capabilities
+        seq = packet.seq + 1
+        if up.ssl_mode != "disabled" and hs.capabilities & CLIENT.SSL and up.unix_socket is None:
+            caps |= CLIENT.SSL
+            request = HandshakeResponse(caps, 1 << 24, charset, ssl_request=True)
+            self._write_packet(request.build(), seq)
+            seq += 1
+            await self._start_tls()
+        elif up.ssl_mode in ("required", "verify_ca", "verify_identity") and not up.unix_socket:
+            raise UpstreamUnavailable(
+                f"upstream {up.address} does not offer TLS but upstream.ssl_mode is "
+                f"{up.ssl_mode}"
+            )
+        self.capabilities = caps
+        plugin = hs.auth_plugin if hs.auth_plugin in auth.SUPPORTED_PLUGINS else NATIVE_PASSWORD
+        password = up.password.encode()
+        nonce = hs.auth_data
+        response = HandshakeResponse(
+            caps, 1 << 24, charset, up.user.encode(), auth.scramble(plugin, password, nonce),
+            up.database.encode() if up.database else None, plugin,
+            {b"_client_name": b"mysqlgate", b"program_name": b"mysqlgate"},
+        )
+        self._write_packet(response.build(), seq)
+        await self._finish_auth(plugin, password, nonce)
+        self._login_packets = None
+        await self.query(TRACKING_SQL)
+
+    async def _finish_auth(self, plugin: str, password: bytes, nonce: bytes) -> None:
+        while True:
+            packet = await self._read_packet()
+            payload = packet.payload
+            seq = packet.seq + 1
+            first = payload[0] if payload else -1
+            if first == 0x00:
+                ok = OK.parse(payload, self.capabilities)
+                self.multi_statements = bool(self.capabilities & CLIENT.MULTI_STATEMENTS)
+                del ok
+                return
+            if first == 0xFF:
+                err = ERR.parse(payload)
+                if err.code in (1045, 1044, 1698):
+                    raise UpstreamAuthError(
+                        f"the upstream server refused mysqlgate's login as "
+                        f"{self.upstream.user!r}: {err.code} {err.message}; check "
+                        "upstream.url / upstream.password"
+                    )
+                raise ServerError(err)
+            if first == 0xFE:  # auth switch
+                switch = AuthSwitchRequest.parse(payload)
+                plugin, nonce = switch.plugin, switch.data
+                if plugin not in auth.SUPPORTED_PLUGINS:
+                    raise UpstreamAuthError(
+                        f"the upstream server asks for auth plugin {plugin!r}, which "
+                        "mysqlgate does not support; use mysql_native_password or "
+                        "caching_sha2_password for this account"
+                    )
+                self._write_packet(auth.scramble(plugin, password, nonce), seq)
+                continue
+            if first == 0x01 and plugin == CACHING_SHA2_PASSWORD:
+                data = payload[1:]
+                if data == bytes((auth.FAST_AUTH_OK,)):
+                    continue  # OK follows
+                if data == bytes((auth.PERFORM_FULL_AUTH,)):
+                    if self.tls or self.upstream.unix_socket:
+                        self._write_packet(password + b"\x00", seq)
+                    else:
+                        self._write_packet(auth.REQUEST_PUBLIC_KEY, seq)
+                        key_packet = await self._read_packet()
+                        pem = key_packet.payload[1:]
+                        self._write_packet(
+                            auth.rsa_encrypt_password(password, nonce, pem), key_packet.seq + 1
+                        )
+                    continue
+            raise UpstreamUnavailable(f"unexpected packet during upstream login: {payload[:16]!r}")
+
+    async def _start_tls(self) -> None:
+        up = self.upstream
+        context = ssl.create_default_context(cafile=up.ssl_ca)
+        if up.ssl_mode in ("preferred", "required"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif up.ssl_mode == "verify_ca":
+            context.check_hostname = False
+        loop = asyncio.get_running_loop()
+        assert self.transport is not None
+        new_transport = await loop.start_tls(
+            self.transport, self, context,
+            server_hostname=up.host if up.ssl_mode == "verify_identity" else None,
+        )
+
+        self.transport = new_transport
+        self.tls = True
+
+
+async def open_backend(upstream: Upstream, key: int, charset: int = DEFAULT_CHARSET
+                       ) -> BackendConnection:
+    """Connect and log in; raises UpstreamUnavailable, UpstreamAuthError or ServerError."""
+    loop = asyncio.get_running_loop()
+    backend = BackendConnection(upstream, key)
+    try:
+        async with asyncio.timeout(upstream.connect_timeout):
+            if upstream.unix_socket:
+                await loop.create_unix_connection(lambda: backend, upstream.unix_socket)
+            else:
+                await loop.create_connection(lambda: backend, upstream.host, upstream.port)
+            await backend.login(charset)
+    except TimeoutError:
+        backend.abort()
+        raise UpstreamUnavailable(
+            f"connecting to upstream {upstream.address} took longer than "
+            f"{upstream.connect_timeout:g}s (upstream.connect_timeout)"
+        ) from None
+    except OSError as exc:
+        backend.abort()
+        raise UpstreamUnavailable(f"cannot connect to upstream {upstream.address}: {exc}") from exc
+    except BaseException:
+        backend.abort()
+        raise
+    return backend

@@ -1,0 +1,75 @@
+"""Command line: argv -> Config -> serve (or check-config)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from . import __version__, config, logs
+from .loops import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mysqlgate",
+        description="Connection-pooling proxy for MySQL and MariaDB.",
+        epilog="Every setting can also come from the environment as MYSQLGATE_<SECTION>_<KEY> "
+        "(e.g. MYSQLGATE_POOL_SIZE) or from the config file's [section] key.",
+    )
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=["serve", "check-config"], help="what to do (default: serve)")
+    parser.add_argument("--version", action="version", version=f"mysqlgate {__version__}")
+    parser.add_argument("--config", "-c", help="TOML config file")
+    parser.add_argument("--upstream", dest="upstream.url", metavar="URL",
+                        help="mysql://user:password@host:port/database")
+    parser.add_argument("--listen", dest="listen.addresses", action="append", metavar="ADDR",
+                        help="host:port or unix:/path; repeat for several (default "
+                        "127.0.0.1:6033)")
+    for setting in config.SETTINGS:
+        if setting.name in ("upstream.url", "listen.addresses"):
+            continue
+        parser.add_argument(config.flag_name(setting.name), dest=setting.name, metavar="VALUE",
+                            help=f"{setting.help} (default: {setting.default})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags: dict[str, Any] = {
+        name: value for name, value in vars(args).items() if "." in name and value is not None
+    }
+    try:
+        cfg = config.load(args.config, config.environment(), flags)
+    except (config.ConfigError, OSError) as exc:
+        print(f"mysqlgate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg["log.level"], cfg["log.format"])
+    if args.command == "check-config":
+        return run(check_config(cfg))
+    from .server import serve
+
+    return run(serve(cfg))
+
+
+async def check_config(cfg: config.Config) -> int:
+    from .errors import MysqlgateError, ServerError
+    from .server import pool_settings, probe
+
+    try:
+        facts = await probe(cfg)
+    except (MysqlgateError, ServerError, OSError) as exc:
+        print(f"mysqlgate: cannot use upstream {cfg.upstream.address}: {exc}", file=sys.stderr)
+        return 1
+    settings = pool_settings(cfg, facts)
+    print(f"upstream {cfg.upstream.address}: {facts.info.version.decode(errors='replace')}")
+    print(f"  wait_timeout {facts.wait_timeout:g}s, max_user_connections "
+          f"{facts.max_user_connections}, max_connections {facts.max_connections}")
+    print(f"pool: size {settings.size}, idle_timeout {settings.idle_timeout:g}s, "
+          f"queue_timeout {settings.queue_timeout:g}s")
+    print("listen: " + ", ".join(str(listener) for listener in cfg.listeners))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Settings: one declarative table, filled from a TOML file, MYSQLGATE_* variables and
+command-line flags (later ones win), frozen into a Config."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_size(value: Any) -> int:
+    """`16MiB`, `512k`, `1048576` -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b)?\s*", str(value), re.IGNORECASE)
+    if not m:
+        raise ConfigError(f"not a size: {value!r}")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def parse_seconds_or_auto(value: Any) -> float | None:
+    if value is None or str(value).lower() == "auto":
+        return None
+    return float(value)
+
+
+def parse_int_or_auto(value: Any) -> int | None:
+    if value is None or str(value).lower() == "auto":
+        return None
+    return int(value)
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # dotted: section.key
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    reloadable: bool = False
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("upstream.url", str, "mysql://root@127.0.0.1:3306/",
+            "mysql://user:password@host:port/database (?unix_socket=/path for a socket)"),
+    Setting("upstream.password", str, None, "upstream password (overrides the URL's)",
+            secret=True),
+    Setting("upstream.password_file", str, None, "file holding the upstream password"),
+    Setting("upstream.ssl_mode", str, "preferred",
+            "disabled | preferred | required | verify_ca | verify_identity"),
+    Setting("upstream.ssl_ca", str, None, "CA bundle for verify_ca / verify_identity"),
+    Setting("upstream.connect_timeout", float, 5.0, "seconds for one upstream connect+login"),
+    Setting("listen.addresses", parse_list, ["127.0.0.1:6033"],
+            "host:port and/or unix:/path listeners"),
+    Setting("listen.allow_remote", parse_bool, False,
+            "allow listening on non-loopback addresses"),
+    Setting("pool.size", parse_int_or_auto, None,
+            "upstream connections at most; auto = max_user_connections - reserve"),
+    Setting("pool.reserve", int, 1, "connections left free for humans when size is auto"),
+    Setting("pool.queue_timeout", float, 10.0, "seconds a client waits for a connection",
+            reloadable=True),
+    Setting("pool.idle_timeout", parse_seconds_or_auto, None,
+            "close idle upstream connections after this; auto = from @@wait_timeout",
+            reloadable=True),
+    Setting("pool.max_lifetime", float, 3600.0, "replace upstream connections after this",
+            reloadable=True),
+    Setting("pool.ping_after", float, 5.0,
+            "ping an idle connection idle longer than this before handing it out",
+            reloadable=True),
+    Setting("pool.result_buffer", parse_size, 16 << 20,
+            "bytes read ahead from the server per client before back-pressure"),
+    Setting("limits.max_clients", int, 10000, "client connections at most"),
+    Setting("limits.max_packet", parse_size, 1 << 30, "largest client packet accepted"),
+    Setting("auth.plugin", str, "auto",
+            "plugin offered to clients: auto (as upstream) | mysql_native_password | "
+            "caching_sha2_password"),
+    Setting("log.level", str, "info", "debug | info | warning | error", reloadable=True),
+    Setting("log.format", str, "text", "text | json"),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+SHORT_FLAGS = {"upstream": "upstream.url", "listen": "listen.addresses"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    user: str
+    password: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 3306
+    unix_socket: str | None = None
+    database: str | None = None
+    ssl_mode: str = "preferred"
+    ssl_ca: str | None = None
+    connect_timeout: float = 5.0
+
+    @property
+    def address(self) -> str:
+        return self.unix_socket or f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    upstream: Upstream
+    listeners: tuple[Listener, ...]
+    values: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def public(self) -> dict[str, Any]:
+        """Settings safe to show (admin output, logs): secrets masked."""
+        return {
+            name: ("***" if SETTINGS_BY_NAME[name].secret and value else value)
+            for name, value in self.values.items()
+        }
+
+
+def env_name(setting: str) -> str:
+    return "MYSQLGATE_" + setting.replace(".", "_").upper()
+
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace(".", "-").replace("_", "-")
+
+
+def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Config:
+    """Defaults < file < environment < flags."""
+    raw: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    if file:
+        with open(file, "rb") as fh:
+            data = tomllib.load(fh)
+        for section, items in data.items():
+            if not isinstance(items, dict):
+                raise ConfigError(f"{file}: [{section}] must be a table")
+            for key, value in items.items():
+                name = f"{section}.{key}"
+                if name not in SETTINGS_BY_NAME:
+                    raise ConfigError(f"{file}: unknown setting {name}")
+                raw[name] = value
+    for s in SETTINGS:
+        if env_name(s.name) in env:
+            raw[s.name] = env[env_name(s.name)]
+    # Short names also work in the environment: MYSQLGATE_UPSTREAM, MYSQLGATE_LISTEN.
+    for short, name in SHORT_FLAGS.items():
+        if env_name(short) in env and env_name(name) not in env:
+            raw[name] = env[env_name(short)]
+    for name, value in flags.items():
+        if value is not None:
+            raw[name] = value
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        try:
+            values[s.name] = None if raw[s.name] is None else s.parse(raw[s.name])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{s.name}: {exc}") from None
+    upstream = parse_upstream(values)
+    listeners = tuple(parse_listener(a) for a in values["listen.addresses"])
+    if not listeners:
+        raise ConfigError("listen.addresses: at least one listener is needed")
+    for listener in listeners:
+        if listener.host and not is_loopback(listener.host) and not values["listen.allow_remote"]:
+            raise ConfigError(
+                f"listener {listener} is not on loopback; set listen.allow_remote = true "
+                f"(or {env_name('listen.allow_remote')}=1) to allow it"
+            )
+    if values["upstream.ssl_mode"] not in (
+        "disabled", "preferred", "required", "verify_ca", "verify_identity"
+    ):
+        raise ConfigError(f"upstream.ssl_mode: unknown mode {values['upstream.ssl_mode']!r}")
+    return Config(upstream, listeners, values)
+
+
+def parse_upstream(values: Mapping[str, Any]) -> Upstream:
+    url = urlsplit(values["upstream.url"])
+    if url.scheme not in ("mysql", "mariadb"):
+        raise ConfigError("upstream.url must start with mysql:// or mariadb://")
+    query = parse_qs(url.query)
+    password = unquote(url.password or "")
+    if values["upstream.password_file"]:
+        with open(values["upstream.password_file"], encoding="utf-8") as fh:
+            password = fh.read().rstrip("\r\n")
+    if values["upstream.password"] is not None:
+        password = values["upstream.password"]
+    database = unquote(url.path.lstrip("/")) or None
+    return Upstream(
+        user=unquote(url.username or "root"),
+        password=password,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 3306,
+        unix_socket=query.get("unix_socket", [None])[0],
+        database=database,
+        ssl_mode=values["upstream.ssl_mode"],
+        ssl_ca=values["upstream.ssl_ca"],
+        connect_timeout=values["upstream.connect_timeout"],
+    )
+
+
+def parse_listener(text: str) -> Listener:
+    if text.startswith("unix:"):
+        return Listener(path=text[5:])
+    if text.startswith("/"):
+        return Listener(path=text)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"listener {text!r}: expected host:port or unix:/path")
+    return Listener(host=host.strip("[]") or "127.0.0.1", port=int(port))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ

@@ -1,0 +1,44 @@
+"""State shared by the server and the connection handlers (kept below both so that
+neither imports the other)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .backend import ServerInfo
+from .config import Config
+from .pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+@dataclass
+class GateStats:
+    clients_accepted: int = 0
+    clients_rejected: int = 0
+    auth_failures: int = 0
+    commands: int = 0
+    upstream_lost: int = 0
+    pins: Counter[str] = field(default_factory=Counter)
+    errors_sent: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class GateContext:
+    config: Config
+    pool: UpstreamPool
+    server: ServerInfo
+    wait_timeout: float
+    started: float = field(default_factory=time.monotonic)
+    stats: GateStats = field(default_factory=GateStats)
+    sessions: set[Session] = field(default_factory=set)
+    recent_auth_failures: list[float] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def next_client_id(self) -> int:
+        return next(self._ids)

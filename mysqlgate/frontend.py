@@ -1,0 +1,91 @@
+"""Client sockets: a thin asyncio.Protocol around a Session.
+
+Bytes from the client become packets (checked for size and framing) handed to the
+session; the session writes replies back through `write`. Flow control: when the
+client's socket buffer fills past pool.result_buffer, the session stops reading from
+the server until the client has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from .context import GateContext
+from .errors import ER_CON_COUNT_ERROR, ER_NET_PACKET_TOO_LARGE
+from .protocol.errors import ProtocolViolation
+from .protocol.framing import PacketAssembler, encode_packet
+from .protocol.messages import ERR
+from .session import Session
+
+log = logging.getLogger("mysqlgate.frontend")
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, ctx: GateContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.closed = False
+        self._packets = PacketAssembler(ctx.config["limits.max_packet"])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or "unix socket"
+        if isinstance(peer, tuple):
+            peer = f"{peer[0]}:{peer[1]}"
+        ctx = self.ctx
+        limit = ctx.config["limits.max_clients"]
+        if len(ctx.sessions) >= limit:
+            ctx.stats.clients_rejected += 1
+            err = ERR(ER_CON_COUNT_ERROR, f"mysqlgate: too many client connections ({limit}, "
+                      "limits.max_clients); close idle ones or raise the limit", "08004")
+            transport.write(encode_packet(err.build(), 0)[0])
+            transport.close()
+            self.closed = True
+            return
+        transport.set_write_buffer_limits(high=ctx.config["pool.result_buffer"])
+        session = Session(ctx, self, str(peer))
+        self.session = session
+        session.task = asyncio.get_running_loop().create_task(session.run())
+        log.debug("%s: connected", session)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None or self.closed:
+            return
+        packets = self._packets
+        packets.feed(data)
+        try:
+            while (packet := packets.next_packet()) is not None:
+                session.on_packet(packet)
+        except ProtocolViolation as exc:
+            log.warning("%s: %s; closing the connection", session, exc)
+            code = ER_NET_PACKET_TOO_LARGE if "refused" in str(exc) else 1156
+            session.send_error(code, f"mysqlgate: {exc}; closing this connection", "08S01")
+            self.close()
+            session.on_client_gone()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.session is not None:
+            self.session.on_client_gone()
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.pause_upstream()
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.resume_upstream()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.closed = True

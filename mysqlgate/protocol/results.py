@@ -1,0 +1,277 @@
+"""Where a command's response ends, and what its status flags say.
+
+The scanner walks packet headers in a receive buffer and classifies each packet by
+the phase of the response it belongs to, without building an object per row. It
+stops at every packet the session must look at (OK, terminal EOF, ERR, LOCAL INFILE
+request, prepare-OK) so the caller can forward the bytes before it untouched and
+inspect or rewrite that one packet.
+
+Response shapes (protocol 41):
+  COM_QUERY / COM_STMT_EXECUTE: OK | ERR | 0xFB infile request | result set, where
+    result set = column count, column definitions, [EOF], rows, EOF-or-OK(0xFE) | ERR;
+    SERVER_MORE_RESULTS_EXISTS on the closing OK/EOF means another result follows.
+  COM_STMT_PREPARE: ERR | prepare-OK, param definitions [EOF], column definitions [EOF].
+  COM_FIELD_LIST: column definitions up to EOF | ERR.
+  COM_STMT_FETCH: rows up to EOF | ERR.
+  COM_STATISTICS: one plain string packet.
+  everything else with a reply: one OK | ERR | EOF packet.
+With CLIENT_DEPRECATE_EOF the EOF after definitions is left out and the closing
+packet is an OK packet with header 0xFE (shorter than 2^24-1 bytes, unlike a row).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .constants import COMMAND, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS
+from .errors import ProtocolViolation
+from .framing import HEADER_SIZE, MAX_PACKET_PAYLOAD
+
+
+class Event(IntEnum):
+    NEED_DATA = 0  # the next packet is incomplete; everything before `pos` is plain data
+    OK = 1  # an OK packet (0x00, or 0xFE closing a result set with DEPRECATE_EOF)
+    EOF = 2  # a classic EOF packet that closes a result set or a simple command
+    ERR = 3
+    LOCAL_INFILE = 4  # the server asks the client for a file
+    PREPARE_OK = 5
+    END = 6  # the response ended on a packet with no status (definitions, a string)
+
+
+class Phase(IntEnum):
+    FIRST = 0  # first packet of a (next) result
+    DEFINITIONS = 1  # column or parameter definitions, `remaining` left
+    DEFINITIONS_EOF = 2  # the EOF after definitions (classic protocol)
+    ROWS = 3
+    FIELD_LIST = 4
+    SINGLE = 5  # a reply of exactly one packet, whatever it holds
+    DONE = 6
+
+
+def ok_status(buf: bytes | bytearray, start: int) -> int:
+    """Status flags of an OK packet whose payload starts at `start`."""
+    pos = start + 1
+    for _ in range(2):  # affected rows, last insert id
+        first = buf[pos]
+        pos += 1 if first < 0xFB else {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1)
+    return buf[pos] | (buf[pos + 1] << 8)
+
+
+def eof_status(buf: bytes | bytearray, start: int, length: int) -> int:
+    return buf[start + 3] | (buf[start + 4] << 8) if length >= 5 else 0
+
+
+def read_lenenc(buf: bytes | bytearray, pos: int) -> int:
+    first = buf[pos]
+    if first < 0xFB:
+        return first
+    size = {0xFC: 2, 0xFD: 3, 0xFE: 8}.get(first)
+    if size is None:
+        raise ProtocolViolation("invalid length-encoded integer")
+    return int.from_bytes(buf[pos + 1 : pos + 1 + size], "little")
+
+
+class ResponseScanner:
+    """Finds the end of one command's response in a stream of packets."""
+
+    __slots__ = (
+        "command", "deprecate_eof", "phase", "remaining", "after_definitions",
+        "continuation", "status", "event", "event_start", "event_end", "last_seq",
+        "prepare_columns", "statement_id", "results",
+    )
+
+    def __init__(self, command: int, deprecate_eof: bool) -> None:
+        self.command = command
+        self.deprecate_eof = deprecate_eof
+        if command == COMMAND.COM_FIELD_LIST:
+            self.phase = Phase.FIELD_LIST
+        elif command == COMMAND.COM_STMT_FETCH:
+            self.phase = Phase.ROWS
+        elif command in (COMMAND.COM_QUERY, COMMAND.COM_STMT_EXECUTE, COMMAND.COM_STMT_PREPARE):
+            self.phase = Phase.FIRST
+        else:
+            self.phase = Phase.SINGLE
+        self.remaining = 0
+        self.after_definitions = Phase.ROWS
+        self.continuation = False
+        self.status = 0  # status flags of the last OK/EOF seen
+        self.event = Event.NEED_DATA
+        self.event_start = 0  # payload offset of the packet that raised `event`
+        self.event_end = 0
+        self.last_seq = -1  # sequence id of the last complete packet scanned
+        self.prepare_columns = 0
+        self.statement_id = 0
+        self.results = 0  # completed results (a multi-result response has several)
+
+    @property
+    def done(self) -> bool:
+        return self.phase == Phase.DONE
+
+    def scan(self, buf: bytes | bytearray, pos: int) -> int:
+        """Consume complete packets from `pos`; return the position after the last one
+        consumed. Stops after a packet that raises an event, or before an incomplete one."""
+        size = len(buf)
+        phase = self.phase
+        while True:
+            if size - pos < HEADER_SIZE:
+                self.event = Event.NEED_DATA
+                self.phase = phase
+                return pos
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            end = pos + HEADER_SIZE + length
+            if end > size:
+                self.event = Event.NEED_DATA
+                self.phase = phase
+                return pos
+            self.last_seq = buf[pos + 3]
+            start = pos + HEADER_SIZE
+            if self.continuation:
+                # The tail of a split packet: payload only, never a header byte.
+                self.continuation = length == MAX_PACKET_PAYLOAD
+                pos = end
+                continue
+            self.continuation = length == MAX_PACKET_PAYLOAD
+            first = buf[start] if length else -1
+
+            if phase == Phase.ROWS:
+                if first == 0xFE and (
+                    length < MAX_PACKET_PAYLOAD if self.deprecate_eof else length < 9
+                ):
+                    return self._close_result(buf, start, end, Event.OK if self.deprecate_eof
+                                              else Event.EOF)
+                if first == 0xFF:
+                    return self._finish(Event.ERR, start, end)
+                pos = end
+                continue
+
+            if phase == Phase.FIRST:
+                if first == 0x00:
+                    if self.command == COMMAND.COM_STMT_PREPARE:
+                        return self._prepare_ok(buf, start, end, length)
+                    self.status = ok_status(buf, start)
+                    return self._result_end(Event.OK, start, end)
+                if first == 0xFF:
+                    return self._finish(Event.ERR, start, end)
+                if first == 0xFB and self.command == COMMAND.COM_QUERY:
+                    # The server now waits for the file; its OK/ERR comes after.
+                    return self._stop(Event.LOCAL_INFILE, start, end)
+                self.remaining = read_lenenc(buf, start)
+                self.after_definitions = Phase.ROWS
+                phase = Phase.DEFINITIONS
+                pos = end
+                continue
+
+            if phase == Phase.DEFINITIONS:
+                self.remaining -= 1
+                if self.remaining <= 0:
+                    phase = self._after_definitions()
+                    if phase == Phase.DONE:
+                        return self._finish(Event.END, start, end)
+                pos = end
+                continue
+
+            if phase == Phase.DEFINITIONS_EOF:
+                if first == 0xFF:
+                    return self._finish(Event.ERR, start, end)
+                status = eof_status(buf, start, length)
+                self.status = status
+                nxt = self.after_definitions
+                if nxt == Phase.ROWS and status & SERVER_STATUS_CURSOR_EXISTS:
+                    # COM_STMT_EXECUTE with a cursor: rows come with COM_STMT_FETCH.
+                    return self._finish(Event.EOF, start, end)
+                if nxt == Phase.DEFINITIONS:  # prepare: parameter EOF, columns follow
+                    phase = self._start_prepare_columns()
+                    if phase == Phase.DONE:
+                        return self._finish(Event.EOF, start, end)
+                    pos = end
+                    continue
+                if nxt == Phase.DONE:
+                    return self._finish(Event.EOF, start, end)
+                phase = nxt
+                pos = end
+                continue
+
+            if phase == Phase.FIELD_LIST:
+                if first == 0xFF:
+                    return self._finish(Event.ERR, start, end)
+                if first == 0xFE and length < MAX_PACKET_PAYLOAD and (
+                    self.deprecate_eof or length < 9
+                ):
+                    self.status = (
+                        ok_status(buf, start) if length >= 9 else eof_status(buf, start, length)
+                    )
+                    return self._finish(Event.EOF, start, end)
+                pos = end
+                continue
+
+            if phase == Phase.SINGLE:
+                if first == 0x00:
+                    self.status = ok_status(buf, start)
+                    return self._finish(Event.OK, start, end)
+                if first == 0xFF:
+                    return self._finish(Event.ERR, start, end)
+                if first == 0xFE and length < 9:
+                    self.status = eof_status(buf, start, length)
+                    return self._finish(Event.EOF, start, end)
+                # COM_STATISTICS: a plain string.
+                return self._finish(Event.END, start, end)
+
+            raise ProtocolViolation("data after the end of a response")
+
+    # -- phase changes -------------------------------------------------------
+
+    def _stop(self, event: Event, start: int, end: int) -> int:
+        self.event = event
+        self.event_start = start
+        self.event_end = end
+        return end
+
+    def _finish(self, event: Event, start: int, end: int) -> int:
+        self.phase = Phase.DONE
+        return self._stop(event, start, end)
+
+    def _result_end(self, event: Event, start: int, end: int) -> int:
+        self.results += 1
+        if self.status & SERVER_MORE_RESULTS_EXISTS:
+            self.phase = Phase.FIRST
+            return self._stop(event, start, end)
+        return self._finish(event, start, end)
+
+    def _close_result(self, buf: bytes | bytearray, start: int, end: int, event: Event) -> int:
+        if event == Event.OK:
+            self.status = ok_status(buf, start)
+        else:
+            self.status = eof_status(buf, start, end - start)
+        return self._result_end(event, start, end)
+
+    def _after_definitions(self) -> Phase:
+        if self.deprecate_eof:
+            if self.after_definitions == Phase.DEFINITIONS:
+                return self._start_prepare_columns()
+            return self.after_definitions
+        return Phase.DEFINITIONS_EOF
+
+    def _prepare_ok(self, buf: bytes | bytearray, start: int, end: int, length: int) -> int:
+        if length < 9:
+            raise ProtocolViolation("short COM_STMT_PREPARE reply")
+        self.statement_id = int.from_bytes(buf[start + 1 : start + 5], "little")
+        self.prepare_columns = buf[start + 5] | (buf[start + 6] << 8)
+        params = buf[start + 7] | (buf[start + 8] << 8)
+        self.event = Event.PREPARE_OK
+        self.event_start = start
+        self.event_end = end
+        if params:
+            self.remaining = params
+            self.after_definitions = Phase.DEFINITIONS  # then the columns
+            self.phase = Phase.DEFINITIONS
+        else:
+            self.phase = self._start_prepare_columns()
+        return end
+
+    def _start_prepare_columns(self) -> Phase:
+        if not self.prepare_columns:
+            return Phase.DONE
+        self.remaining = self.prepare_columns
+        self.prepare_columns = 0
+        self.after_definitions = Phase.DONE
+        return Phase.DEFINITIONS

@@ -1,0 +1,217 @@
+"""The running daemon: probe the upstream, build the pool, listen, maintain, stop.
+
+serve -> startup (probe, pool, listeners) -> main loop (janitor) -> shutdown
+(close listeners, let transactions finish up to a deadline, cancel the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from .backend import DEFAULT_CHARSET, BackendConnection, ServerInfo, open_backend
+from .config import Config
+from .context import GateContext
+from .errors import MysqlgateError, ServerError, UpstreamAuthError
+from .frontend import ClientConnection
+from .pool import PoolSettings, UpstreamPool
+from .session import UpstreamSession
+from .session_state import SessionState, charset_variables
+
+log = logging.getLogger("mysqlgate.server")
+
+SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
+AUTO_SIZE_CAP = 20  # pool.size auto on an account without a connection limit
+
+
+@dataclass(frozen=True)
+class UpstreamFacts:
+    info: ServerInfo
+    wait_timeout: float
+    max_user_connections: int
+    max_connections: int
+
+
+async def probe(config: Config) -> UpstreamFacts:
+    """Log in once to learn what the greeting must mirror and the pool must obey."""
+    backend = await open_backend(config.upstream, 0)
+    try:
+        row = await backend.query_row(
+            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections")
+    finally:
+        backend.close()
+    assert backend.server is not None
+    return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
+                         int(row[2] or 151))
+
+
+def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
+    size = config["pool.size"]
+    if size is None:
+        limit = facts.max_user_connections or min(facts.max_connections, AUTO_SIZE_CAP + 1)
+        size = max(1, min(limit - config["pool.reserve"], AUTO_SIZE_CAP
+                          if not facts.max_user_connections else limit))
+    idle = config["pool.idle_timeout"]
+    if idle is None:
+        # Close idle connections well before the server would (SPEC section 3:
+        # 270 s for the usual 300 s), never later than 10 minutes.
+        wt = facts.wait_timeout
+        idle = min(600.0, max(0.5, min(wt * 0.9, wt - 10)))
+    return PoolSettings(
+        size=size,
+        queue_timeout=config["pool.queue_timeout"],
+        idle_timeout=idle,
+        max_lifetime=config["pool.max_lifetime"],
+        ping_after=min(config["pool.ping_after"], idle),
+    )
+
+
+class Gate:
+    """One running mysqlgate."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ctx: GateContext | None = None
+        self.servers: list[asyncio.Server] = []
+        self._stop = asyncio.Event()
+        self._janitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        facts = await self._probe_until_up()
+        settings = pool_settings(config, facts)
+        upstream = config.upstream
+        fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
+
+        async def connect(key: int) -> BackendConnection:
+            backend = await open_backend(upstream, key)
+            backend.session = UpstreamSession(fresh)
+            return backend
+
+        pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, settings)
+        ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout)
+        log.info(
+            "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "
+            "idle timeout %gs, queue timeout %gs", upstream.address,
+            facts.info.version.decode(errors="replace"), facts.wait_timeout,
+            facts.max_user_connections, settings.size, settings.idle_timeout,
+            settings.queue_timeout)
+        loop = asyncio.get_running_loop()
+        for listener in config.listeners:
+            if listener.path:
+                if os.path.exists(listener.path):
+                    os.unlink(listener.path)
+                server = await loop.create_unix_server(
+                    lambda: ClientConnection(ctx), listener.path)
+                os.chmod(listener.path, 0o660)
+            else:
+                assert listener.port is not None
+                server = await loop.create_server(
+                    lambda: ClientConnection(ctx),
+                    listener.host, listener.port, reuse_address=True, backlog=1024)
+            self.servers.append(server)
+            log.info("listening on %s", listener)
+        self._janitor = loop.create_task(self._maintain())
+        notify_systemd("READY=1")
+
+    async def _probe_until_up(self) -> UpstreamFacts:
+        delay = 0.5
+        while True:
+            try:
+                return await probe(self.config)
+            except UpstreamAuthError:
+                raise
+            except (MysqlgateError, ServerError, OSError) as exc:
+                log.warning("upstream %s not reachable yet (%s); retrying in %gs",
+                            self.config.upstream.address, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _maintain(self) -> None:
+        """The janitor: age out idle connections, keep quiet attached ones alive."""
+        assert self.ctx is not None
+        pool = self.ctx.pool
+        interval = max(0.2, min(1.0, pool.settings.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            pool.expire_idle()
+            now = time.monotonic()
+            for backend in pool.lent():
+                # A client in a transaction or pinned may stay quiet for long; ping
+                # before the server's wait_timeout would end the connection.
+                if not backend.busy and not backend.closed and \
+                        now - backend.last_active > pool.settings.idle_timeout:
+                    asyncio.ensure_future(_ping_quietly(backend))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        notify_systemd("STOPPING=1")
+        for server in self.servers:
+            server.close()
+        ctx = self.ctx
+        if ctx is None:
+            return
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        # Sessions not in a transaction can go now; the others may finish theirs.
+        while time.monotonic() < deadline:
+            busy = [s for s in ctx.sessions if s.backend is not None]
+            if not busy:
+                break
+            await asyncio.sleep(0.1)
+        for session in list(ctx.sessions):
+            session.on_client_gone()
+        await asyncio.sleep(0)
+        if self._janitor is not None:
+            self._janitor.cancel()
+        await ctx.pool.close()
+        for listener in self.config.listeners:
+            if listener.path and os.path.exists(listener.path):
+                os.unlink(listener.path)
+        log.info("stopped")
+
+
+async def _ping_quietly(backend: BackendConnection) -> None:
+    try:
+        await backend.ping()
+    except Exception as exc:  # the session learns of it at its next statement
+        log.info("keepalive ping of upstream %s failed: %s", backend.thread_id, exc)
+
+
+def notify_systemd(message: str) -> None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("cannot notify systemd: %s", exc)
+
+
+async def serve(config: Config) -> int:
+    gate = Gate(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, gate.stop)
+    try:
+        await gate.start()
+    except UpstreamAuthError as exc:
+        log.error("%s", exc.message)
+        return 2
+    await gate.wait_stopped()
+    log.info("shutting down")
+    await gate.shutdown()
+    return 0

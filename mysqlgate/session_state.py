@@ -1,0 +1,130 @@
+"""Session state that can move between upstream connections, and how to move it.
+
+A client's session state is what its statements set and the server's trackers
+reported: session variables (with their full values), the current schema and the
+last insert id. An upstream connection carries the same record of what it has now.
+Attaching a client to a connection means making the second equal to the first:
+SET what differs, or reset the connection first when it holds something the client
+never set (SPEC section 2, "Session state follows the client").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pymysql.charset import charset_by_id
+
+from .protocol.constants import COMMAND
+from .protocol.framing import encode_packet
+
+UNKNOWN_SCHEMA = "\x00unknown"  # after COM_RESET_CONNECTION we do not trust the schema
+
+CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "character_set_results")
+
+# A change reported only as "state changed" (no variable, no schema) is one the
+# trackers cannot describe: user variables, temporary tables, prepared statements,
+# locks. These statement shapes cause such changes even when a variable entry comes
+# along (`SET @x=1, sql_mode=...`), so a statement matching them pins as well.
+UNMOVABLE_STATE = re.compile(
+    rb"@(?!@)|\bTEMPORARY\b|\bLOCK\b|\bPREPARE\b|\bGET_LOCK\b|\bSQL_CALC_FOUND_ROWS\b",
+    re.IGNORECASE,
+)
+
+# `SET TRANSACTION ...` (no SESSION/GLOBAL) changes only the next transaction and is
+# not reported by the trackers: the client keeps its connection until that has run.
+NEXT_TRANSACTION_ONLY = re.compile(rb"^\s*SET\s+TRANSACTION\b", re.IGNORECASE)
+
+
+def charset_variables(charset_id: int) -> dict[str, str]:
+    """The variables a handshake's collation id sets (like SET NAMES)."""
+    try:
+        cs = charset_by_id(charset_id)
+    except KeyError:
+        return {}
+    name = "utf8mb3" if cs.name == "utf8" else cs.name
+    values = dict.fromkeys(CHARSET_VARIABLES, name)
+    values["collation_connection"] = cs.collation.replace("utf8_", "utf8mb3_", 1)
+    return values
+
+
+@dataclass
+class SessionState:
+    variables: dict[str, str] = field(default_factory=dict)
+    schema: str | None = None
+    last_insert_id: int = 0
+
+    def copy(self) -> SessionState:
+        return SessionState(dict(self.variables), self.schema, self.last_insert_id)
+
+
+@dataclass
+class Reconciliation:
+    """What to send an upstream connection before it serves a client."""
+
+    reset: bool = False
+    commands: list[bytes] = field(default_factory=list)  # framed, each a separate command
+
+    @property
+    def needed(self) -> bool:
+        return self.reset or bool(self.commands)
+
+
+def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState
+              ) -> Reconciliation:
+    """Commands that make `upstream` look like `client`. `fresh` is what the
+    connection holds right after a reset."""
+    plan = Reconciliation()
+    base = upstream
+    if any(name not in client.variables for name in upstream.variables):
+        plan.reset = True  # it holds a variable the client never set
+        base = fresh
+    changed = {
+        name: value for name, value in client.variables.items()
+        if base.variables.get(name) != value
+    }
+    if changed:
+        plan.commands.append(set_statement(changed))
+    schema = base.schema if not plan.reset else UNKNOWN_SCHEMA
+    if client.schema is not None and client.schema != schema:
+        plan.commands.append(
+            encode_packet(bytes((COMMAND.COM_INIT_DB,)) + client.schema.encode(), 0)[0]
+        )
+    insert_id = 0 if plan.reset else base.last_insert_id
+    if client.last_insert_id != insert_id:
+        plan.commands.append(query_packet(f"DO LAST_INSERT_ID({int(client.last_insert_id)})"))
+    return plan
+
+
+def _order(name: str) -> int:
+    # Character sets before collations (setting a character set resets the
+    # collation), sql_mode last (it can change how the values before it parse).
+    if name.startswith("character_set_"):
+        return 0
+    if name.startswith("collation_"):
+        return 1
+    if name == "sql_mode":
+        return 3
+    return 2
+
+
+def sql_value(name: str, value: str) -> str:
+    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return value
+    if value == "" and name.startswith("character_set_"):
+        return "NULL"
+    if "\\" in value or not value.isascii():
+        return "X'" + value.encode().hex() + "'"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def set_statement(variables: dict[str, str]) -> bytes:
+    assignments = ", ".join(
+        f"`{name}`={sql_value(name, value)}"
+        for name, value in sorted(variables.items(), key=lambda item: _order(item[0]))
+    )
+    return query_packet("SET SESSION " + assignments)
+
+
+def query_packet(sql: str) -> bytes:
+    return encode_packet(bytes((COMMAND.COM_QUERY,)) + sql.encode(), 0)[0]
