@@ -1,0 +1,182 @@
+"""Fixtures for every test: a real MariaDB server started by the test run, a scratch
+database and account per test, and mysqlgate processes in front of them.
+
+    mariadb          session: the shared server (max_connections=1000).
+    private_mariadb  function: a server of the test's own, to kill/stop/restart; it takes
+                     its startup options from @pytest.mark.server_options(...). When a test
+                     requests it, `db` (and so `gate`) live on it instead of `mariadb`.
+    db               function: a ScratchDb, user u_<hex> (for '%' and 'localhost') with ALL
+                     on database t_<hex>; @pytest.mark.db_options(max_user_connections=3,
+                     ...) sets the account's limits (see harness.database.RESOURCE_LIMITS).
+    db_factory       function: db_factory(**db_options) -> another ScratchDb on the same
+                     server as `db`; all are dropped after the test.
+    gate_factory     function: gate_factory(*extra_args, db=None, **gate_kwargs) -> a running
+                     Gate (upstream: `db` unless given); all are stopped after the test.
+    gate             function: gate_factory() with no extra arguments.
+
+@pytest.mark.server_options(wait_timeout=2, ...) on a test that uses the shared server sets
+those globals (SET GLOBAL, so they apply to connections opened afterwards) for the test and
+restores them after it. When a test fails, the logs of its gates and its private server are
+added to the failure report.
+
+MYSQLGATE_TEST_MARIADBD names the mariadbd binary to use (default: mariadbd on PATH, else
+/usr/sbin/mariadbd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Gate, MariaDBServer, ScratchDb
+
+SHARED_SERVER_OPTIONS = {"max_connections": 1000}
+
+_GATES = pytest.StashKey[list[Gate]]()
+_PRIVATE_SERVER = pytest.StashKey[MariaDBServer]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "server_options(**options): MariaDB server variables for this test: SET GLOBAL on "
+        "the shared server (restored after), or startup options of private_mariadb",
+    )
+    config.addinivalue_line(
+        "markers",
+        "db_options(**options): options of the `db` account, e.g. max_user_connections=3",
+    )
+
+
+def _marker_options(node: pytest.Item, name: str) -> dict[str, Any]:
+    """Keyword arguments of all `name` markers on the test, the closest one winning."""
+    options: dict[str, Any] = {}
+    for marker in reversed(list(node.iter_markers(name))):
+        if marker.args:
+            raise TypeError(f"@pytest.mark.{name} takes keyword arguments only")
+        options.update(marker.kwargs)
+    return {key.replace("-", "_"): value for key, value in options.items()}
+
+
+def _uses_private_server(request: pytest.FixtureRequest) -> bool:
+    return "private_mariadb" in request.fixturenames
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    server = MariaDBServer(SHARED_SERVER_OPTIONS)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def private_mariadb(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
+    options = {**SHARED_SERVER_OPTIONS, **_marker_options(request.node, "server_options")}
+    server = MariaDBServer(options)
+    request.node.stash[_PRIVATE_SERVER] = server
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def _shared_server_options(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Apply @pytest.mark.server_options to the shared server for one test."""
+    options = _marker_options(request.node, "server_options")
+    if not options or _uses_private_server(request):
+        yield
+        return
+    server: MariaDBServer = request.getfixturevalue("mariadb")
+    saved: dict[str, Any] = {}
+    try:
+        for name, value in options.items():
+            saved[name] = server.set_global(name, value)
+        yield
+    finally:
+        for name, old_value in reversed(saved.items()):
+            server.set_global(name, old_value)
+
+
+# -- scratch databases ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., ScratchDb]]:
+    server: MariaDBServer = request.getfixturevalue(
+        "private_mariadb" if _uses_private_server(request) else "mariadb"
+    )
+    created: list[ScratchDb] = []
+
+    def create(**options: Any) -> ScratchDb:
+        scratch = ScratchDb(server, options)
+        scratch.create()
+        created.append(scratch)
+        return scratch
+
+    yield create
+    if server.running:  # a private server the test left stopped is thrown away whole
+        for scratch in reversed(created):
+            scratch.drop()
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest, db_factory: Callable[..., ScratchDb]) -> ScratchDb:
+    return db_factory(**_marker_options(request.node, "db_options"))
+
+
+# -- mysqlgate --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate_factory(
+    request: pytest.FixtureRequest, db: ScratchDb, tmp_path: Path
+) -> Iterator[Callable[..., Gate]]:
+    # Depending on `db` makes it outlive the gates: they stop before their account goes.
+    default_db = db
+    gates: list[Gate] = []
+    request.node.stash[_GATES] = gates
+
+    def start(*extra_args: str, db: ScratchDb | None = None, **gate_kwargs: Any) -> Gate:
+        upstream = db if db is not None else default_db
+        workdir = tmp_path / f"gate{len(gates)}"  # kept by pytest for a look afterwards
+        gate = Gate(upstream, *extra_args, workdir=workdir, **gate_kwargs)
+        gates.append(gate)  # before start(): a gate that fails to start is cleaned up too
+        gate.start()
+        return gate
+
+    yield start
+    for gate in reversed(gates):
+        gate.close()
+
+
+@pytest.fixture
+def gate(gate_factory: Callable[..., Gate]) -> Gate:
+    return gate_factory()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On failure, append the logs of the test's gates and private server to its report
+    (pytest prints report sections with a failed test's captured output)."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for gate in item.stash.get(_GATES, []):
+            report.sections.append((f"mysqlgate log (port {gate.port})", gate.log_tail()))
+        server = item.stash.get(_PRIVATE_SERVER, None)
+        if server is not None:
+            report.sections.append(
+                (f"private MariaDB log (port {server.port})", server.error_log_tail())
+            )
+    return report

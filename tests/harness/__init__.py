@@ -1,0 +1,17 @@
+"""Test harness: a throwaway MariaDB server, scratch databases and accounts on it, and
+mysqlgate processes in front of them. The pytest fixtures built on these live in
+tests/conftest.py."""
+
+from .database import ScratchDb
+from .gate import Gate, GateError
+from .mariadb import MariaDBError, MariaDBServer, find_mariadbd, free_port
+
+__all__ = [
+    "Gate",
+    "GateError",
+    "MariaDBError",
+    "MariaDBServer",
+    "ScratchDb",
+    "find_mariadbd",
+    "free_port",
+]

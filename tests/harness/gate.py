@@ -1,0 +1,232 @@
+"""A mysqlgate process for tests: started on a free port and a unix socket in front of a
+scratch database, with its log captured to a file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from .database import ScratchDb
+from .mariadb import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+DEFAULT_COMMAND = (sys.executable, "-m", "mysqlgate")
+
+
+class GateError(RuntimeError):
+    """mysqlgate did not start, or did not stop when asked."""
+
+
+class Gate:
+    """One mysqlgate process listening on 127.0.0.1:`port` and `socket`, upstream `db`.
+
+    `command` replaces `python -m mysqlgate` (the harness's own tests use a stand-in);
+    `extra_args` follow the standard --upstream/--listen arguments; `env` is added to the
+    environment, which also gets MYSQLGATE_LOG_LEVEL=debug. stdout and stderr go to
+    `log_path` (in `workdir`, a fresh temp dir unless given).
+    """
+
+    def __init__(
+        self,
+        db: ScratchDb,
+        *extra_args: str,
+        workdir: Path | None = None,
+        command: Sequence[str] = DEFAULT_COMMAND,
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float = 20.0,
+    ) -> None:
+        self.db = db
+        self.extra_args = tuple(extra_args)
+        self.command = tuple(command)
+        self.extra_env = dict(env or {})
+        self.ready_timeout = ready_timeout
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        # The socket gets its own short dir: unix socket paths are limited to 107 bytes and
+        # pytest's tmp_path can be long.
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="mysqlgate-gate-"))
+        self.socket = str(self._socket_dir / "gate.sock")
+        self.workdir = workdir if workdir is not None else self._socket_dir
+        self.log_path = self.workdir / "gate.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [
+            *self.command,
+            "--upstream",
+            self.db.upstream_url,
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--listen",
+            f"unix:{self.socket}",
+            *self.extra_args,
+        ]
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise GateError("mysqlgate has not been started")
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self._process.poll() if self._process is not None else None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Gate:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the process and wait until its TCP port and unix socket accept connections."""
+        if self.running:
+            raise GateError("mysqlgate is already running")
+        env = {
+            **os.environ,
+            "MYSQLGATE_LOG_LEVEL": "debug",
+            "PYTHONUNBUFFERED": "1",  # log lines reach the file as they are written
+            **self.extra_env,
+        }
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"### {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+                env=env,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise GateError(
+                    f"mysqlgate exited with code {self._process.returncode} during startup\n"
+                    f"{self.log_tail()}"
+                )
+            if self._accepts(socket.AF_INET, (self.host, self.port)) and self._accepts(
+                socket.AF_UNIX, self.socket
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise GateError(
+            f"mysqlgate did not accept connections on {self.host}:{self.port} and "
+            f"{self.socket} within {self.ready_timeout:.0f} s\n{self.log_tail()}"
+        )
+
+    @staticmethod
+    def _accepts(family: int, address: str | tuple[str, int]) -> bool:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            try:
+                probe.connect(address)
+            except OSError:
+                return False
+        return True
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal (e.g. SIGHUP to reload) to the running process."""
+        if not self.running:
+            raise GateError("mysqlgate is not running")
+        assert self._process is not None
+        self._process.send_signal(signum)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit by itself; returns its exit code."""
+        if self._process is None:
+            raise GateError("mysqlgate has not been started")
+        return self._process.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit code (negative:
+        killed by that signal), None if it was never started."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def close(self) -> None:
+        """Stop the process and remove the socket dir (and the log, if it lives there)."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    # -- using it -----------------------------------------------------------------------------
+
+    def connect(self, **kwargs: Any) -> pymysql.connections.Connection:
+        """A PyMySQL connection through mysqlgate over TCP as the db's user, autocommit on.
+
+        Pass unix_socket=gate.socket to go through the unix listener instead.
+        """
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.db.user,
+            "password": self.db.password,
+            "database": self.db.database,
+            "autocommit": True,
+        }
+        params.update(kwargs)
+        return pymysql.connect(**params)
+
+    def log_text(self) -> str:
+        """Everything mysqlgate has written to stdout and stderr so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-lines:])
+        return f"--- {self.log_path} (last {lines} lines) ---\n{tail}"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else f"exited {self.returncode}"
+        return f"<Gate {self.host}:{self.port} pid={self._process and self._process.pid} {state}>"

@@ -1,0 +1,169 @@
+"""Tests of the test harness itself (tests/harness, tests/conftest.py), against the real
+MariaDB server and without mysqlgate."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pymysql
+import pytest
+from harness import Gate, GateError, MariaDBServer, ScratchDb
+from pymysql.constants import CR, ER
+
+STANDIN_GATE = [sys.executable, str(Path(__file__).parents[1] / "harness" / "standin_gate.py")]
+
+
+def _close(conn: pymysql.connections.Connection) -> None:
+    # PyMySQL closes a connection by itself when the server drops it; close() would then
+    # raise "Already closed".
+    if conn.open:
+        conn.close()
+
+
+def test_db_user_connects_and_creates_tables(db: ScratchDb) -> None:
+    conn = db.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_USER(), DATABASE(), @@autocommit")
+            assert cursor.fetchone() == (f"{db.user}@%", db.database, 1)
+            cursor.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)) ENGINE=InnoDB")
+            cursor.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+            cursor.execute("SELECT v FROM t ORDER BY id")
+            assert cursor.fetchall() == (("one",), ("two",))
+    finally:
+        conn.close()
+
+    socket_conn = db.connect(unix_socket=db.socket)
+    try:
+        with socket_conn.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_USER()")
+            assert cursor.fetchone() == (f"{db.user}@localhost",)
+    finally:
+        socket_conn.close()
+
+    assert db.upstream_url == f"mysql://{db.user}:{db.password}@127.0.0.1:{db.port}/{db.database}"
+    root = db.root()
+    try:
+        with root.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_USER()")
+            assert cursor.fetchone() in (("root@localhost",), ("root@127.0.0.1",))
+    finally:
+        root.close()
+
+
+def test_processlist_count_and_kill(db: ScratchDb) -> None:
+    assert db.processlist_count() == 0
+    conns = [db.connect() for _ in range(2)]
+    try:
+        assert db.processlist_count() == 2
+        assert db.kill_user_connections() == 2
+        assert db.wait_processlist_count(0) == 0
+        with pytest.raises(pymysql.err.OperationalError) as excinfo, conns[0].cursor() as cur:
+            cur.execute("SELECT 1")
+        assert excinfo.value.args[0] in (CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST)
+    finally:
+        for conn in conns:
+            _close(conn)
+
+
+@pytest.mark.db_options(max_user_connections=3)
+def test_db_options_limit_user_connections(db: ScratchDb) -> None:
+    conns = [db.connect() for _ in range(3)]
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            db.connect()
+        assert excinfo.value.args[0] == ER.USER_LIMIT_REACHED  # 1226
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.server_options(wait_timeout=2)
+def test_server_options_set_wait_timeout(db: ScratchDb, mariadb: MariaDBServer) -> None:
+    assert mariadb.get_global("wait_timeout") == 2
+    conn = db.connect()
+    try:
+        time.sleep(3)
+        with pytest.raises(pymysql.err.OperationalError) as excinfo, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert excinfo.value.args[0] in (CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST)
+    finally:
+        _close(conn)
+
+
+def test_server_options_are_restored(mariadb: MariaDBServer) -> None:
+    # Runs after the test above: its SET GLOBAL must not outlive it.
+    assert mariadb.get_global("wait_timeout") == 28800
+
+
+@pytest.mark.server_options(max_connections=50)
+def test_private_mariadb_kill_and_restart(private_mariadb: MariaDBServer, db: ScratchDb) -> None:
+    assert db.server is private_mariadb  # `db` follows the test onto its private server
+    assert private_mariadb.get_global("max_connections") == 50
+    port = private_mariadb.port
+
+    conn = db.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cursor.execute("INSERT INTO t VALUES (1)")
+        private_mariadb.kill()
+        assert not private_mariadb.running
+        with pytest.raises(pymysql.err.OperationalError) as excinfo, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert excinfo.value.args[0] in (CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST)
+    finally:
+        _close(conn)
+    with pytest.raises(pymysql.err.OperationalError):
+        db.connect(connect_timeout=2)
+
+    private_mariadb.start()  # crash recovery, same port and data
+    assert private_mariadb.port == port
+    private_mariadb.stop()  # and a graceful shutdown and start
+    private_mariadb.start()
+    conn = db.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT id FROM t")
+            assert cursor.fetchall() == ((1,),)
+    finally:
+        conn.close()
+
+
+def test_gate_with_stand_in(
+    gate_factory: Callable[..., Gate], db: ScratchDb, db_factory: Callable[..., ScratchDb]
+) -> None:
+    # mysqlgate's own tests use the real proxy; this checks the Gate plumbing with a relay.
+    gate = gate_factory("--some-flag", "7", command=STANDIN_GATE)
+    assert gate.running and gate.pid > 0
+    for conn in (gate.connect(), gate.connect(unix_socket=gate.socket)):
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT CURRENT_USER(), DATABASE()")
+                assert cursor.fetchone() == (f"{db.user}@%", db.database)
+        finally:
+            conn.close()
+    other_db = db_factory()
+    other = gate_factory(db=other_db, command=STANDIN_GATE)
+    conn = other.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT DATABASE()")
+            assert cursor.fetchone() == (other_db.database,)
+    finally:
+        conn.close()
+
+    assert "stand-in extra arguments: ['--some-flag', '7']" in gate.log_text()
+    assert gate.stop() == 0
+    assert "stopping on SIGTERM" in gate.log_text()
+
+
+def test_gate_reports_early_exit(db: ScratchDb, tmp_path: Path) -> None:
+    crash = [sys.executable, "-c", "import sys; sys.exit('no such option: --upstream')"]
+    gate = Gate(db, command=crash, workdir=tmp_path)
+    with pytest.raises(GateError, match=r"(?s)exited with code 1.*no such option"):
+        gate.start()
+    gate.close()
