@@ -79,17 +79,41 @@ class ServerInfo:
 
 
 class Exchange:
-    """One command's response in flight. Subclasses decide where the bytes go."""
+    """One command's response in flight. Subclasses decide where the bytes go and
+    what happens when the response ends (`finish`) or the connection dies (`fail`)."""
 
-    __slots__ = ("scanner", "done")
+    __slots__ = ("scanner",)
 
     def __init__(self, scanner: ResponseScanner) -> None:
         self.scanner = scanner
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def feed(self, buf: bytearray, start: int, end: int) -> None:
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         """Packets buf[start:end] belong to this response; when the scanner raised an
         event, its packet is the last of them (payload at scanner.event_start)."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+
+class CollectExchange(Exchange):
+    """Keeps every payload: for mysqlgate's own commands, which have small replies."""
+
+    __slots__ = ("payloads", "done")
+
+    def __init__(self, scanner: ResponseScanner) -> None:
+        super().__init__(scanner)
+        self.payloads: list[bytes] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        assembler = PacketAssembler()
+        assembler.feed(bytes(buf[start:end]))
+        while (packet := assembler.next_packet()) is not None:
+            self.payloads.append(packet.payload)
 
     def finish(self) -> None:
         if not self.done.done():
@@ -99,21 +123,12 @@ class Exchange:
         if not self.done.done():
             self.done.set_exception(exc)
 
-
-class CollectExchange(Exchange):
-    """Keeps every payload: for mysqlgate's own commands, which have small replies."""
-
-    __slots__ = ("payloads",)
-
-    def __init__(self, scanner: ResponseScanner) -> None:
-        super().__init__(scanner)
-        self.payloads: list[bytes] = []
-
-    def feed(self, buf: bytearray, start: int, end: int) -> None:
-        assembler = PacketAssembler()
-        assembler.feed(bytes(buf[start:end]))
-        while (packet := assembler.next_packet()) is not None:
-            self.payloads.append(packet.payload)
+    async def wait(self) -> list[bytes]:
+        """The payloads; ServerError when the reply is an ERR."""
+        await self.done
+        if self.payloads and is_err(self.payloads[-1]):
+            raise ServerError(ERR.parse(self.payloads[-1]))
+        return self.payloads
 
 
 class BackendConnection(asyncio.Protocol):
@@ -155,9 +170,15 @@ class BackendConnection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             return
-        buf = self._buf
-        buf += data
         self.last_active = time.monotonic()
+        # Most replies arrive whole in one read: scan the bytes as they came, and
+        # copy into the buffer only what is left of an incomplete packet.
+        buf: bytes | bytearray
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+        else:
+            buf = data
         pos = 0
         exchanges = self._exchanges
         try:
@@ -173,10 +194,11 @@ class BackendConnection(asyncio.Protocol):
                     exchange.finish()
                 elif scanner.event == Event.NEED_DATA:
                     break
-            if pos:
-                del buf[:pos]
-            if buf and not exchanges:
-                self._unexpected(bytes(buf))
+            rest = buf[pos:] if pos else buf
+            if rest and not exchanges and not self.closed:
+                self._unexpected(bytes(rest))
+                return
+            self._buf = bytearray(rest)
         except Exception as exc:  # a protocol violation by the server, or a bug
             log.exception("upstream %s: cannot follow the response", self.thread_id)
             self.abort(exc)
@@ -250,10 +272,7 @@ class BackendConnection(asyncio.Protocol):
         scanner = ResponseScanner(payload[0], bool(self.capabilities & CLIENT.DEPRECATE_EOF))
         exchange = CollectExchange(scanner)
         self.send(encode_packet(payload, 0)[0], exchange)
-        await exchange.done
-        if exchange.payloads and is_err(exchange.payloads[-1]):
-            raise ServerError(ERR.parse(exchange.payloads[-1]))
-        return exchange.payloads
+        return await exchange.wait()
 
     async def query(self, sql: bytes) -> list[bytes]:
         return await self.command(bytes((COMMAND.COM_QUERY,)) + sql)

@@ -13,9 +13,9 @@ import logging
 from typing import cast
 
 from .context import GateContext
-from .errors import ER_CON_COUNT_ERROR, ER_NET_PACKET_TOO_LARGE
+from .errors import ER_CON_COUNT_ERROR
 from .protocol.errors import ProtocolViolation
-from .protocol.framing import PacketAssembler, encode_packet
+from .protocol.framing import MAX_PACKET_PAYLOAD, Packet, PacketAssembler, encode_packet
 from .protocol.messages import ERR
 from .session import Session
 
@@ -57,16 +57,20 @@ class ClientConnection(asyncio.Protocol):
         if session is None or self.closed:
             return
         packets = self._packets
+        if not packets.buffered:
+            # The usual case: one whole small command in one read; no copying.
+            size = len(data)
+            if size >= 4:
+                length = data[0] | (data[1] << 8) | (data[2] << 16)
+                if length + 4 == size and length < MAX_PACKET_PAYLOAD:
+                    session.on_packet(Packet(data[3], data[4:], data))
+                    return
         packets.feed(data)
         try:
             while (packet := packets.next_packet()) is not None:
                 session.on_packet(packet)
         except ProtocolViolation as exc:
-            log.warning("%s: %s; closing the connection", session, exc)
-            code = ER_NET_PACKET_TOO_LARGE if "refused" in str(exc) else 1156
-            session.send_error(code, f"mysqlgate: {exc}; closing this connection", "08S01")
-            self.close()
-            session.on_client_gone()
+            session.protocol_violation(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -15,8 +15,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backend import BackendConnection
 from .errors import PoolTimeout, ServerError, UpstreamAuthError, UpstreamUnavailable
@@ -55,10 +56,19 @@ class PoolStats:
     lent_by: dict[str, int] = field(default_factory=dict)
 
 
+Delivery = Callable[[BackendConnection | BaseException], None]
+
+
 @dataclass(eq=False)
-class _Waiter:
+class Request:
+    """A session's request for a connection. `deliver` gets the connection or the
+    error, exactly once, possibly synchronously from `request` or `release`."""
+
     key: int
-    future: asyncio.Future[BackendConnection | None]
+    deliver: Delivery
+    deadline: float
+    timer: asyncio.TimerHandle | None = None
+    done: bool = False
 
 
 class UpstreamPool:
@@ -69,13 +79,14 @@ class UpstreamPool:
         self._connect = connector
         self._idle: deque[BackendConnection] = deque()
         self._lent: set[BackendConnection] = set()
-        self._opening = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._opening = 0  # connections being opened or checked: they count against size
+        self._waiters: deque[Request] = deque()
         # Lowered when the server says the account is full (1226/1040), raised again
         # one step per successful connect (SPEC section 3).
         self.effective_size = settings.size
         self._backoff = 0.05
         self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- numbers -------------------------------------------------------------------
 
@@ -103,33 +114,122 @@ class UpstreamPool:
 
     # -- acquire -------------------------------------------------------------------
 
-    async def acquire(self, key: int, who: str = "") -> BackendConnection:
-        """A connection opened with capability `key`, waiting up to queue_timeout."""
+    def request(self, key: int, deliver: Delivery) -> Request:
+        """Ask for a connection opened with capability `key`; FIFO behind earlier
+        requests; PoolTimeout after queue_timeout."""
         self.stats.acquires += 1
-        deadline = time.monotonic() + self.settings.queue_timeout
-        waited = False
-        while True:
+        req = Request(key, deliver, time.monotonic() + self.settings.queue_timeout)
+        if self._waiters:
+            self._enqueue(req)
+        else:
+            self._serve(req)
+        return req
+
+    async def acquire(self, key: int) -> BackendConnection:
+        """request() for coroutines."""
+        future: asyncio.Future[BackendConnection] = asyncio.get_running_loop().create_future()
+
+        def deliver(result: BackendConnection | BaseException) -> None:
+            if future.done():  # the caller was cancelled meanwhile
+                if isinstance(result, BackendConnection):
+                    self.release(result)
+            elif isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        req = self.request(key, deliver)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel(req)
+            raise
+
+    def cancel(self, req: Request) -> None:
+        """The requester went away."""
+        if not req.done:
+            req.done = True
+            if req.timer is not None:
+                req.timer.cancel()
+            if req in self._waiters:
+                self._waiters.remove(req)
+
+    def take_ready(self, key: int) -> BackendConnection | None:
+        """The fast path: an idle connection that needs no check, when no one is
+        queued ahead; None otherwise (then use request)."""
+        if self._waiters or not self._idle:
+            return None
+        backend = self._idle[-1]
+        if backend.key != key or backend.closed or \
+                time.monotonic() - backend.last_active > self.settings.ping_after:
+            return None
+        self._idle.pop()
+        self._lent.add(backend)
+        self.stats.acquires += 1
+        return backend
+
+    def _serve(self, req: Request) -> None:
+        """Satisfy `req` now, start opening or checking a connection for it, or queue it."""
+        if req.done or self._closing:
             if self._closing:
-                raise UpstreamUnavailable("mysqlgate is shutting down")
-            backend: BackendConnection | None = None
-            if not self._waiters or waited:
-                backend = self._take_idle(key)
-                if backend is None and self.open_count < self.effective_size:
-                    backend = await self._open(key, deadline)
-                    if backend is None:
-                        continue
-                if backend is None and self._evict_idle_other_key():
-                    continue
-            if backend is None:
-                waited = True
-                self.stats.waits += 1
-                backend = await self._wait(key, deadline)
-                if backend is None:
-                    continue  # a slot was freed for us: open one
-            if not await self._usable(backend):
-                continue
+                self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
+            return
+        backend = self._take_idle(req.key)
+        if backend is not None:
+            if time.monotonic() - backend.last_active <= self.settings.ping_after:
+                self._deliver(req, backend)
+            else:
+                self._opening += 1  # counts against size while we check it
+                self._spawn(self._check_then_deliver(req, backend))
+            return
+        if self.open_count >= self.effective_size and self._idle:
+            # At the limit with idle connections of another key: replace the oldest.
+            self.stats.key_evictions += 1
+            self._idle.popleft().close()
+        if self.open_count < self.effective_size:
+            self._opening += 1
+            self._spawn(self._open_then_deliver(req))
+            return
+        self._enqueue(req)
+
+    def _enqueue(self, req: Request) -> None:
+        self.stats.waits += 1
+        self._waiters.append(req)
+        if req.timer is None:
+            req.timer = asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + max(0.0, req.deadline - time.monotonic()),
+                self._expire, req)
+
+    def _expire(self, req: Request) -> None:
+        if not req.done:
+            self.stats.wait_timeouts += 1
+            self._fail(req, PoolTimeout(self._timeout_message()))
+
+    def _deliver(self, req: Request, backend: BackendConnection) -> None:
+        if req.done:  # the requester went away: the connection goes back
             self._lent.add(backend)
-            return backend
+            self.release(backend)
+            return
+        req.done = True
+        if req.timer is not None:
+            req.timer.cancel()
+        self._lent.add(backend)
+        req.deliver(backend)
+
+    def _fail(self, req: Request, exc: BaseException) -> None:
+        if req.done:
+            return
+        req.done = True
+        if req.timer is not None:
+            req.timer.cancel()
+        if req in self._waiters:
+            self._waiters.remove(req)
+        req.deliver(exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _take_idle(self, key: int) -> BackendConnection | None:
         now = time.monotonic()
@@ -147,71 +247,63 @@ class UpstreamPool:
                 return backend
         return None
 
-    def _evict_idle_other_key(self) -> bool:
-        """At the size limit with idle connections of another key: close the oldest."""
-        if not self._idle:
-            return False
-        backend = self._idle.popleft()
-        self.stats.key_evictions += 1
-        backend.close()
-        return True
-
-    async def _usable(self, backend: BackendConnection) -> bool:
-        """Check a connection idle for a while before handing it out."""
-        if backend.closed:
-            return False
-        if time.monotonic() - backend.last_active <= self.settings.ping_after:
-            return True
-        self._opening += 1  # counts against size while we check it
+    async def _check_then_deliver(self, req: Request, backend: BackendConnection) -> None:
+        """Ping a connection idle for a while before handing it out."""
         try:
             await backend.ping()
-            return True
+            ok = True
         except (ServerError, ConnectionError, OSError) as exc:
             self.stats.pings_failed += 1
             log.info("%s: upstream %s failed its ping (%s); replacing it",
                      self.name, backend.thread_id, exc)
             backend.abort()
-            return False
+            ok = False
         finally:
             self._opening -= 1
-            self._wake_for_slot()
+        if ok:
+            self._deliver(req, backend)
+        else:
+            self._serve(req)
 
-    async def _open(self, key: int, deadline: float) -> BackendConnection | None:
-        """Open a connection, or return None after backing off on a full account."""
-        self._opening += 1
+    async def _open_then_deliver(self, req: Request) -> None:
         try:
-            backend = await self._connect(key)
+            backend = await self._connect(req.key)
         except ServerError as exc:
+            self._opening -= 1
             self.stats.connect_failures += 1
             if exc.err.code not in TOO_MANY_CONNECTIONS:
-                raise UpstreamUnavailable(f"the upstream server refused a connection: {exc}"
-                                          ) from exc
+                self._fail(req, UpstreamUnavailable(
+                    f"the upstream server refused a connection: {exc}"))
+                self._wake_for_slot()
+                return
             self.stats.limit_rejections += 1
-            self._opening -= 1
             lowered = max(1, self.open_count)
             if lowered < self.effective_size:
                 log.warning("%s: server says the account is full (%s); lowering the pool "
                             "size from %d to %d", self.name, exc.err.code,
                             self.effective_size, lowered)
                 self.effective_size = lowered
-            await self._sleep_backoff(deadline)
-            return None
+            self._retry_later(req)
+            return
         except (UpstreamUnavailable, OSError) as exc:
+            self._opening -= 1
             self.stats.connect_failures += 1
-            self._opening -= 1
+            if time.monotonic() + self._backoff >= req.deadline:
+                self._fail(req, UpstreamUnavailable(str(exc)))
+            else:
+                log.warning("%s: %s; retrying", self.name, exc)
+                self._retry_later(req)
             self._wake_for_slot()
-            if time.monotonic() + self._backoff >= deadline:
-                raise UpstreamUnavailable(str(exc)) from exc
-            log.warning("%s: %s; retrying", self.name, exc)
-            await self._sleep_backoff(deadline)
-            return None
-        except UpstreamAuthError:
+            return
+        except UpstreamAuthError as exc:
+            self._opening -= 1
             self.stats.connect_failures += 1
-            self._opening -= 1
+            self._fail(req, exc)
             self._wake_for_slot()
-            raise
-        except BaseException:
+            return
+        except BaseException as exc:
             self._opening -= 1
+            self._fail(req, UpstreamUnavailable(f"cannot open an upstream connection: {exc}"))
             self._wake_for_slot()
             raise
         self._opening -= 1
@@ -220,42 +312,27 @@ class UpstreamPool:
         if self.effective_size < self.settings.size:
             self.effective_size += 1
         backend.on_close(self._on_backend_closed)
-        return backend
+        self._deliver(req, backend)
 
-    async def _sleep_backoff(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise PoolTimeout(self._timeout_message())
-        delay = min(self._backoff * (1 + random.random()), remaining)
+    def _retry_later(self, req: Request) -> None:
+        """Back off, keeping the client queued (SPEC: waiting clients never see 1226)."""
+        delay = self._backoff * (1 + random.random())
         self._backoff = min(self._backoff * 2, 2.0)
-        await asyncio.sleep(delay)
-
-    async def _wait(self, key: int, deadline: float) -> BackendConnection | None:
-        """Queue up; returns a connection handed over, or None for a freed slot."""
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(key, loop.create_future())
-        self._waiters.append(waiter)
-        future = waiter.future
-        try:
-            async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.monotonic())):
-                return await future
-        except TimeoutError:
-            if future.done() and not future.cancelled():
-                return future.result()  # handed over just as the time ran out
+        if time.monotonic() + delay >= req.deadline:
             self.stats.wait_timeouts += 1
-            raise PoolTimeout(self._timeout_message()) from None
-        except asyncio.CancelledError:
-            # The client went away while queued: pass on whatever it was given.
-            if future.done() and not future.cancelled() and future.exception() is None:
-                got = future.result()
-                if got is not None:
-                    self.release(got)
-                else:
-                    self._wake_for_slot()
-            raise
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._fail(req, PoolTimeout(self._timeout_message()))
+            return
+        self._waiters.appendleft(req)  # it keeps its place at the head
+        if req.timer is None:
+            req.timer = asyncio.get_running_loop().call_later(
+                max(0.0, req.deadline - time.monotonic()), self._expire, req)
+        asyncio.get_running_loop().call_later(delay, self._retry, req)
+
+    def _retry(self, req: Request) -> None:
+        if req.done or req not in self._waiters:
+            return
+        self._waiters.remove(req)
+        self._serve(req)
 
     def _timeout_message(self) -> str:
         return (
@@ -305,29 +382,22 @@ class UpstreamPool:
             self._return(backend)
 
     def _return(self, backend: BackendConnection) -> None:
-        for waiter in self._waiters:
-            if waiter.key == backend.key and not waiter.future.done():
-                self._waiters.remove(waiter)
-                self._lent.add(backend)
-                waiter.future.set_result(backend)
+        for req in self._waiters:
+            if req.key == backend.key:
+                self._waiters.remove(req)
+                self._deliver(req, backend)
                 return
-        if self._waiters and self._closing is False:
-            first = self._waiters[0]
-            if not first.future.done():
-                # The first waiter needs another key: give it this connection's slot.
-                self._waiters.popleft()
-                self.stats.key_evictions += 1
-                backend.close()
-                first.future.set_result(None)
-                return
+        if self._waiters and not self._closing:
+            # The first waiter needs another key: give it this connection's slot.
+            self.stats.key_evictions += 1
+            backend.close()
+            self._serve(self._waiters.popleft())
+            return
         self._idle.append(backend)
 
     def _wake_for_slot(self) -> None:
         while self._waiters and self.open_count < self.effective_size:
-            waiter = self._waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_result(None)
-                return
+            self._serve(self._waiters.popleft())
 
     def _on_backend_closed(self, backend: BackendConnection) -> None:
         if backend in self._idle:
@@ -365,10 +435,11 @@ class UpstreamPool:
 
     async def close(self) -> None:
         self._closing = True
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.set_exception(UpstreamUnavailable("mysqlgate is shutting down"))
+        for req in list(self._waiters):
+            self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()
         for backend in list(self._idle) + list(self._lent):
             backend.close()
         self._idle.clear()
+        for task in list(self._tasks):
+            task.cancel()

@@ -12,12 +12,15 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .backend import BackendConnection, CollectExchange, Exchange
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamLost, lost_message
+from .pool import Request
 from .protocol import auth
 from .protocol.constants import (
     CACHING_SHA2_PASSWORD,
@@ -96,9 +99,10 @@ class UpstreamSession:
 
 
 class ClientExchange(Exchange):
-    """A client's command in flight: forwards the response, notes what it changed."""
+    """A client's command in flight: forwards the response, notes what it changed,
+    and tells the session when the response is over."""
 
-    __slots__ = ("session", "backend", "forwarded")
+    __slots__ = ("session", "backend", "forwarded", "in_transaction_before", "tail")
 
     def __init__(self, scanner: ResponseScanner, session: Session,
                  backend: BackendConnection) -> None:
@@ -106,43 +110,66 @@ class ClientExchange(Exchange):
         self.session = session
         self.backend = backend
         self.forwarded = False
+        self.in_transaction_before = session.in_transaction or bool(session.pins)
+        # The response's last bytes, written after the connection has gone on to its
+        # next client: the server starts on the next statement sooner.
+        self.tail = b""
 
-    def feed(self, buf: bytearray, start: int, end: int) -> None:
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         self.forwarded = True
         scanner = self.scanner
         event = scanner.event
-        write = self.session.client.write
-        if end != scanner.event_end or event in (Event.NEED_DATA, Event.END):
-            write(bytes(buf[start:end]))
+        write = self.session.client.write if not scanner.done else self._keep
+        if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
+            write(buf if start == 0 and end == len(buf) and isinstance(buf, bytes)
+                  else bytes(buf[start:end]))
             return
         event_start = scanner.event_start
+        session = self.session
         if event == Event.OK:
-            payload = bytes(buf[event_start:end])
-            ok = OK.parse(payload, CLIENT.SESSION_TRACK)
-            self.session.note_ok(ok, self.backend)
-            if self.session.capabilities & CLIENT.SESSION_TRACK:
+            ok = OK.parse(bytes(buf[event_start:end]), CLIENT.SESSION_TRACK)
+            session.note_ok(ok, self.backend)
+            if session.capabilities & CLIENT.SESSION_TRACK:
                 write(bytes(buf[start:end]))
             else:
-                rewritten = ok.build(self.session.capabilities)
+                rewritten = ok.build(session.capabilities)
                 write(bytes(buf[start : event_start - 4])
                       + header(len(rewritten), buf[event_start - 1]) + rewritten)
             return
-        write(bytes(buf[start:end]))
+        write(buf if start == 0 and end == len(buf) and isinstance(buf, bytes)
+              else bytes(buf[start:end]))
         if event == Event.EOF:
             status = scanner.status
-            self.session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
+            session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
             if status & SERVER_SESSION_STATE_CHANGED:
                 # A result set changed state; classic EOF cannot say what.
-                self.session.pin(PIN_SESSION_STATE)
+                session.pin(PIN_SESSION_STATE)
         elif event == Event.LOCAL_INFILE:
-            self.session.relay_infile = True
+            session.relay_infile = True
         elif event == Event.PREPARE_OK:
-            self.session.prepared.add(scanner.statement_id)
-            self.session.pin(PIN_PREPARED)
+            session.prepared.add(scanner.statement_id)
+            session.pin(PIN_PREPARED)
+
+    def _keep(self, data: bytes) -> None:
+        self.tail += data
+
+    def finish(self) -> None:
+        self.session.command_done(self)
+
+    def fail(self, exc: BaseException) -> None:
+        self.session.command_failed(self, exc)
 
 
 class Session:
-    """One client connection, from greeting to goodbye."""
+    """One client connection, from greeting to goodbye.
+
+    Login runs as a task. After it, commands are driven by callbacks: a command that
+    can run at once (the client holds a connection, or an idle one that needs no
+    state change is at hand) is sent from the frontend's callback and finished from
+    the backend's, with no task switch; anything that must wait (the pool queue,
+    state replay) runs as a task. One command is in progress at a time; packets that
+    arrive meanwhile queue up in order.
+    """
 
     def __init__(self, ctx: GateContext, client: ClientConnection, peer: str) -> None:
         self.ctx = ctx
@@ -154,6 +181,7 @@ class Session:
         self.key = 0
         self.multi_statements = False
         self.state = SessionState()
+        self.login_state = SessionState()
         self.backend: BackendConnection | None = None
         self.in_transaction = False
         self.autocommit = True
@@ -161,17 +189,20 @@ class Session:
         # connection (SET TRANSACTION, or warnings for a SHOW WARNINGS to read).
         self.hold_next = False
         self.statement_unmovable = False
-        self.login_state = SessionState()
         self.pins: set[str] = set()
         self.prepared: set[int] = set()
         self.relay_infile = False
         self.connected_at = time.monotonic()
-        self.current_command = ""
-        self._packets: deque[Packet | None] = deque()
-        self._packet_waiter: asyncio.Future[None] | None = None
+        self.authenticated = False
+        self.closed = False
+        self.busy = False  # a command is in progress
+        self.current: bytes = b""  # the command in progress (for status output)
+        self._queue: deque[Packet] = deque()
+        self._login_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._last_seq = 0
         self.task: asyncio.Task[None] | None = None
+        self._request: Request | None = None
 
     def __repr__(self) -> str:
         return f"client {self.id} ({self.peer})"
@@ -181,19 +212,32 @@ class Session:
     def on_packet(self, packet: Packet) -> None:
         if self.relay_infile:
             # LOCAL INFILE data goes straight upstream, up to the empty packet.
-            if self.backend is not None and not self.backend.closed:
-                self.backend.transport.write(packet.raw)  # type: ignore[union-attr]
+            backend = self.backend
+            if backend is not None and backend.transport is not None and not backend.closed:
+                backend.transport.write(packet.raw)
             if not packet.payload:
                 self.relay_infile = False
             return
-        self._packets.append(packet)
-        waiter = self._packet_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self.busy or not self.authenticated:
+            self._queue.append(packet)
+            waiter = self._login_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        self.dispatch(packet)
 
     def on_client_gone(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self._request is not None:
+            self.ctx.pool.cancel(self._request)
+        self.ctx.sessions.discard(self)
+        self.detach(final=True)
+        self.client.close()
+        log.debug("%s: disconnected", self)
 
     def pause_upstream(self) -> None:
         """The client reads slower than the server sends: stop reading upstream."""
@@ -206,45 +250,33 @@ class Session:
         if self.backend is not None and self.backend.transport is not None:
             self.backend.transport.resume_reading()
 
-    async def _next_packet(self) -> Packet:
-        while not self._packets:
-            self._packet_waiter = asyncio.get_running_loop().create_future()
-            await self._packet_waiter
-            self._packet_waiter = None
-        packet = self._packets.popleft()
-        if packet is None:
-            raise ClientGone()
-        return packet
-
-    # -- the session's life -------------------------------------------------------------
+    # -- login ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        ctx = self.ctx
-        ctx.sessions.add(self)
+        """Login; then hand over to the callbacks."""
+        self.ctx.sessions.add(self)
         try:
             if not await self.authenticate():
+                self.on_client_gone()
                 return
-            while True:
-                packet = await self._next_packet()
-                if not await self.handle(packet):
-                    return
         except (ClientGone, asyncio.CancelledError):
-            pass
+            self.on_client_gone()
+            return
         except ProtocolViolation as exc:
-            log.warning("%s: protocol violation: %s; closing it", self, exc)
-            self.send_error(errors.ER_NET_PACKETS_OUT_OF_ORDER, f"mysqlgate: {exc}", "08S01",
-                            seq=0)
-        except Exception:
-            log.exception("%s: internal error; closing the connection", self)
-            self.send_error(2013, "mysqlgate: internal error in the proxy; see its log. "
-                            "Reconnect to continue.", seq=0)
-        finally:
-            ctx.sessions.discard(self)
-            self.detach(final=True)
-            self.client.close()
-            log.debug("%s: disconnected", self)
+            self.protocol_violation(exc)
+            return
+        self.authenticated = True
+        self.task = None
+        self._drain()
 
-    # -- login ------------------------------------------------------------------------
+    async def _login_packet(self) -> Packet:
+        while not self._queue:
+            if self.closed:
+                raise ClientGone()
+            self._login_waiter = asyncio.get_running_loop().create_future()
+            await self._login_waiter
+            self._login_waiter = None
+        return self._queue.popleft()
 
     async def authenticate(self) -> bool:
         ctx = self.ctx
@@ -258,7 +290,7 @@ class Session:
         greeting = Handshake(server.version, self.id, nonce, caps, server.charset,
                              SERVER_STATUS_AUTOCOMMIT, plugin, 0)
         self.client.write(encode_packet(greeting.build(), 0)[0])
-        packet = await self._next_packet()
+        packet = await self._login_packet()
         response = HandshakeResponse.parse(packet.payload)
         seq = packet.seq + 1
         if response.ssl_request:
@@ -277,7 +309,7 @@ class Session:
             nonce = auth.new_nonce()
             self.client.write(
                 encode_packet(AuthSwitchRequest(client_plugin, nonce).build(), seq)[0])
-            packet = await self._next_packet()
+            packet = await self._login_packet()
             proof, seq = packet.payload, packet.seq + 1
         upstream = ctx.config.upstream
         password = upstream.password.encode()
@@ -318,87 +350,151 @@ class Session:
             f"{'YES' if with_password else 'NO'}); use the upstream account's own user "
             "and password", "28000", seq=seq)
 
+    def protocol_violation(self, exc: ProtocolViolation) -> None:
+        log.warning("%s: protocol violation: %s; closing the connection", self, exc)
+        self.send_error(errors.ER_NET_PACKETS_OUT_OF_ORDER, f"mysqlgate: {exc}; closing "
+                        "this connection", "08S01", seq=0)
+        self.on_client_gone()
+
     # -- commands --------------------------------------------------------------------------
 
-    async def handle(self, packet: Packet) -> bool:
-        """Serve one command; False when the client said goodbye."""
+    def _drain(self) -> None:
+        """Run queued commands while none is in progress."""
+        queue = self._queue
+        while queue and not self.busy and not self.closed:
+            self.dispatch(queue.popleft())
+
+    def dispatch(self, packet: Packet) -> None:
+        """Serve one command: at once when possible, else in a task."""
         payload = packet.payload
-        if not payload:
-            raise ProtocolViolation("empty command packet")
-        if packet.seq != 0:
-            raise ProtocolViolation(f"command packet with sequence id {packet.seq}")
+        try:
+            if not payload:
+                raise ProtocolViolation("empty command packet")
+            if packet.seq != 0:
+                raise ProtocolViolation(f"command packet with sequence id {packet.seq}")
+        except ProtocolViolation as exc:
+            self.protocol_violation(exc)
+            return
         command = payload[0]
         self._last_seq = packet.last_seq
         self.ctx.stats.commands += 1
-        if command == COMMAND.COM_QUIT:
-            return False
-        if command == COMMAND.COM_PING and self.backend is None:
-            self.send_ok()
-            return True
-        if command == COMMAND.COM_SET_OPTION:
-            self.set_option(payload)
-            return True
-        if command == COM_RESET_CONNECTION:
-            await self.reset_connection()
-            return True
         if command in FORWARDED:
-            await self.forward(packet, command)
-            return True
-        name = {v: k for k, v in vars(COMMAND).items() if k.startswith("COM_")}.get(
-            command, f"0x{command:02x}")
-        self.send_error(errors.ER_UNKNOWN_COM_ERROR,
-                        f"mysqlgate: command {name} is not supported through the proxy",
-                        "08S01")
-        return True
-
-    def set_option(self, payload: bytes) -> None:
-        if len(payload) < 3 or payload[1] not in (0, 1):
-            self.send_error(errors.ER_UNKNOWN_COM_ERROR, "mysqlgate: unknown COM_SET_OPTION",
-                            "HY000")
-            return
-        self.multi_statements = payload[1] == 0  # aligned upstream before each command
-        self.send_eof()
-
-    async def reset_connection(self) -> None:
-        """COM_RESET_CONNECTION: the client's session goes back to its login state."""
-        backend = self.backend
-        self.state = self.login_state.copy()
-        self.pins.clear()
-        self.prepared.clear()
-        self.in_transaction = False
-        self.hold_next = False
-        self.autocommit = True
-        if backend is not None:
-            self.backend = None
-            self.ctx.pool.release(backend, reset=True)
-        self.send_ok()
-
-    async def forward(self, packet: Packet, command: int) -> None:
-        if command in STATEMENT_COMMANDS and self.backend is None:
-            # A statement id from before a lost connection: nothing to run it on.
-            if command in NO_REPLY:
+            backend = self.backend
+            if backend is None:
+                if command == COMMAND.COM_PING:
+                    self.send_ok()
+                    return
+                if command in STATEMENT_COMMANDS:
+                    self._unknown_statement(command)
+                    return
+                backend = self.ctx.pool.take_ready(self.key)
+                if backend is None:
+                    self.busy = True
+                    self._request = self.ctx.pool.request(
+                        self.key, partial(self._got_backend, packet, command))
+                    return
+                self._attach(packet, command, backend)
                 return
-            self.send_error(1243, "mysqlgate: unknown prepared statement handler; the "
-                            "upstream connection that held it was lost. Prepare it again.",
-                            "HY000")
+            if self.multi_statements != backend.multi_statements and \
+                    command == COMMAND.COM_QUERY:
+                self._run_task(self._prepare_and_forward(packet, command, backend))
+                return
+            self._forward(packet, command, backend)
             return
+        if command == COMMAND.COM_QUIT:
+            self.on_client_gone()
+        elif command == COMMAND.COM_SET_OPTION:
+            self.set_option(payload)
+        elif command == COM_RESET_CONNECTION:
+            self.reset_connection()
+        else:
+            name = {v: k for k, v in vars(COMMAND).items() if k.startswith("COM_")}.get(
+                command, f"0x{command:02x}")
+            self.send_error(errors.ER_UNKNOWN_COM_ERROR,
+                            f"mysqlgate: command {name} is not supported through the proxy",
+                            "08S01")
+
+    def _got_backend(self, packet: Packet, command: int,
+                     result: BackendConnection | BaseException) -> None:
+        """The pool's answer to our request (maybe much later)."""
+        self._request = None
+        if isinstance(result, BaseException):
+            if not self.closed:
+                if isinstance(result, MysqlgateError):
+                    self.send_mysqlgate_error(result)
+                else:
+                    self.send_error(2013, f"mysqlgate: no upstream connection: {result}")
+                self._command_over()
+            return
+        if self.closed:
+            self.ctx.pool.release(result)
+            return
+        self._attach(packet, command, result)
+
+    def _attach(self, packet: Packet, command: int, backend: BackendConnection) -> None:
+        """Run the command on a connection just taken from the pool."""
+        if self._ready(backend) and (
+            self.multi_statements == backend.multi_statements or command != COMMAND.COM_QUERY
+        ):
+            self.backend = backend
+            self._forward(packet, command, backend)
+        else:
+            self._run_task(self._prepare_and_forward(packet, command, backend))
+
+    def _ready(self, backend: BackendConnection) -> bool:
+        """Whether `backend` can serve this client without any state change."""
+        upstream: UpstreamSession = backend.session
+        mine = self.state
+        theirs = upstream.state
+        return (
+            theirs.variables == mine.variables and theirs.schema == mine.schema
+            and theirs.last_insert_id == mine.last_insert_id
+            and not (upstream.warnings and upstream.last_client != self.id)
+        )
+
+    def _run_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(coro)
+
+    def _unknown_statement(self, command: int) -> None:
+        # A statement id from before a lost connection: nothing to run it on.
+        if command not in NO_REPLY:
+            self.send_error(1243, "mysqlgate: unknown prepared statement handler; the "
+                            "upstream connection that held it was lost. Prepare it again.")
+
+    async def _prepare_and_forward(self, packet: Packet, command: int,
+                                   backend: BackendConnection) -> None:
+        """The slow path: move this session's state onto the connection and align
+        options, then run the command."""
         try:
-            backend = self.backend or await self.attach()
-        except MysqlgateError as exc:
-            self.send_mysqlgate_error(exc)
+            if backend is not self.backend:
+                try:
+                    await self._reconcile(backend)
+                except BaseException:
+                    self.ctx.pool.release(backend, reset=True)
+                    raise
+                self.backend = backend
+            if command == COMMAND.COM_QUERY and self.multi_statements != backend.multi_statements:
+                await backend.set_multi_statements(self.multi_statements)
+        except asyncio.CancelledError:
             return
         except ServerError as exc:
-            self.send_error(exc.err.code, f"mysqlgate: could not restore this session's "
+            self.send_error(exc.err.code, "mysqlgate: could not restore this session's "
                             f"state on an upstream connection: {exc.err.message}",
                             exc.err.sqlstate)
+            self._command_over()
             return
-        was_in_transaction = self.in_transaction or bool(self.pins)
-        if self.multi_statements != backend.multi_statements and command == COMMAND.COM_QUERY:
-            try:
-                await backend.set_multi_statements(self.multi_statements)
-            except (ServerError, ConnectionError) as exc:
-                await self._lost(backend, exc, was_in_transaction, "before the statement ran")
-                return
+        except (ConnectionError, OSError) as exc:
+            self._lost(backend, exc, self.in_transaction or bool(self.pins),
+                       "before the statement was sent", -1)
+            self._command_over()
+            return
+        self.task = None
+        self._forward(packet, command, backend)
+
+    def _forward(self, packet: Packet, command: int, backend: BackendConnection) -> None:
+        if self._paused and backend.transport is not None:
+            backend.transport.pause_reading()
         if command in NO_REPLY:
             if command == COMMAND.COM_STMT_CLOSE and len(packet.payload) >= 5:
                 self.prepared.discard(int.from_bytes(packet.payload[1:5], "little"))
@@ -407,45 +503,79 @@ class Session:
             try:
                 backend.send(packet.raw, None)
             except ConnectionError as exc:
-                await self._lost(backend, exc, was_in_transaction, "before the statement ran")
-                return
-            self._maybe_detach()
+                self._lost(backend, exc, self.in_transaction, "before the statement was sent",
+                           -1)
+            self._command_over()
             return
         deprecate_eof = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
         exchange = ClientExchange(ResponseScanner(command, deprecate_eof), self, backend)
         self.hold_next = False
         self.statement_unmovable = False
+        payload = packet.payload
         if command == COMMAND.COM_QUERY:
-            self._note_statement_text(packet.payload)
-        self.current_command = _describe(packet.payload)
+            if NEXT_TRANSACTION_ONLY.match(payload, 1):
+                self.hold_next = True
+            self.statement_unmovable = bool(UNMOVABLE_STATE.search(payload, 1))
+        self.current = payload
+        self.busy = True
         try:
             backend.send(packet.raw, exchange)
-            await exchange.done
-        except (ConnectionError, OSError) as exc:
-            await self._lost(backend, exc, was_in_transaction, "while the statement ran",
-                             exchange.scanner.last_seq if exchange.forwarded else -1)
-            return
-        finally:
-            self.current_command = ""
+        except ConnectionError as exc:
+            self.command_failed(exchange, exc)
+
+    def command_done(self, exchange: ClientExchange) -> None:
+        """The backend saw the end of the response (called from its callback)."""
         scanner = exchange.scanner
         if scanner.event == Event.ERR:
             # An ERR carries no status: keep what we knew. Outside autocommit a failed
             # statement may have opened a transaction, so hold on until we know.
             if not self.autocommit:
                 self.in_transaction = True
-        elif scanner.event in (Event.OK, Event.EOF):
-            self.note_status(scanner.status, None)
-        self._maybe_detach()
+        elif scanner.event == Event.OK or scanner.event == Event.EOF:
+            self.in_transaction = bool(scanner.status & SERVER_STATUS_IN_TRANS)
+        self._command_over(exchange.tail)
 
-    def _note_statement_text(self, payload: bytes) -> None:
-        if NEXT_TRANSACTION_ONLY.match(payload, 1):
-            self.hold_next = True
-        self.statement_unmovable = bool(UNMOVABLE_STATE.search(payload, 1))
-
-    def _maybe_detach(self) -> None:
-        if self.in_transaction or self.pins or self.hold_next or self.relay_infile:
+    def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
+        if self.closed:
             return
-        self.detach()
+        self._lost(exchange.backend, exc, exchange.in_transaction_before,
+                   "while the statement ran",
+                   exchange.scanner.last_seq if exchange.forwarded else -1)
+        self._command_over()
+
+    def _command_over(self, tail: bytes = b"") -> None:
+        self.busy = False
+        self.current = b""
+        self.task = None
+        if self.closed:
+            return
+        if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile):
+            self.detach()
+        if tail:
+            self.client.write(tail)
+        if self._queue:
+            self._drain()
+
+    def set_option(self, payload: bytes) -> None:
+        if len(payload) < 3 or payload[1] not in (0, 1):
+            self.send_error(errors.ER_UNKNOWN_COM_ERROR, "mysqlgate: unknown COM_SET_OPTION")
+            return
+        self.multi_statements = payload[1] == 0  # aligned upstream before each query
+        self.send_eof()
+
+    def reset_connection(self) -> None:
+        """COM_RESET_CONNECTION: the client's session goes back to its login state."""
+        self.state = self.login_state.copy()
+        self.pins.clear()
+        self.prepared.clear()
+        self.in_transaction = False
+        self.hold_next = False
+        self.autocommit = True
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            self.ctx.pool.release(backend, reset=True)
+        self.send_ok()
 
     def detach(self, final: bool = False) -> None:
         backend = self.backend
@@ -454,7 +584,7 @@ class Session:
         self.backend = None
         if self._paused and backend.transport is not None and not backend.closed:
             backend.transport.resume_reading()
-        upstream = backend.session
+        upstream: UpstreamSession | None = backend.session
         if upstream is not None:
             upstream.last_client = self.id
         # Unmovable state or an open transaction must not reach another client.
@@ -462,19 +592,6 @@ class Session:
         if final and self.relay_infile:
             backend.abort()
         self.ctx.pool.release(backend, reset=reset)
-
-    async def attach(self) -> BackendConnection:
-        ctx = self.ctx
-        backend = await ctx.pool.acquire(self.key, str(self))
-        try:
-            await self._reconcile(backend)
-        except BaseException:
-            ctx.pool.release(backend, reset=True)
-            raise
-        self.backend = backend
-        if self._paused and backend.transport is not None:
-            backend.transport.pause_reading()
-        return backend
 
     async def _reconcile(self, backend: BackendConnection) -> None:
         upstream: UpstreamSession = backend.session
@@ -495,15 +612,12 @@ class Session:
             backend.send(raw, exchange)
             waits.append(exchange)
         for exchange in waits:
-            await exchange.done
-            if exchange.payloads and exchange.payloads[-1][:1] == b"\xff":
-                raise ServerError(ERR.parse(exchange.payloads[-1]))
+            await exchange.wait()
         upstream.state = self.state.copy()
 
     # -- what responses say ----------------------------------------------------------------
 
-    def note_status(self, status: int, warnings: int | None) -> None:
-        self.in_transaction = bool(status & SERVER_STATUS_IN_TRANS)
+    def note_status(self, status: int, warnings: int) -> None:
         self.autocommit = bool(status & SERVER_STATUS_AUTOCOMMIT)
         if warnings:
             # Keep the connection for one more statement: the client's SHOW WARNINGS.
@@ -527,8 +641,7 @@ class Session:
             self.state.schema = tracked.schema
             upstream.state.schema = tracked.schema
         if tracked.state_changed and (
-            not (tracked.variables or tracked.schema is not None)
-            or self.statement_unmovable
+            not (tracked.variables or tracked.schema is not None) or self.statement_unmovable
         ):
             self.pin(PIN_SESSION_STATE)
 
@@ -539,12 +652,13 @@ class Session:
             log.debug("%s: pinned to upstream %s (%s)", self, self.backend and
                       self.backend.thread_id, reason)
 
-    async def _lost(self, backend: BackendConnection, exc: BaseException,
-                    was_in_transaction: bool, during: str, last_seq: int = -1) -> None:
+    def _lost(self, backend: BackendConnection, exc: BaseException,
+              was_in_transaction: bool, during: str, last_seq: int) -> None:
         self.ctx.stats.upstream_lost += 1
         log.warning("%s: upstream %s lost %s: %s", self, backend.thread_id, during, exc)
         backend.abort()
-        self.backend = None
+        if self.backend is backend:
+            self.backend = None
         self.ctx.pool.release(backend)
         lost_state = bool(self.pins)
         message = lost_message(was_in_transaction and not lost_state, during)
@@ -590,9 +704,3 @@ class Session:
 def _collecting(backend: BackendConnection) -> CollectExchange:
     return CollectExchange(ResponseScanner(COMMAND.COM_QUERY,
                                            bool(backend.capabilities & CLIENT.DEPRECATE_EOF)))
-
-
-def _describe(payload: bytes) -> str:
-    if payload[0] == COMMAND.COM_QUERY:
-        return payload[1:81].decode("utf-8", "replace")
-    return f"command 0x{payload[0]:02x}"
