@@ -50,6 +50,7 @@ from .session_state import (
     UNKNOWN_SCHEMA,
     UNMOVABLE_STATE,
     SessionState,
+    apply_tracked,
     charset_variables,
     reconcile,
 )
@@ -634,9 +635,8 @@ class Session:
         tracked = ok.session_state
         if tracked is None:
             return
-        for name, value in tracked.variables:
-            self.state.variables[name] = value
-            upstream.state.variables[name] = value
+        apply_tracked(self.state.variables, tracked.variables)
+        apply_tracked(upstream.state.variables, tracked.variables)
         if tracked.schema is not None:
             self.state.schema = tracked.schema
             upstream.state.schema = tracked.schema

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pymysql.charset import charset_by_id
+from pymysql.charset import charset_by_id, charset_by_name
 
 from .protocol.constants import COMMAND
 from .protocol.framing import encode_packet
@@ -46,6 +46,38 @@ def charset_variables(charset_id: int) -> dict[str, str]:
     values = dict.fromkeys(CHARSET_VARIABLES, name)
     values["collation_connection"] = cs.collation.replace("utf8_", "utf8mb3_", 1)
     return values
+
+
+def _default_collation(charset: str) -> str | None:
+    try:
+        return charset_by_name("utf8" if charset == "utf8mb3" else charset).collation
+    except KeyError:
+        return None
+
+
+def _charset_of(collation: str) -> str | None:
+    name = collation.split("_", 1)[0]
+    return name if _default_collation(name) else None
+
+
+def apply_tracked(variables: dict[str, str], reported: list[tuple[str, str]]) -> None:
+    """Record what the trackers reported, plus what changed with it unreported:
+    setting a character set resets its collation and the reverse (MariaDB reports
+    only the variable named in the statement)."""
+    names = set()
+    for name, value in reported:
+        variables[name] = value
+        names.add(name)
+    if "character_set_connection" in names and "collation_connection" not in names:
+        collation = _default_collation(variables["character_set_connection"])
+        if collation is not None:
+            variables["collation_connection"] = collation
+        else:
+            variables.pop("collation_connection", None)
+    elif "collation_connection" in names and "character_set_connection" not in names:
+        charset = _charset_of(variables["collation_connection"])
+        if charset is not None:
+            variables["character_set_connection"] = charset
 
 
 @dataclass
