@@ -304,16 +304,20 @@ class Session:
         client_plugin = response.auth_plugin or (
             plugin if response.capabilities & CLIENT.PLUGIN_AUTH else NATIVE_PASSWORD)
         proof = response.auth_response
-        if client_plugin not in auth.SUPPORTED_PLUGINS:
-            # Ask for a plugin we verify (auth switch), with a fresh nonce.
-            client_plugin = NATIVE_PASSWORD
+        upstream = ctx.config.upstream
+        password = upstream.password.encode()
+        if client_plugin not in auth.SUPPORTED_PLUGINS or (
+            client_plugin != plugin and not auth.verify(client_plugin, password, nonce, proof)
+        ):
+            # A plugin we cannot verify, or one other than offered that answered
+            # without data (libmariadb does): ask again (auth switch), fresh nonce.
+            if client_plugin not in auth.SUPPORTED_PLUGINS:
+                client_plugin = NATIVE_PASSWORD
             nonce = auth.new_nonce()
             self.client.write(
                 encode_packet(AuthSwitchRequest(client_plugin, nonce).build(), seq)[0])
             packet = await self._login_packet()
             proof, seq = packet.payload, packet.seq + 1
-        upstream = ctx.config.upstream
-        password = upstream.password.encode()
         good = user == upstream.user and auth.verify(client_plugin, password, nonce, proof)
         if not good:
             await self._refuse_login(user, bool(proof), seq)

@@ -27,7 +27,7 @@ CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "charac
 # locks. These statement shapes cause such changes even when a variable entry comes
 # along (`SET @x=1, sql_mode=...`), so a statement matching them pins as well.
 UNMOVABLE_STATE = re.compile(
-    rb"@(?!@)|\bTEMPORARY\b|\bLOCK\b|\bPREPARE\b|\bGET_LOCK\b|\bSQL_CALC_FOUND_ROWS\b",
+    rb"(?<!@)@(?!@)|\bTEMPORARY\b|\bLOCK\b|\bPREPARE\b|\bGET_LOCK\b|\bSQL_CALC_FOUND_ROWS\b",
     re.IGNORECASE,
 )
 

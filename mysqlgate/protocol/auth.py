@@ -32,8 +32,9 @@ def new_nonce() -> bytes:
     out = bytearray()
     while len(out) < 20:
         for b in os.urandom(32):
-            if b not in (0, 0x24) and len(out) < 20:
-                out.append(b & 0x7F or 1)
+            c = b & 0x7F  # 7-bit, as servers do
+            if c not in (0, 0x24) and len(out) < 20:
+                out.append(c)
     return bytes(out)
 
 

@@ -139,7 +139,7 @@ class ResponseScanner:
                 ):
                     return self._close_result(buf, start, end, Event.OK if self.deprecate_eof
                                               else Event.EOF)
-                if first == 0xFF:
+                if first == 0xFF and length < MAX_PACKET_PAYLOAD:
                     return self._finish(Event.ERR, start, end)
                 pos = end
                 continue
