@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,18 @@ def parse_int_or_auto(value: Any) -> int | None:
     return int(value)
 
 
+def non_negative(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`parse`, refusing values below zero (None, i.e. auto, passes)."""
+
+    def check(value: Any) -> Any:
+        result = parse(value)
+        if result is not None and result < 0:
+            raise ConfigError(f"must not be negative: {value!r}")
+        return result
+
+    return check
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -67,6 +79,10 @@ class Setting:
     secret: bool = False
 
 
+count = non_negative(int)
+seconds = non_negative(float)
+size = non_negative(parse_size)
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("upstream.url", str, "mysql://root@127.0.0.1:3306/",
             "mysql://user:password@host:port/database (?unix_socket=/path for a socket)"),
@@ -81,23 +97,23 @@ SETTINGS: tuple[Setting, ...] = (
             "host:port and/or unix:/path listeners"),
     Setting("listen.allow_remote", parse_bool, False,
             "allow listening on non-loopback addresses"),
-    Setting("pool.size", parse_int_or_auto, None,
+    Setting("pool.size", non_negative(parse_int_or_auto), None,
             "upstream connections at most; auto = max_user_connections - reserve"),
-    Setting("pool.reserve", int, 1, "connections left free for humans when size is auto"),
-    Setting("pool.queue_timeout", float, 10.0, "seconds a client waits for a connection",
+    Setting("pool.reserve", count, 1, "connections left free for humans when size is auto"),
+    Setting("pool.queue_timeout", seconds, 10.0, "seconds a client waits for a connection",
             reloadable=True),
     Setting("pool.idle_timeout", parse_seconds_or_auto, None,
             "close idle upstream connections after this; auto = from @@wait_timeout",
             reloadable=True),
-    Setting("pool.max_lifetime", float, 3600.0, "replace upstream connections after this",
+    Setting("pool.max_lifetime", seconds, 3600.0, "replace upstream connections after this",
             reloadable=True),
     Setting("pool.ping_after", float, 5.0,
             "ping an idle connection idle longer than this before handing it out",
             reloadable=True),
-    Setting("pool.result_buffer", parse_size, 16 << 20,
+    Setting("pool.result_buffer", size, 16 << 20,
             "bytes read ahead from the server per client before back-pressure"),
-    Setting("limits.max_clients", int, 10000, "client connections at most"),
-    Setting("limits.max_packet", parse_size, 1 << 30, "largest client packet accepted"),
+    Setting("limits.max_clients", count, 10000, "client connections at most"),
+    Setting("limits.max_packet", size, 1 << 30, "largest client packet accepted"),
     Setting("auth.plugin", str, "auto",
             "plugin offered to clients: auto (as upstream) | mysql_native_password | "
             "caching_sha2_password"),
@@ -147,10 +163,22 @@ class Config:
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show (admin output, logs): secrets masked."""
-        return {
+        shown = {
             name: ("***" if SETTINGS_BY_NAME[name].secret and value else value)
             for name, value in self.values.items()
         }
+        shown["upstream.url"] = mask_url_password(shown["upstream.url"])
+        return shown
+
+
+def mask_url_password(url: str) -> str:
+    """mysql://user:secret@host/db -> mysql://user:***@host/db."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def env_name(setting: str) -> str:
@@ -166,7 +194,10 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
     raw: dict[str, Any] = {s.name: s.default for s in SETTINGS}
     if file:
         with open(file, "rb") as fh:
-            data = tomllib.load(fh)
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{file}: {exc}") from None
         for section, items in data.items():
             if not isinstance(items, dict):
                 raise ConfigError(f"{file}: [{section}] must be a table")
@@ -220,11 +251,15 @@ def parse_upstream(values: Mapping[str, Any]) -> Upstream:
     if values["upstream.password"] is not None:
         password = values["upstream.password"]
     database = unquote(url.path.lstrip("/")) or None
+    try:
+        port = url.port or 3306
+    except ValueError as exc:  # not a number, or out of range
+        raise ConfigError(f"upstream.url: {exc}") from None
     return Upstream(
         user=unquote(url.username or "root"),
         password=password,
         host=url.hostname or "127.0.0.1",
-        port=url.port or 3306,
+        port=port,
         unix_socket=query.get("unix_socket", [None])[0],
         database=database,
         ssl_mode=values["upstream.ssl_mode"],
@@ -241,6 +276,8 @@ def parse_listener(text: str) -> Listener:
     host, sep, port = text.rpartition(":")
     if not sep:
         raise ConfigError(f"listener {text!r}: expected host:port or unix:/path")
+    if not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listener {text!r}: port {port!r} is not a port number")
     return Listener(host=host.strip("[]") or "127.0.0.1", port=int(port))
 
 

@@ -33,7 +33,8 @@ UNMOVABLE_STATE = re.compile(
 
 # `SET TRANSACTION ...` (no SESSION/GLOBAL) changes only the next transaction and is
 # not reported by the trackers: the client keeps its connection until that has run.
-NEXT_TRANSACTION_ONLY = re.compile(rb"^\s*SET\s+TRANSACTION\b", re.IGNORECASE)
+# Used as .match(payload, 1): `^` never matches at pos 1 (it means the real start).
+NEXT_TRANSACTION_ONLY = re.compile(rb"\s*SET\s+TRANSACTION\b", re.IGNORECASE)
 
 
 def charset_variables(charset_id: int) -> dict[str, str]:
@@ -49,10 +50,9 @@ def charset_variables(charset_id: int) -> dict[str, str]:
 
 
 def _default_collation(charset: str) -> str | None:
-    try:
-        return charset_by_name("utf8" if charset == "utf8mb3" else charset).collation
-    except KeyError:
-        return None
+    # PyMySQL reads "utf8" as utf8mb4; to MariaDB it is utf8mb3. Unknown names give None.
+    cs = charset_by_name("utf8mb3" if charset == "utf8" else charset)
+    return cs.collation if cs is not None else None
 
 
 def _charset_of(collation: str) -> str | None:
@@ -118,9 +118,12 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState
     if changed:
         plan.commands.append(set_statement(changed))
     schema = base.schema if not plan.reset else UNKNOWN_SCHEMA
-    if client.schema is not None and client.schema != schema:
+    # A client that never chose a schema gets the one a fresh connection starts in,
+    # not whatever the previous client left behind.
+    wanted = client.schema if client.schema is not None else fresh.schema
+    if wanted is not None and wanted != schema:
         plan.commands.append(
-            encode_packet(bytes((COMMAND.COM_INIT_DB,)) + client.schema.encode(), 0)[0]
+            encode_packet(bytes((COMMAND.COM_INIT_DB,)) + wanted.encode(), 0)[0]
         )
     insert_id = 0 if plan.reset else base.last_insert_id
     if client.last_insert_id != insert_id:
@@ -141,7 +144,7 @@ def _order(name: str) -> int:
 
 
 def sql_value(name: str, value: str) -> str:
-    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+    if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value):
         return value
     if value == "" and name.startswith("character_set_"):
         return "NULL"

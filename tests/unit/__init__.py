@@ -1,0 +1,1 @@
+"""Pure unit tests of the sans-IO code: no sockets, no server."""
