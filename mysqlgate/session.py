@@ -639,8 +639,8 @@ class Session:
         tracked = ok.session_state
         if tracked is None:
             return
-        apply_tracked(self.state.variables, tracked.variables)
-        apply_tracked(upstream.state.variables, tracked.variables)
+        apply_tracked(self.state.variables, tracked.variables, self.current)
+        apply_tracked(upstream.state.variables, tracked.variables, self.current)
         if tracked.schema is not None:
             self.state.schema = tracked.schema
             upstream.state.schema = tracked.schema

@@ -60,16 +60,27 @@ def _charset_of(collation: str) -> str | None:
     return name if _default_collation(name) else None
 
 
-def apply_tracked(variables: dict[str, str], reported: list[tuple[str, str]]) -> None:
+# SET NAMES cs COLLATE coll: MariaDB's tracker reports the three character_set_*
+# variables only, never the collation the statement chose.
+SET_NAMES_COLLATE = re.compile(
+    rb"\bSET\s+NAMES\s+[`'\"]?\w+[`'\"]?\s+COLLATE\s+[`'\"]?(\w+)", re.IGNORECASE
+)
+
+
+def apply_tracked(variables: dict[str, str], reported: list[tuple[str, str]],
+                  statement: bytes = b"") -> None:
     """Record what the trackers reported, plus what changed with it unreported:
     setting a character set resets its collation and the reverse (MariaDB reports
-    only the variable named in the statement)."""
+    only the variable named in the statement, and for SET NAMES ... COLLATE not the
+    collation it chose: that one comes from the statement text)."""
     names = set()
     for name, value in reported:
         variables[name] = value
         names.add(name)
     if "character_set_connection" in names and "collation_connection" not in names:
-        collation = _default_collation(variables["character_set_connection"])
+        match = SET_NAMES_COLLATE.search(statement)
+        collation = (match.group(1).decode().lower() if match
+                     else _default_collation(variables["character_set_connection"]))
         if collation is not None:
             variables["collation_connection"] = collation
         else:

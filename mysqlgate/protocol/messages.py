@@ -332,8 +332,10 @@ class OK:
                 out += lenenc_str(self.info)
             if status & SERVER_SESSION_STATE_CHANGED and self.session_state is not None:
                 out += lenenc_str(self.session_state.build())
-        else:
-            out += self.info
+        elif self.info:
+            # Servers send info length-encoded with or without CLIENT_SESSION_TRACK,
+            # and libmysqlclient, libmariadb and mysql-connector-python read it so.
+            out += lenenc_str(self.info)
         return bytes(out)
 
     @classmethod
@@ -351,8 +353,8 @@ class OK:
                 info = r.lenenc_str()
             if status & SERVER_SESSION_STATE_CHANGED and r.remaining():
                 state = SessionState.parse(r.lenenc_str())
-        else:
-            info = r.rest()
+        elif r.remaining():
+            info = r.lenenc_str()
         return cls(affected, insert_id, status, warnings, info, state, header)
 
 

@@ -1,0 +1,192 @@
+"""Client authentication at mysqlgate (SPEC sections 2 and 6): the account's own user and
+password, mysql_native_password and caching_sha2_password (fast path, auth switch), 1045
+for bad credentials without touching the upstream, and real clients logging in."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pymysql
+import pytest
+from harness import Gate, ScratchDb
+from pymysql.constants import ER
+
+PLUGINS = ("mysql_native_password", "caching_sha2_password")
+
+
+def _gate_idle(gate_factory: Callable[..., Gate], upstream: ScratchDb, *args: str) -> Gate:
+    """A gate whose startup probe connection has gone, so the user has no connections."""
+    gate = gate_factory(*args, db=upstream)
+    assert upstream.wait_processlist_count(0) == 0, "the gate kept an upstream connection at start"
+    return gate
+
+
+def _login_refused(gate: Gate, **kwargs: Any) -> pymysql.err.OperationalError:
+    with pytest.raises(pymysql.err.OperationalError) as excinfo:
+        gate.connect(connect_timeout=10, **kwargs)
+    return excinfo.value
+
+
+def _query_works(conn: pymysql.connections.Connection, db: ScratchDb) -> None:
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_USER(), DATABASE(), 6 * 7")
+            assert cursor.fetchone() == (f"{db.user}@%", db.database, 42)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_wrong_password_is_refused_without_an_upstream_connection(
+    gate_factory: Callable[..., Gate], db: ScratchDb, plugin: str
+) -> None:
+    gate = _gate_idle(gate_factory, db, "--auth-plugin", plugin)
+    for attempt in range(5):
+        error = _login_refused(gate, password=f"wrong-{attempt}")
+        code, message = error.args
+        assert code == ER.ACCESS_DENIED_ERROR, error  # 1045
+        assert message.startswith("mysqlgate:"), message
+        assert db.user in message
+        assert db.password not in message
+        assert db.processlist_count() == 0, f"attempt {attempt} opened an upstream connection"
+
+    # The right password still works after the failures.
+    _query_works(gate.connect(), db)
+
+
+def test_wrong_user_and_missing_password_are_refused(
+    gate_factory: Callable[..., Gate], db: ScratchDb, db_factory: Callable[..., ScratchDb]
+) -> None:
+    gate = _gate_idle(gate_factory, db)
+    other = db_factory()  # a real account on the server, but not the gate's
+
+    for kwargs in (
+        {"user": "nobody_here", "password": db.password},
+        {"user": other.user, "password": other.password, "database": other.database},
+        {"password": ""},
+    ):
+        error = _login_refused(gate, **kwargs)
+        code, message = error.args
+        assert code == ER.ACCESS_DENIED_ERROR, (kwargs, error)
+        assert message.startswith("mysqlgate:"), message
+        assert db.password not in message and other.password not in message
+    assert db.processlist_count() == 0
+    assert other.processlist_count() == 0
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_pymysql_logs_in_with_the_plugin_the_greeting_names(
+    gate_factory: Callable[..., Gate], db: ScratchDb, plugin: str
+) -> None:
+    gate = gate_factory("--auth-plugin", plugin)
+    for _ in range(2):  # caching_sha2_password: the second login is the cached fast path too
+        conn = gate.connect()
+        assert conn._auth_plugin_name == plugin  # PyMySQL answers with the greeting's plugin
+        _query_works(conn, db)
+    _query_works(gate.connect(unix_socket=gate.socket), db)
+
+
+def _mariadb_cli(
+    gate: Gate, db: ScratchDb, *args: str, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    assert cli is not None, "the mariadb command-line client is not installed"
+    return subprocess.run(
+        [
+            cli,
+            "--no-defaults",
+            f"--host={gate.host}",
+            f"--port={gate.port}",
+            "--protocol=TCP",
+            f"--user={db.user}",
+            f"--password={db.password if password is None else password}",
+            "--batch",
+            "--skip-column-names",
+            *args,
+            "-e",
+            "SELECT CURRENT_USER(), DATABASE(), 6 * 7",
+            db.database,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "gate_plugin,client_args",
+    [
+        ("caching_sha2_password", ["--default-auth=mysql_native_password"]),
+        ("caching_sha2_password", []),
+        ("mysql_native_password", []),
+    ],
+    ids=["sha2-gate-native-client", "sha2-gate-default-client", "native-gate-default-client"],
+)
+def test_mariadb_cli_logs_in(
+    gate_factory: Callable[..., Gate], db: ScratchDb, gate_plugin: str, client_args: list[str]
+) -> None:
+    gate = gate_factory("--auth-plugin", gate_plugin)
+    result = _mariadb_cli(gate, db, *client_args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0].split("\t") == [f"{db.user}@%", db.database, "42"]
+
+    refused = _mariadb_cli(gate, db, *client_args, password="not-the-password")
+    assert refused.returncode != 0
+    assert "ERROR 1045" in refused.stderr and "mysqlgate:" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("gate_plugin", PLUGINS)
+@pytest.mark.parametrize("client_plugin", PLUGINS)
+def test_mysql_connector_logs_in(
+    gate_factory: Callable[..., Gate], db: ScratchDb, gate_plugin: str, client_plugin: str
+) -> None:
+    connector = pytest.importorskip("mysql.connector")
+    gate = gate_factory("--auth-plugin", gate_plugin)
+    params = {
+        "host": gate.host,
+        "port": gate.port,
+        "user": db.user,
+        "database": db.database,
+        "auth_plugin": client_plugin,
+        "ssl_disabled": True,
+        "use_pure": True,
+        "connection_timeout": 10,
+    }
+    for _ in range(2):
+        conn = connector.connect(password=db.password, **params)
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT CURRENT_USER(), DATABASE(), 6 * 7")
+            assert cursor.fetchall() == [(f"{db.user}@%", db.database, 42)]
+            cursor.close()
+        finally:
+            conn.close()
+
+    with pytest.raises(connector.Error) as excinfo:
+        connector.connect(password="not-the-password", **params)
+    assert excinfo.value.errno == ER.ACCESS_DENIED_ERROR
+    assert "mysqlgate:" in str(excinfo.value.msg)
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_account_with_empty_password(
+    gate_factory: Callable[..., Gate], db_factory: Callable[..., ScratchDb], plugin: str
+) -> None:
+    empty = db_factory(password="")
+    with empty.connect(password="") as direct, direct.cursor() as cursor:  # as on the server
+        cursor.execute("SELECT CURRENT_USER()")
+        assert cursor.fetchone() == (f"{empty.user}@%",)
+    gate = _gate_idle(gate_factory, empty, "--auth-plugin", plugin)
+
+    for password in ("something", "x"):
+        error = _login_refused(gate, password=password)
+        assert error.args[0] == ER.ACCESS_DENIED_ERROR, error
+        assert error.args[1].startswith("mysqlgate:"), error
+    assert empty.processlist_count() == 0
+
+    for _ in range(2):
+        _query_works(gate.connect(password=""), empty)

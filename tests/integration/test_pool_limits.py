@@ -1,0 +1,136 @@
+"""The pool's bounds (SPEC section 3): many clients share a pool kept below the account's
+max_user_connections and never see 1226; a client that waits longer than
+pool.queue_timeout gets mysqlgate's own error and can go on afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pymysql
+import pytest
+from harness import Gate, ScratchDb
+
+CLIENTS = 200
+QUERIES_PER_CLIENT = 50
+
+
+class _Sampler(threading.Thread):
+    """Counts the account's server connections every `interval` s until stopped."""
+
+    def __init__(self, db: ScratchDb, interval: float = 0.05) -> None:
+        super().__init__(name="processlist-sampler", daemon=True)
+        self.db = db
+        self.interval = interval
+        self.samples: list[int] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self.samples.append(self.db.processlist_count())
+                self._stop_event.wait(self.interval)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+    def stop(self) -> list[int]:
+        self._stop_event.set()
+        self.join(10)
+        if self.error is not None:
+            raise self.error
+        return self.samples
+
+
+@pytest.mark.db_options(max_user_connections=3)
+def test_many_clients_share_a_pool_below_the_account_limit(gate: Gate, db: ScratchDb) -> None:
+    # pool.size auto: max_user_connections 3 minus the reserve of 1.
+    start_barrier = threading.Barrier(CLIENTS, timeout=60)
+
+    def client(client_id: int) -> list[str]:
+        """Run the client's queries; return what went wrong (nothing, if all is well)."""
+        problems: list[str] = []
+        try:
+            conn = gate.connect(connect_timeout=30, read_timeout=60, write_timeout=60)
+        except pymysql.err.MySQLError as exc:
+            start_barrier.abort()
+            return [f"client {client_id}: connect failed: {exc!r}"]
+        try:
+            start_barrier.wait()  # all connected, then all query at once
+            with conn.cursor() as cur:
+                for i in range(QUERIES_PER_CLIENT):
+                    value = client_id * 100000 + i
+                    cur.execute(f"SELECT {value}")
+                    row = cur.fetchone()
+                    if row != (value,):
+                        problems.append(f"client {client_id} query {i}: got {row}")
+        except (pymysql.err.MySQLError, threading.BrokenBarrierError) as exc:
+            problems.append(f"client {client_id}: {exc!r}")
+        finally:
+            if conn.open:
+                conn.close()
+        return problems
+
+    sampler = _Sampler(db)
+    sampler.start()
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            results = list(pool.map(client, range(1, CLIENTS + 1)))
+    finally:
+        samples = sampler.stop()
+    elapsed = time.monotonic() - started
+
+    problems = [problem for result in results for problem in result]
+    assert not any("1226" in problem for problem in problems), problems[:10]
+    assert problems == [], f"{len(problems)} problems, first ones: {problems[:10]}"
+    assert len(samples) >= 10, f"only {len(samples)} processlist samples in {elapsed:.1f} s"
+    assert max(samples) <= 2, f"the account had up to {max(samples)} connections: {samples}"
+    assert max(samples) >= 1  # the sampler did see the pool at work
+    assert elapsed < 60, f"{CLIENTS} x {QUERIES_PER_CLIENT} queries took {elapsed:.1f} s"
+
+
+def test_queue_timeout_error_then_recovery(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "2")
+    with contextlib.closing(db.connect()) as direct, direct.cursor() as cur:
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+
+    a = gate.connect()
+    b = gate.connect()
+    try:
+        b_id = b.thread_id()
+        with a.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO t VALUES (1)")  # A holds the only upstream connection
+
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.MySQLError) as excinfo, b.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM t")
+        elapsed = time.monotonic() - started
+        assert 1.5 <= elapsed <= 5, f"B waited {elapsed:.2f} s for its error"
+        _code, message = excinfo.value.args
+        assert message.startswith("mysqlgate:"), message
+        assert "pool" in message.lower(), message
+        assert re.search(r"queue[_-]timeout", message, re.IGNORECASE), message
+
+        # A's transaction is unaffected; after its COMMIT, B goes on on the same connection.
+        with a.cursor() as cur:
+            cur.execute("INSERT INTO t VALUES (2)")
+        a.commit()
+        with b.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM t")
+            assert cur.fetchone() == (2,)
+        assert b.open and b.thread_id() == b_id
+        with a.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM t")
+            assert cur.fetchone() == (2,)
+    finally:
+        for conn in (b, a):
+            if conn.open:
+                conn.close()
