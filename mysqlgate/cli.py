@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return run(check_config(cfg))
     from .server import serve
 
-    return run(serve(cfg))
+    def reload() -> config.Config:
+        return config.load(args.config, config.environment(), flags)
+
+    return run(serve(cfg, reload))
 
 
 async def check_config(cfg: config.Config) -> int:

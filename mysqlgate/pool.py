@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .backend import BackendConnection
@@ -53,7 +53,6 @@ class PoolStats:
     closed_lifetime: int = 0
     closed_broken: int = 0
     key_evictions: int = 0
-    lent_by: dict[str, int] = field(default_factory=dict)
 
 
 Delivery = Callable[[BackendConnection | BaseException], None]
@@ -203,6 +202,8 @@ class UpstreamPool:
     def _expire(self, req: Request) -> None:
         if not req.done:
             self.stats.wait_timeouts += 1
+            log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
+                        self.name, self.settings.queue_timeout, self.describe())
             self._fail(req, PoolTimeout(self._timeout_message()))
 
     def _deliver(self, req: Request, backend: BackendConnection) -> None:
@@ -308,6 +309,8 @@ class UpstreamPool:
             raise
         self._opening -= 1
         self.stats.connects += 1
+        log.debug("%s: opened upstream %s (capabilities %#x); %d open",
+                  self.name, backend.thread_id, req.key, self.open_count + 1)
         self._backoff = 0.05
         if self.effective_size < self.settings.size:
             self.effective_size += 1

@@ -12,10 +12,11 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backend import DEFAULT_CHARSET, BackendConnection, ServerInfo, open_backend
-from .config import Config
+from .config import SETTINGS, Config, ConfigError
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
@@ -148,6 +149,31 @@ class Gate:
                         now - backend.last_active > pool.settings.idle_timeout:
                     asyncio.ensure_future(_ping_quietly(backend))
 
+    def reload(self, load: Callable[[], Config]) -> None:
+        """SIGHUP: re-read the settings; reloadable ones apply at once, clients stay."""
+        try:
+            new = load()
+        except (ConfigError, OSError) as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        fixed = [
+            s.name for s in SETTINGS
+            if not s.reloadable and new.values[s.name] != self.config.values[s.name]
+        ]
+        if fixed:
+            log.warning("reload: %s cannot change without a restart; ignored",
+                        ", ".join(fixed))
+        if self.ctx is not None:
+            pool = self.ctx.pool
+            facts = UpstreamFacts(self.ctx.server, self.ctx.wait_timeout, 0, 0)
+            fresh = pool_settings(new, facts)
+            pool.settings.queue_timeout = fresh.queue_timeout
+            pool.settings.idle_timeout = fresh.idle_timeout
+            pool.settings.max_lifetime = fresh.max_lifetime
+            pool.settings.ping_after = fresh.ping_after
+        logging.getLogger("mysqlgate").setLevel(new["log.level"].upper())
+        log.info("configuration reloaded")
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -201,11 +227,14 @@ def notify_systemd(message: str) -> None:
         log.warning("cannot notify systemd: %s", exc)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, load: Callable[[], Config] | None = None) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP re-reads the configuration with `load`."""
     gate = Gate(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gate.stop)
+    if load is not None:
+        loop.add_signal_handler(signal.SIGHUP, gate.reload, load)
     try:
         await gate.start()
     except UpstreamAuthError as exc:
