@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pymysql
 
 from .database import ScratchDb
 from .mariadb import free_port
+from .process import Managed, kill, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ class GateError(RuntimeError):
     """mysqlgate did not start, or did not stop when asked."""
 
 
-class Gate:
+class Gate(Managed):
     """One mysqlgate process listening on 127.0.0.1:`port` and `socket`, upstream `db`.
 
     `command` replaces `python -m mysqlgate` (the harness's own tests use a stand-in);
@@ -91,17 +91,6 @@ class Gate:
         return self._process.poll() if self._process is not None else None
 
     # -- life cycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> Gate:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start the process and wait until its TCP port and unix socket accept connections."""
@@ -173,23 +162,13 @@ class Gate:
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns the exit code (negative:
         killed by that signal), None if it was never started."""
-        process = self._process
-        if process is None:
+        if self._process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return terminate(self._process, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        kill(self._process)
 
     def close(self) -> None:
         """Stop the process and remove the socket dir (and the log, if it lives there)."""

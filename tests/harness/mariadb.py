@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+
+from .process import Managed, kill, terminate
 
 ENV_MARIADBD = "MYSQLGATE_TEST_MARIADBD"
 
@@ -94,7 +95,7 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class MariaDBServer:
+class MariaDBServer(Managed):
     """One mariadbd process with a throwaway data dir, on 127.0.0.1 and a unix socket.
 
     `start()` initializes the data dir on first use and (re)starts the server on the same
@@ -125,17 +126,6 @@ class MariaDBServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> MariaDBServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @property
     def running(self) -> bool:
@@ -181,24 +171,13 @@ class MariaDBServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut down gracefully (SIGTERM) and wait; SIGKILL if it takes longer than timeout."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            self._reap()
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout)
         self._reap()
 
     def kill(self) -> None:
         """Kill the server with SIGKILL, as a crash would; the next start() recovers."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        kill(self._process)
         self._reap()
 
     def close(self) -> None:
