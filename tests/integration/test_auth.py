@@ -144,7 +144,7 @@ def test_mariadb_cli_logs_in(
 def test_mysql_connector_logs_in(
     gate_factory: Callable[..., Gate], db: ScratchDb, gate_plugin: str, client_plugin: str
 ) -> None:
-    connector = pytest.importorskip("mysql.connector")
+    import mysql.connector as connector
     gate = gate_factory("--auth-plugin", gate_plugin)
     params = {
         "host": gate.host,

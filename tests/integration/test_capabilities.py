@@ -129,7 +129,7 @@ def test_multi_statements_switched_with_com_set_option(
     """mysqlclient (which logs in with CLIENT_MULTI_STATEMENTS) turns multi-statements off
     and on with COM_SET_OPTION; PyMySQL clients with and without the flag share the one
     upstream connection in between."""
-    mysqldb = pytest.importorskip("MySQLdb")
+    import MySQLdb as mysqldb
     multi_on, multi_off = 0, 1  # enum_mysql_set_option
     direct = db.connect()
     try:
@@ -177,7 +177,7 @@ def test_ok_info_for_a_client_without_session_track(
 ) -> None:
     """mysql-connector-python does not set CLIENT_SESSION_TRACK, so mysqlgate rewrites the
     server's OK packets for it; their info string must still read as on the server."""
-    connector = pytest.importorskip("mysql.connector")
+    import mysql.connector as connector
     from mysql.connector.constants import ClientFlag
 
     _make_table(db)

@@ -184,7 +184,6 @@ def test_mysqldb_simple_queries(gate: Gate, db: ScratchDb) -> None:
         assert _one(sock_conn, "SELECT COUNT(*), DATABASE() FROM t") == (2, db.database)
 
 
-@pytest.mark.skipif(MARIADB_CLI is None, reason="the mariadb command-line client is needed")
 def test_mariadb_cli_tcp_and_socket(gate: Gate, db: ScratchDb) -> None:
     sql = "SELECT 1 + 1; SELECT DATABASE(); SELECT CONCAT('a', 'b') AS x UNION ALL SELECT 'c'"
     expected = f"2\n{db.database}\nab\nc\n"

@@ -75,7 +75,7 @@ def test_prepared_statements_pin_until_closed(
 
 def test_binary_protocol_prepared_statements(gate: Gate, db: ScratchDb) -> None:
     """COM_STMT_PREPARE / EXECUTE / CLOSE through mysql-connector-python."""
-    connector = pytest.importorskip("mysql.connector")
+    import mysql.connector as connector
     conn = connector.connect(host="127.0.0.1", port=gate.port, user=db.user,
                              password=db.password, database=db.database, autocommit=True)
     try:
@@ -94,7 +94,7 @@ def test_binary_protocol_prepared_statements(gate: Gate, db: ScratchDb) -> None:
 
 
 def test_reset_connection_forgets_session_state(gate: Gate, db: ScratchDb) -> None:
-    connector = pytest.importorskip("mysql.connector")
+    import mysql.connector as connector
     conn = connector.connect(host="127.0.0.1", port=gate.port, user=db.user,
                              password=db.password, database=db.database, autocommit=True)
     try:
