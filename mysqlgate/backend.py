@@ -29,7 +29,6 @@ from .protocol.constants import (
 from .protocol.framing import Packet, PacketAssembler, encode_packet
 from .protocol.messages import (
     ERR,
-    OK,
     AuthSwitchRequest,
     Handshake,
     HandshakeResponse,
@@ -372,9 +371,7 @@ class BackendConnection(asyncio.Protocol):
             seq = packet.seq + 1
             first = payload[0] if payload else -1
             if first == 0x00:
-                ok = OK.parse(payload, self.capabilities)
                 self.multi_statements = bool(self.capabilities & CLIENT.MULTI_STATEMENTS)
-                del ok
                 return
             if first == 0xFF:
                 err = ERR.parse(payload)

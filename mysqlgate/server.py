@@ -54,9 +54,11 @@ async def probe(config: Config) -> UpstreamFacts:
 def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
     size = config["pool.size"]
     if size is None:
-        limit = facts.max_user_connections or min(facts.max_connections, AUTO_SIZE_CAP + 1)
-        size = max(1, min(limit - config["pool.reserve"], AUTO_SIZE_CAP
-                          if not facts.max_user_connections else limit))
+        reserve = config["pool.reserve"]
+        if facts.max_user_connections:
+            size = max(1, facts.max_user_connections - reserve)
+        else:
+            size = max(1, min(AUTO_SIZE_CAP, facts.max_connections - reserve))
     idle = config["pool.idle_timeout"]
     if idle is None:
         # Close idle connections well before the server would (SPEC section 3:

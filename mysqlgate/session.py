@@ -122,8 +122,7 @@ class ClientExchange(Exchange):
         event = scanner.event
         write = self.session.client.write if not scanner.done else self._keep
         if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
-            write(buf if start == 0 and end == len(buf) and isinstance(buf, bytes)
-                  else bytes(buf[start:end]))
+            write(_span(buf, start, end))
             return
         event_start = scanner.event_start
         session = self.session
@@ -137,8 +136,7 @@ class ClientExchange(Exchange):
                 write(bytes(buf[start : event_start - 4])
                       + header(len(rewritten), buf[event_start - 1]) + rewritten)
             return
-        write(buf if start == 0 and end == len(buf) and isinstance(buf, bytes)
-              else bytes(buf[start:end]))
+        write(_span(buf, start, end))
         if event == Event.EOF:
             status = scanner.status
             session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
@@ -703,6 +701,13 @@ class Session:
     def send_mysqlgate_error(self, exc: MysqlgateError, seq: int | None = None) -> None:
         err = exc.to_err()
         self.send_error(err.code, err.message, err.sqlstate, seq)
+
+
+def _span(buf: bytes | bytearray, start: int, end: int) -> bytes:
+    """buf[start:end] as bytes; the received chunk itself when it is all of it."""
+    if start == 0 and end == len(buf) and isinstance(buf, bytes):
+        return buf
+    return bytes(buf[start:end])
 
 
 def _collecting(backend: BackendConnection) -> CollectExchange:
