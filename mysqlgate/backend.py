@@ -62,6 +62,9 @@ TRACKING_SQL = (
     b" session_track_state_change=ON"
 )
 
+TRACKING_PACKET = encode_packet(bytes((COMMAND.COM_QUERY,)) + TRACKING_SQL, 0)[0]
+RESET_PACKET = encode_packet(bytes((COM_RESET_CONNECTION,)), 0)[0]
+
 DEFAULT_CHARSET = 45  # utf8mb4_general_ci: known to MySQL 5.5+ and every MariaDB
 
 
@@ -266,12 +269,29 @@ class BackendConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.transport.write(raw)
 
+    def _collect(self, raw: bytes) -> CollectExchange:
+        """Send one framed command of mysqlgate's own; its reply is collected."""
+        exchange = CollectExchange(ResponseScanner(
+            raw[4], bool(self.capabilities & CLIENT.DEPRECATE_EOF)))
+        self.send(raw, exchange)
+        return exchange
+
     async def command(self, payload: bytes) -> list[bytes]:
         """Run one of mysqlgate's own commands; ServerError on ERR."""
-        scanner = ResponseScanner(payload[0], bool(self.capabilities & CLIENT.DEPRECATE_EOF))
-        exchange = CollectExchange(scanner)
-        self.send(encode_packet(payload, 0)[0], exchange)
-        return await exchange.wait()
+        return await self._collect(encode_packet(payload, 0)[0]).wait()
+
+    async def pipeline(self, commands: list[bytes]) -> None:
+        """Send framed commands back to back and wait for every reply: one round trip.
+        ServerError for the first that failed (all replies are read regardless)."""
+        exchanges = [self._collect(raw) for raw in commands]
+        failure: BaseException | None = None
+        for exchange in exchanges:
+            try:
+                await exchange.wait()
+            except ServerError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def query(self, sql: bytes) -> list[bytes]:
         return await self.command(bytes((COMMAND.COM_QUERY,)) + sql)
@@ -295,11 +315,10 @@ class BackendConnection(asyncio.Protocol):
     async def ping(self) -> None:
         await self.command(bytes((COMMAND.COM_PING,)))
 
-    async def reset(self) -> None:
-        """COM_RESET_CONNECTION, then tracking again; both pipelined."""
-        reset = asyncio.ensure_future(self.command(bytes((COM_RESET_CONNECTION,))))
-        track = asyncio.ensure_future(self.query(TRACKING_SQL))
-        await asyncio.gather(reset, track)
+    async def reset(self, then: list[bytes] | None = None) -> None:
+        """COM_RESET_CONNECTION, tracking again, then the framed commands `then`; all
+        in one round trip."""
+        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])
         self.multi_statements = False
 
     async def set_multi_statements(self, on: bool) -> None:

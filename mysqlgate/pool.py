@@ -25,6 +25,8 @@ from .errors import PoolTimeout, ServerError, UpstreamAuthError, UpstreamUnavail
 log = logging.getLogger("mysqlgate.pool")
 
 Connector = Callable[[int], Awaitable[BackendConnection]]
+# Brings a connection back to a fresh session; raises when it cannot (then it is closed).
+Resetter = Callable[[BackendConnection], Awaitable[None]]
 
 # Server errors that mean "the account or server is full", not "broken".
 TOO_MANY_CONNECTIONS = (1040, 1203, 1226)
@@ -71,11 +73,13 @@ class Request:
 
 
 class UpstreamPool:
-    def __init__(self, name: str, connector: Connector, settings: PoolSettings) -> None:
+    def __init__(self, name: str, connector: Connector, resetter: Resetter,
+                 settings: PoolSettings) -> None:
         self.name = name
         self.settings = settings
         self.stats = PoolStats()
         self._connect = connector
+        self._reset = resetter
         self._idle: deque[BackendConnection] = deque()
         self._lent: set[BackendConnection] = set()
         self._opening = 0  # connections being opened or checked: they count against size
@@ -369,7 +373,7 @@ class UpstreamPool:
 
     async def _reset_then_return(self, backend: BackendConnection) -> None:
         try:
-            await backend.reset()
+            await self._reset(backend)
             self.stats.resets += 1
         except BaseException as exc:
             log.info("%s: reset of upstream %s failed (%s); closing it",
@@ -380,8 +384,6 @@ class UpstreamPool:
         if backend.closed:
             self._wake_for_slot()
         else:
-            if backend.session is not None:
-                backend.session.after_reset()
             self._return(backend)
 
     def _return(self, backend: BackendConnection) -> None:

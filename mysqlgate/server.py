@@ -21,8 +21,8 @@ from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .pool import PoolSettings, UpstreamPool
-from .session import UpstreamSession
-from .session_state import SessionState, charset_variables
+from .session import UpstreamSession, reset_upstream
+from .session_state import SessionState, charset_variables, restore_role_statement
 
 log = logging.getLogger("mysqlgate.server")
 
@@ -36,6 +36,7 @@ class UpstreamFacts:
     wait_timeout: float
     max_user_connections: int
     max_connections: int
+    login_role: str | None = None  # CURRENT_ROLE() right after login
 
 
 async def probe(config: Config) -> UpstreamFacts:
@@ -44,11 +45,15 @@ async def probe(config: Config) -> UpstreamFacts:
     try:
         row = await backend.query_row(
             b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections")
+        try:
+            (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
+        except ServerError:  # a server without roles (MySQL 5.7)
+            role = None
     finally:
         backend.close()
     assert backend.server is not None
     return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
-                         int(row[2] or 151))
+                         int(row[2] or 151), None if role in (None, "NONE") else role)
 
 
 def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
@@ -90,13 +95,15 @@ class Gate:
         settings = pool_settings(config, facts)
         upstream = config.upstream
         fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
+        restore_role = restore_role_statement(facts.info.version, facts.login_role)
 
         async def connect(key: int) -> BackendConnection:
             backend = await open_backend(upstream, key)
-            backend.session = UpstreamSession(fresh)
+            backend.session = UpstreamSession(fresh, restore_role)
             return backend
 
-        pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, settings)
+        pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
+                            settings)
         ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout)
         log.info(
             "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "

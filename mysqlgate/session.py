@@ -17,7 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .backend import BackendConnection, CollectExchange, Exchange
+from .backend import BackendConnection, Exchange
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamLost, lost_message
 from .pool import Request
@@ -46,14 +46,13 @@ from .protocol.messages import (
 )
 from .protocol.results import Event, ResponseScanner
 from .session_state import (
-    NEXT_TRANSACTION_ONLY,
     UNKNOWN_SCHEMA,
-    UNMOVABLE_STATE,
     SessionState,
     apply_tracked,
     charset_variables,
     reconcile,
 )
+from .sql_effects import PIN_REASONS, PINNING, RESET_AFTER, Effect, statement_effects
 
 if TYPE_CHECKING:
     from .frontend import ClientConnection
@@ -73,7 +72,7 @@ STATEMENT_COMMANDS = frozenset({
     COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA,
 })
 
-PIN_SESSION_STATE = "session_state"  # user variables, temporary tables, locks...
+PIN_SESSION_STATE = "session_state"  # a change the trackers report but cannot describe
 PIN_PREPARED = "prepared_statements"
 
 
@@ -84,19 +83,37 @@ class ClientGone(Exception):
 class UpstreamSession:
     """The session layer's record of one upstream connection's state."""
 
-    __slots__ = ("state", "fresh", "last_client", "warnings")
+    __slots__ = ("state", "fresh", "restore_role", "last_client", "warnings", "role_changed",
+                 "unresettable")
 
-    def __init__(self, fresh: SessionState) -> None:
+    def __init__(self, fresh: SessionState, restore_role: bytes) -> None:
         self.fresh = fresh  # what a reset brings it back to
+        self.restore_role = restore_role  # SET ROLE back to the login's role
         self.state = fresh.copy()
-        self.last_client = 0
+        self.last_client = 0  # client id of the last client served; 0 after a reset
         self.warnings = False  # its last statement left warnings behind
+        # COM_RESET_CONNECTION keeps the role SET ROLE chose (measured on MariaDB 10.11)
+        self.role_changed = False
+        # It ran XA statements: after XA PREPARE a reset leaves the connection unusable
+        # (measured: every later statement fails with 1031), so it is closed instead.
+        self.unresettable = False
 
     def after_reset(self) -> None:
         self.state = self.fresh.copy()
         self.state.schema = UNKNOWN_SCHEMA
         self.last_client = 0
         self.warnings = False
+        self.role_changed = False
+
+
+async def reset_upstream(backend: BackendConnection) -> None:
+    """Bring a connection back to a fresh session before another client gets it: the
+    pool calls this when a session released it with reset=True."""
+    upstream: UpstreamSession = backend.session
+    if upstream.unresettable:
+        raise ConnectionResetError("the connection ran XA statements; closed, not reset")
+    await backend.reset([upstream.restore_role] if upstream.role_changed else [])
+    upstream.after_reset()
 
 
 class ClientExchange(Exchange):
@@ -142,7 +159,7 @@ class ClientExchange(Exchange):
             session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
             if status & SERVER_SESSION_STATE_CHANGED:
                 # A result set changed state; classic EOF cannot say what.
-                session.pin(PIN_SESSION_STATE)
+                session.unexplained_change()
         elif event == Event.LOCAL_INFILE:
             session.relay_infile = True
         elif event == Event.PREPARE_OK:
@@ -187,7 +204,9 @@ class Session:
         # Set by the statement that just ran when the next one must run on the same
         # connection (SET TRANSACTION, or warnings for a SHOW WARNINGS to read).
         self.hold_next = False
-        self.statement_unmovable = False
+        self.effects = Effect.NONE  # what the statement in progress may leave behind
+        # Its connection may hold untracked state of its own: reset it on detach.
+        self.left_untracked = False
         self.pins: set[str] = set()
         self.prepared: set[int] = set()
         self.relay_infile = False
@@ -382,6 +401,8 @@ class Session:
         self._last_seq = packet.last_seq
         self.ctx.stats.commands += 1
         if command in FORWARDED:
+            self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
+                else Effect.NONE
             backend = self.backend
             if backend is None:
                 if command == COMMAND.COM_PING:
@@ -453,7 +474,15 @@ class Session:
             theirs.variables == mine.variables and theirs.schema == mine.schema
             and theirs.last_insert_id == mine.last_insert_id
             and not (upstream.warnings and upstream.last_client != self.id)
+            and not self._needs_own_session(upstream)
         )
+
+    def _needs_own_session(self, upstream: UpstreamSession) -> bool:
+        """The statement reads per-session state that no tracker reports (a sequence's
+        LASTVAL, which an INSERT can set through a column DEFAULT): it must not run on
+        a connection whose session another client used since the last reset."""
+        return bool(self.effects & Effect.LASTVAL_READ) and \
+            upstream.last_client not in (0, self.id)
 
     def _run_task(self, coro: Coroutine[Any, Any, None]) -> None:
         self.busy = True
@@ -513,18 +542,32 @@ class Session:
         deprecate_eof = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
         exchange = ClientExchange(ResponseScanner(command, deprecate_eof), self, backend)
         self.hold_next = False
-        self.statement_unmovable = False
         payload = packet.payload
-        if command == COMMAND.COM_QUERY:
-            if NEXT_TRANSACTION_ONLY.match(payload, 1):
-                self.hold_next = True
-            self.statement_unmovable = bool(UNMOVABLE_STATE.search(payload, 1))
+        if self.effects:
+            self._note_effects(self.effects, backend)
         self.current = payload
         self.busy = True
         try:
             backend.send(packet.raw, exchange)
         except ConnectionError as exc:
             self.command_failed(exchange, exc)
+
+    def _note_effects(self, effects: Effect, backend: BackendConnection) -> None:
+        """Before the statement runs: pin for what it may leave behind (even if it
+        then fails: a multi-statement or a procedure may have done part of it)."""
+        if effects & Effect.NEXT_TRANSACTION:
+            self.hold_next = True
+        if effects & RESET_AFTER:
+            self.left_untracked = True
+        if effects & PINNING:
+            for effect, reason in PIN_REASONS.items():
+                if effects & effect:
+                    self.pin(reason)
+            upstream: UpstreamSession = backend.session
+            if effects & Effect.ROLE:
+                upstream.role_changed = True
+            if effects & Effect.XA:
+                upstream.unresettable = True
 
     def command_done(self, exchange: ClientExchange) -> None:
         """The backend saw the end of the response (called from its callback)."""
@@ -573,6 +616,7 @@ class Session:
         self.prepared.clear()
         self.in_transaction = False
         self.hold_next = False
+        self.left_untracked = False
         self.autocommit = True
         backend = self.backend
         if backend is not None:
@@ -591,31 +635,27 @@ class Session:
         if upstream is not None:
             upstream.last_client = self.id
         # Unmovable state or an open transaction must not reach another client.
-        reset = final and (bool(self.pins) or self.in_transaction or self.hold_next)
+        reset = self.left_untracked or final and (
+            bool(self.pins) or self.in_transaction or self.hold_next)
+        self.left_untracked = False
         if final and self.relay_infile:
             backend.abort()
         self.ctx.pool.release(backend, reset=reset)
 
     async def _reconcile(self, backend: BackendConnection) -> None:
         upstream: UpstreamSession = backend.session
-        plan = reconcile(self.state, upstream.state, upstream.fresh)
+        plan = reconcile(self.state, upstream.state, upstream.fresh,
+                         force_reset=self._needs_own_session(upstream))
         clear_warnings = upstream.warnings and upstream.last_client != self.id
         if not plan.needed and not clear_warnings:
             return
         if plan.reset:
-            await backend.reset()
-            upstream.after_reset()
+            await reset_upstream(backend)
         elif clear_warnings:
             # Another client's warnings must not answer this client's SHOW WARNINGS.
             await backend.query(b"DO 0")
         upstream.warnings = False
-        waits = []
-        for raw in plan.commands:
-            exchange = _collecting(backend)
-            backend.send(raw, exchange)
-            waits.append(exchange)
-        for exchange in waits:
-            await exchange.wait()
+        await backend.pipeline(plan.commands)
         upstream.state = self.state.copy()
 
     # -- what responses say ----------------------------------------------------------------
@@ -634,18 +674,32 @@ class Session:
         if ok.last_insert_id:
             self.state.last_insert_id = ok.last_insert_id
             upstream.state.last_insert_id = ok.last_insert_id
+        if not ok.status & SERVER_SESSION_STATE_CHANGED:
+            return
         tracked = ok.session_state
-        if tracked is None:
+        if tracked is None or self._temporary_variables():
+            self.unexplained_change()
             return
         apply_tracked(self.state.variables, tracked.variables, self.current)
         apply_tracked(upstream.state.variables, tracked.variables, self.current)
         if tracked.schema is not None:
             self.state.schema = tracked.schema
             upstream.state.schema = tracked.schema
-        if tracked.state_changed and (
-            not (tracked.variables or tracked.schema is not None) or self.statement_unmovable
-        ):
+        if tracked.state_changed and not (tracked.variables or tracked.schema is not None):
+            # "Something changed", and no variable or schema says what: state that
+            # cannot move (a user variable set inside a procedure, function or trigger).
             self.pin(PIN_SESSION_STATE)
+
+    def _temporary_variables(self) -> bool:
+        """SET STATEMENT ... FOR: the trackers report the statement's temporary values
+        (and the restored ones only with some later statement), not a change."""
+        return bool(self.effects & Effect.SET_STATEMENT)
+
+    def unexplained_change(self) -> None:
+        """The server says the session changed and does not say how."""
+        if self._temporary_variables() and not self.effects & Effect.MULTIPLE:
+            return
+        self.pin(PIN_SESSION_STATE)
 
     def pin(self, reason: str) -> None:
         if reason not in self.pins:
@@ -669,6 +723,7 @@ class Session:
                         " temporary tables, prepared statements, locks) is gone.")
         self.in_transaction = False
         self.hold_next = False
+        self.left_untracked = False
         self.relay_infile = False
         self.pins.clear()
         self.prepared.clear()
@@ -708,8 +763,3 @@ def _span(buf: bytes | bytearray, start: int, end: int) -> bytes:
     if start == 0 and end == len(buf) and isinstance(buf, bytes):
         return buf
     return bytes(buf[start:end])
-
-
-def _collecting(backend: BackendConnection) -> CollectExchange:
-    return CollectExchange(ResponseScanner(COMMAND.COM_QUERY,
-                                           bool(backend.capabilities & CLIENT.DEPRECATE_EOF)))

@@ -22,21 +22,6 @@ UNKNOWN_SCHEMA = "\x00unknown"  # after COM_RESET_CONNECTION we do not trust the
 
 CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "character_set_results")
 
-# A change reported only as "state changed" (no variable, no schema) is one the
-# trackers cannot describe: user variables, temporary tables, prepared statements,
-# locks. These statement shapes cause such changes even when a variable entry comes
-# along (`SET @x=1, sql_mode=...`), so a statement matching them pins as well.
-UNMOVABLE_STATE = re.compile(
-    rb"(?<!@)@(?!@)|\bTEMPORARY\b|\bLOCK\b|\bPREPARE\b|\bGET_LOCK\b|\bSQL_CALC_FOUND_ROWS\b",
-    re.IGNORECASE,
-)
-
-# `SET TRANSACTION ...` (no SESSION/GLOBAL) changes only the next transaction and is
-# not reported by the trackers: the client keeps its connection until that has run.
-# Used as .match(payload, 1): `^` never matches at pos 1 (it means the real start).
-NEXT_TRANSACTION_ONLY = re.compile(rb"\s*SET\s+TRANSACTION\b", re.IGNORECASE)
-
-
 def charset_variables(charset_id: int) -> dict[str, str]:
     """The variables a handshake's collation id sets (like SET NAMES)."""
     try:
@@ -113,13 +98,13 @@ class Reconciliation:
         return self.reset or bool(self.commands)
 
 
-def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState
-              ) -> Reconciliation:
+def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
+              force_reset: bool = False) -> Reconciliation:
     """Commands that make `upstream` look like `client`. `fresh` is what the
     connection holds right after a reset."""
     plan = Reconciliation()
     base = upstream
-    if any(name not in client.variables for name in upstream.variables):
+    if force_reset or any(name not in client.variables for name in upstream.variables):
         plan.reset = True  # it holds a variable the client never set
         base = fresh
     changed = {
@@ -170,6 +155,16 @@ def set_statement(variables: dict[str, str]) -> bytes:
         for name, value in sorted(variables.items(), key=lambda item: _order(item[0]))
     )
     return query_packet("SET SESSION " + assignments)
+
+
+def restore_role_statement(server_version: bytes, login_role: str | None) -> bytes:
+    """The statement that gives a connection back the role it logged in with, which
+    COM_RESET_CONNECTION does not (MariaDB 10.11, measured)."""
+    if b"MariaDB" not in server_version:
+        return query_packet("SET ROLE DEFAULT")  # MySQL 8: the account's default roles
+    if login_role is None:
+        return query_packet("SET ROLE NONE")
+    return query_packet("SET ROLE `" + login_role.replace("`", "``") + "`")
 
 
 def query_packet(sql: str) -> bytes:

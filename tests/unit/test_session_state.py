@@ -1,14 +1,12 @@
 """session_state.py: what a handshake's charset sets, reconciling an upstream connection
-with a client's session, SQL literals, and the statement patterns that pin."""
+with a client's session, and SQL literals."""
 
 from __future__ import annotations
 
 import pytest
 
 from mysqlgate.session_state import (
-    NEXT_TRANSACTION_ONLY,
     UNKNOWN_SCHEMA,
-    UNMOVABLE_STATE,
     SessionState,
     apply_tracked,
     charset_variables,
@@ -298,55 +296,3 @@ def test_set_statement_orders_charsets_collations_others_sql_mode() -> None:
         "SET SESSION `character_set_client`='latin1', "
         "`collation_connection`='latin1_swedish_ci', `time_zone`='+00:00', `sql_mode`='ANSI'"
     )
-
-
-# -- statement patterns -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sql", "unmovable"),
-    [
-        (b"SET @x = 1", True),
-        (b"SELECT @y := 2", True),
-        (b"set @a=1, sql_mode='ANSI'", True),
-        (b"CREATE TEMPORARY TABLE t (a INT)", True),
-        (b"drop temporary table t", True),
-        (b"LOCK TABLES t READ", True),
-        (b"PREPARE s FROM 'SELECT 1'", True),
-        (b"SELECT GET_LOCK('a', 0)", True),
-        (b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1", True),
-        # Documented over-match: any '@' not followed by '@', even inside a string.
-        # Harmless, the pattern is consulted only when the server reported a change.
-        (b"SELECT 'a@b.c'", True),
-        (b"SELECT 1", False),
-        (b"UNLOCK TABLES", False),  # ends a pin rather than starting one
-        (b"SET SESSION sql_mode = 'ANSI'", False),
-        (b"USE shop", False),
-        (b"SELECT * FROM locks", False),
-        (b"SELECT temporary_id FROM t", False),
-        (b"SELECT * FROM prepared_orders", False),
-        # System variables are not user variables: `@@` must not pin.
-        (b"SET @@session.sql_mode = 'ANSI'", False),
-        (b"SET @@SESSION.time_zone='+00:00', @@autocommit=0", False),
-    ],
-)
-def test_unmovable_state(sql: bytes, unmovable: bool) -> None:
-    payload = b"\x03" + sql  # session.py searches the COM_QUERY payload from offset 1
-    assert bool(UNMOVABLE_STATE.search(payload, 1)) is unmovable
-
-
-@pytest.mark.parametrize(
-    ("sql", "next_only"),
-    [
-        (b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", True),
-        (b"  set transaction read only", True),
-        (b"SET\tTRANSACTION\nISOLATION LEVEL SERIALIZABLE", True),
-        (b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", False),
-        (b"SET GLOBAL TRANSACTION READ WRITE", False),
-        (b"SET transaction_isolation = 'READ-COMMITTED'", False),
-        (b"SELECT 1; SET TRANSACTION READ ONLY", False),
-    ],
-)
-def test_next_transaction_only(sql: bytes, next_only: bool) -> None:
-    # session.py matches the COM_QUERY payload from offset 1 (after the command byte).
-    assert bool(NEXT_TRANSACTION_ONLY.match(b"\x03" + sql, 1)) is next_only

@@ -1,0 +1,135 @@
+"""sql_effects.py: what a statement may leave on its connection, read from its text.
+
+The cases come from what MariaDB 10.11 does NOT report through its session trackers
+(shared/PROTOCOL-NOTES.md): each must be found from the text, and text that only looks
+like it (inside strings, comments, identifiers) must not be.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mysqlgate.sql_effects import PIN_REASONS, PINNING, Effect, statement_effects, tokens
+
+E = Effect
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # User variables, however assigned; reading one does not pin.
+        (b"SET @w = 1", E.USER_VARIABLES),
+        (b"SELECT @y := 42", E.USER_VARIABLES),
+        (b"SELECT 1 INTO @z", E.USER_VARIABLES),
+        (b"SELECT a, b FROM t INTO @a, @b", E.USER_VARIABLES),
+        (b"set @a=1, sql_mode='ANSI'", E.USER_VARIABLES),
+        (b"SELECT @`odd name` := 1", E.USER_VARIABLES),
+        (b"SELECT @'quoted' := 1", E.USER_VARIABLES),
+        (b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t (@c) SET a = @c", E.USER_VARIABLES),
+        (b"GET DIAGNOSTICS @n = NUMBER", E.USER_VARIABLES),
+        (b"SELECT @v", E.NONE),
+        (b"SELECT * FROM t WHERE a = @v", E.NONE),
+        # System variables are not user variables.
+        (b"SET @@session.sql_mode = 'ANSI'", E.NONE),
+        (b"SET @@SESSION.time_zone='+00:00', @@autocommit=0", E.NONE),
+        # Named locks, however taken.
+        (b"SELECT GET_LOCK('job', 0)", E.NAMED_LOCKS),
+        (b"DO get_lock('job', 0)", E.NAMED_LOCKS),
+        (b"SELECT GET_LOCK ('job', 0)", E.NAMED_LOCKS),
+        (b"SELECT IS_USED_LOCK('job'), IS_FREE_LOCK('job')", E.NONE),
+        (b"SET ROLE r1", E.ROLE),
+        (b"set role NONE", E.ROLE),
+        (b"SET DEFAULT ROLE r1", E.NONE),
+        (b"HANDLER h OPEN", E.HANDLER),
+        (b"handler h READ FIRST", E.HANDLER),
+        (b"SELECT LAST_INSERT_ID(77)", E.LAST_INSERT_ID),
+        (b"UPDATE seq SET id = LAST_INSERT_ID(id + 1)", E.LAST_INSERT_ID),
+        (b"SELECT LAST_INSERT_ID()", E.NONE),
+        (b"SELECT NEXTVAL(seq)", E.SEQUENCE),
+        (b"SELECT NEXT VALUE FOR seq", E.SEQUENCE),
+        (b"SELECT SETVAL(seq, 10)", E.SEQUENCE),
+        (b"SELECT LASTVAL(seq)", E.LASTVAL_READ),
+        (b"SELECT PREVIOUS VALUE FOR seq", E.LASTVAL_READ),
+        (b"LOCK TABLES h READ", E.TABLE_LOCKS),
+        (b"lock table h write", E.TABLE_LOCKS),
+        (b"FLUSH TABLES h WITH READ LOCK", E.TABLE_LOCKS),
+        (b"FLUSH TABLES h FOR EXPORT", E.TABLE_LOCKS),
+        (b"BACKUP STAGE START", E.TABLE_LOCKS),
+        (b"BACKUP LOCK t", E.TABLE_LOCKS),
+        (b"SELECT * FROM t LOCK IN SHARE MODE", E.NONE),
+        (b"FLUSH TABLES", E.NONE),
+        (b"XA START 'x'", E.XA),
+        (b"CREATE TEMPORARY TABLE t (a INT)", E.TEMPORARY_TABLES),
+        (b"CREATE OR REPLACE TEMPORARY TABLE t SELECT 1", E.TEMPORARY_TABLES),
+        (b"PREPARE s FROM 'SELECT 1'", E.SQL_PREPARE),
+        (b"CALL p()", E.STORED_PROCEDURE),
+        (b"SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1", E.CALC_FOUND_ROWS),
+        (b"SET STATEMENT max_statement_time=5 FOR SELECT 1", E.SET_STATEMENT),
+        (b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", E.NEXT_TRANSACTION),
+        (b"  set transaction read only", E.NEXT_TRANSACTION),
+        (b"SET\tTRANSACTION\nISOLATION LEVEL SERIALIZABLE", E.NEXT_TRANSACTION),
+        (b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", E.NONE),
+        (b"SET GLOBAL TRANSACTION READ WRITE", E.NONE),
+        (b"SET transaction_isolation = 'READ-COMMITTED'", E.NONE),
+        (b"SAVEPOINT s1", E.SAVEPOINT),
+        # Several statements: each is read, and the text says there were several.
+        (b"SELECT 1; SET TRANSACTION READ ONLY", E.MULTIPLE | E.NEXT_TRANSACTION),
+        (b"SELECT 1; DO GET_LOCK('a', 0)", E.MULTIPLE | E.NAMED_LOCKS),
+        (b"SELECT 1;", E.NONE),
+        # Plain statements, including names that merely contain the words.
+        (b"SELECT 1", E.NONE),
+        (b"UNLOCK TABLES", E.NONE),
+        (b"SELECT * FROM locks", E.NONE),
+        (b"SELECT temporary_id, next_value, roles FROM t", E.NONE),
+        (b"SELECT * FROM prepared_orders", E.NONE),
+        (b"UPDATE t SET a = 1 WHERE b = 2", E.NONE),
+    ],
+)
+def test_statement_effects(sql: bytes, expected: Effect) -> None:
+    assert statement_effects(sql) == expected
+    # The session searches the COM_QUERY payload from offset 1.
+    assert statement_effects(b"\x03" + sql, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Inside strings, quoted identifiers and comments nothing counts...
+        (b"SELECT 'a@b.com' := 1", E.NONE),
+        (b"INSERT INTO users (email) VALUES ('x@example.com')", E.NONE),
+        (b"SELECT \"GET_LOCK('a', 0)\"", E.NONE),
+        (b"SELECT `GET_LOCK`(1)", E.NONE),
+        (b"SELECT 1 /* GET_LOCK('a', 0) */", E.NONE),
+        (b"SELECT 1 -- GET_LOCK('a', 0)", E.NONE),
+        (b"SELECT 1 # LOCK TABLES t READ", E.NONE),
+        (b"SELECT 'it''s', GET_LOCK('a', 0)", E.NAMED_LOCKS),
+        # ...but "--" without a space is two minus signs, and executable comments run.
+        (b"SELECT 1 --GET_LOCK('a', 0)", E.NAMED_LOCKS),
+        (b"/*!LOCK TABLES h READ */", E.TABLE_LOCKS),
+        (b"SELECT 1 /*!50100 , GET_LOCK('a', 0) */", E.NAMED_LOCKS),
+        (b"SELECT 1 /*M!100400 , GET_LOCK('a', 0) */", E.NAMED_LOCKS),
+        # A backslash escapes a quote unless sql_mode has NO_BACKSLASH_ESCAPES; the
+        # session's mode may be unknown, so both readings count.
+        (b"SELECT 'a\\', GET_LOCK('x', 0) -- '", E.NAMED_LOCKS),
+        (b"SELECT 'a\\' , 1 -- ', GET_LOCK('x', 0)", E.NAMED_LOCKS),
+        # An unterminated string or comment hides nothing after it from the server
+        # either (it is a syntax error), and must not break the reading.
+        (b"SELECT 'unterminated GET_LOCK(", E.NONE),
+        (b"SELECT 1 /* unterminated GET_LOCK(", E.NONE),
+    ],
+)
+def test_strings_comments_and_executable_comments(sql: bytes, expected: Effect) -> None:
+    assert statement_effects(sql) == expected
+
+
+def test_tokens_skip_what_the_server_does_not_run() -> None:
+    assert tokens(b"SELECT 'x', `y`, \"z\", @u, @@s /* c */ # d\n, a := 1") == [
+        ("word", b"SELECT"), ("punct", b","), ("punct", b","), ("punct", b","),
+        ("uvar", b"@u"), ("punct", b","), ("svar", b"@@s"), ("punct", b","),
+        ("word", b"A"), ("punct", b":="), ("word", b"1"),
+    ]
+
+
+def test_every_pinning_effect_has_a_reason() -> None:
+    assert set(PIN_REASONS) == {e for e in Effect if e & PINNING}
+    assert len(set(PIN_REASONS.values())) == len(PIN_REASONS)
