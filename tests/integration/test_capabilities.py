@@ -172,6 +172,32 @@ def test_multi_statements_switched_with_com_set_option(
         _close_all(single, multi)
 
 
+def test_multi_statements_stay_off_after_a_reset(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """COM_RESET_CONNECTION keeps the connection's COM_SET_OPTION state (multi-statements
+    stay on, measured on MariaDB 10.11). A client that turned them on and left pinned
+    gets its connection reset; the next client, without CLIENT_MULTI_STATEMENTS, must
+    still get the server's syntax error for two statements, as directly."""
+    with contextlib.closing(db.connect()) as direct:
+        expected_error = _multi_error(direct)
+    gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "5")
+    multi = gate.connect(client_flag=CLIENT.MULTI_STATEMENTS)
+    try:
+        assert _multi_results(multi) == [((1,),), ((2,),)]
+        with multi.cursor() as cursor:
+            cursor.execute("SET @pin = 1")  # pinned: its connection is reset when it leaves
+            cursor.execute("SELECT CONNECTION_ID()")
+            (multi_id,) = cursor.fetchone()
+    finally:
+        multi.close()
+    with contextlib.closing(gate.connect()) as single:
+        with single.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID(), @pin")
+            assert cursor.fetchone() == (multi_id, None), "not the same, reset connection"
+        assert _multi_error(single) == expected_error
+
+
 def test_ok_info_for_a_client_without_session_track(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
