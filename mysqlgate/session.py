@@ -47,6 +47,7 @@ from .protocol.messages import (
 from .protocol.results import Event, ResponseScanner
 from .session_state import (
     UNKNOWN_SCHEMA,
+    UNMOVABLE_VARIABLES,
     SessionState,
     apply_tracked,
     charset_variables,
@@ -680,8 +681,12 @@ class Session:
         if tracked is None or self._temporary_variables():
             self.unexplained_change()
             return
-        apply_tracked(self.state.variables, tracked.variables, self.current)
-        apply_tracked(upstream.state.variables, tracked.variables, self.current)
+        variables = tracked.variables
+        if any(name in UNMOVABLE_VARIABLES for name, _ in variables):
+            self.pin(PIN_SESSION_STATE)
+            variables = [(n, v) for n, v in variables if n not in UNMOVABLE_VARIABLES]
+        apply_tracked(self.state.variables, variables, self.current)
+        apply_tracked(upstream.state.variables, variables, self.current)
         if tracked.schema is not None:
             self.state.schema = tracked.schema
             upstream.state.schema = tracked.schema

@@ -20,6 +20,15 @@ from .protocol.framing import encode_packet
 
 UNKNOWN_SCHEMA = "\x00unknown"  # after COM_RESET_CONNECTION we do not trust the schema
 
+# Session variables the trackers report but that cannot be replayed as a value: one-shot
+# ones (used by the next statement, then reset unreported), LAST_INSERT_ID under two
+# names, and `timestamp`, whose SET timestamp=DEFAULT is reported with the old fixed
+# value (MariaDB 10.11, measured). Setting one pins the client instead.
+UNMOVABLE_VARIABLES = frozenset({
+    "timestamp", "insert_id", "last_insert_id", "identity", "rand_seed1", "rand_seed2",
+    "gtid_seq_no",
+})
+
 CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "character_set_results")
 
 def charset_variables(charset_id: int) -> dict[str, str]:
