@@ -24,6 +24,7 @@ class GateStats:
     auth_failures: int = 0
     commands: int = 0
     upstream_lost: int = 0
+    retries: int = 0  # commands run again after their connection was lost
     pins: Counter[str] = field(default_factory=Counter)
     errors_sent: Counter[int] = field(default_factory=Counter)
 

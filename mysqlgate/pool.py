@@ -55,6 +55,7 @@ class PoolStats:
     closed_lifetime: int = 0
     closed_broken: int = 0
     key_evictions: int = 0
+    preemptions: int = 0
 
 
 Delivery = Callable[[BackendConnection | BaseException], None]
@@ -90,6 +91,10 @@ class UpstreamPool:
         self._backoff = 0.05
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Lent connections their sessions would give back if someone waits: from when
+        # on, and how to ask.
+        self._preemptible: dict[BackendConnection, tuple[float, Callable[[], None]]] = {}
+        self._preempt_timer: asyncio.TimerHandle | None = None
 
     # -- numbers -------------------------------------------------------------------
 
@@ -202,6 +207,41 @@ class UpstreamPool:
             req.timer = asyncio.get_running_loop().call_at(
                 asyncio.get_running_loop().time() + max(0.0, req.deadline - time.monotonic()),
                 self._expire, req)
+        self._preempt()
+
+    # -- preemption -----------------------------------------------------------------
+
+    def allow_preemption(self, backend: BackendConnection, give_back: Callable[[], None],
+                         after: float) -> None:
+        """The session holding `backend` keeps it only for its client's convenience:
+        from `after` seconds on, if a client waits, call `give_back` (which must release
+        the connection, at once or soon)."""
+        self._preemptible[backend] = (time.monotonic() + after, give_back)
+        if self._waiters:
+            self._preempt()
+
+    def forbid_preemption(self, backend: BackendConnection) -> None:
+        self._preemptible.pop(backend, None)
+
+    def _preempt(self) -> None:
+        """Ask holders past their grace to give back as many connections as clients wait."""
+        if self._preempt_timer is not None:
+            self._preempt_timer.cancel()
+            self._preempt_timer = None
+        if not self._preemptible or not self._waiters:
+            return
+        now = time.monotonic()
+        due = sorted((b for b, (since, _) in self._preemptible.items() if since <= now),
+                     key=lambda b: self._preemptible[b][0])
+        for backend in due[:len(self._waiters)]:
+            _, give_back = self._preemptible.pop(backend)
+            self.stats.preemptions += 1
+            give_back()
+        if self._preemptible and self._waiters and self._preempt_timer is None:
+            first = min(since for since, _ in self._preemptible.values())
+            loop = asyncio.get_running_loop()
+            self._preempt_timer = loop.call_at(
+                loop.time() + max(0.0, first - time.monotonic()), self._preempt)
 
     def _expire(self, req: Request) -> None:
         if not req.done:
@@ -355,6 +395,7 @@ class UpstreamPool:
         """Take a connection back from a session. `reset`: its session state must not
         reach another client."""
         self._lent.discard(backend)
+        self._preemptible.pop(backend, None)
         if backend.closed or backend.busy:
             backend.abort()
             self.stats.closed_broken += 1

@@ -46,14 +46,24 @@ from .protocol.messages import (
 )
 from .protocol.results import Event, ResponseScanner
 from .session_state import (
+    CLEAR_DIAGNOSTICS,
     UNKNOWN_SCHEMA,
     UNMOVABLE_VARIABLES,
+    Diagnostics,
     SessionState,
     apply_tracked,
     charset_variables,
     reconcile,
 )
-from .sql_effects import PIN_REASONS, PINNING, RESET_AFTER, Effect, statement_effects
+from .sql_effects import (
+    PIN_REASONS,
+    PINNING,
+    RESET_AFTER,
+    Effect,
+    read_only,
+    statement_effects,
+    with_diagnostic_values,
+)
 
 if TYPE_CHECKING:
     from .frontend import ClientConnection
@@ -73,6 +83,17 @@ STATEMENT_COMMANDS = frozenset({
     COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA,
 })
 
+# How long a client keeps its connection after a statement that left warnings, an
+# error or SQL_CALC_FOUND_ROWS behind, before a waiting client may take it: a SHOW
+# WARNINGS or FOUND_ROWS() comes right after, if at all.
+DIAGNOSTICS_GRACE = 0.05
+
+# A read-only statement whose connection died this soon after it was sent, before any
+# answer, is run again: the connection was dead already (closed by the server while
+# idle, or cut). Later, the loss is more likely a KILL of the running statement, and
+# the client gets the error: an operator's KILL must not restart the query.
+RETRY_WITHIN = 0.25
+
 PIN_SESSION_STATE = "session_state"  # a change the trackers report but cannot describe
 PIN_PREPARED = "prepared_statements"
 
@@ -84,15 +105,18 @@ class ClientGone(Exception):
 class UpstreamSession:
     """The session layer's record of one upstream connection's state."""
 
-    __slots__ = ("state", "fresh", "restore_role", "last_client", "warnings", "role_changed",
-                 "unresettable")
+    __slots__ = ("state", "fresh", "restore_role", "last_client", "diagnostics_of",
+                 "conditions", "role_changed", "unresettable")
 
     def __init__(self, fresh: SessionState, restore_role: bytes) -> None:
         self.fresh = fresh  # what a reset brings it back to
         self.restore_role = restore_role  # SET ROLE back to the login's role
         self.state = fresh.copy()
         self.last_client = 0  # client id of the last client served; 0 after a reset
-        self.warnings = False  # its last statement left warnings behind
+        # Whose statement's ROW_COUNT()/FOUND_ROWS() the connection holds (0: ours).
+        self.diagnostics_of = 0
+        # Its diagnostics area may hold a client's warnings or error.
+        self.conditions = False
         # COM_RESET_CONNECTION keeps the role SET ROLE chose (measured on MariaDB 10.11)
         self.role_changed = False
         # It ran XA statements: after XA PREPARE a reset leaves the connection unusable
@@ -103,7 +127,8 @@ class UpstreamSession:
         self.state = self.fresh.copy()
         self.state.schema = UNKNOWN_SCHEMA
         self.last_client = 0
-        self.warnings = False
+        self.diagnostics_of = 0
+        self.conditions = False
         self.role_changed = False
 
 
@@ -121,13 +146,17 @@ class ClientExchange(Exchange):
     """A client's command in flight: forwards the response, notes what it changed,
     and tells the session when the response is over."""
 
-    __slots__ = ("session", "backend", "forwarded", "in_transaction_before", "tail")
+    __slots__ = ("session", "backend", "packet", "retried", "sent_at", "forwarded",
+                 "in_transaction_before", "tail")
 
     def __init__(self, scanner: ResponseScanner, session: Session,
-                 backend: BackendConnection) -> None:
+                 backend: BackendConnection, packet: Packet, retried: bool) -> None:
         super().__init__(scanner)
         self.session = session
         self.backend = backend
+        self.packet = packet  # as the client sent it, for a retry
+        self.retried = retried
+        self.sent_at = time.monotonic()
         self.forwarded = False
         self.in_transaction_before = session.in_transaction or bool(session.pins)
         # The response's last bytes, written after the connection has gone on to its
@@ -147,6 +176,7 @@ class ClientExchange(Exchange):
         if event == Event.OK:
             ok = OK.parse(bytes(buf[event_start:end]), CLIENT.SESSION_TRACK)
             session.note_ok(ok, self.backend)
+            session.note_result(scanner, ok.affected_rows)
             if session.capabilities & CLIENT.SESSION_TRACK:
                 write(bytes(buf[start:end]))
             else:
@@ -158,6 +188,7 @@ class ClientExchange(Exchange):
         if event == Event.EOF:
             status = scanner.status
             session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
+            session.note_result(scanner, 0)
             if status & SERVER_SESSION_STATE_CHANGED:
                 # A result set changed state; classic EOF cannot say what.
                 session.unexplained_change()
@@ -203,8 +234,9 @@ class Session:
         self.in_transaction = False
         self.autocommit = True
         # Set by the statement that just ran when the next one must run on the same
-        # connection (SET TRANSACTION, or warnings for a SHOW WARNINGS to read).
+        # connection (SET TRANSACTION: it applies to the next transaction only).
         self.hold_next = False
+        self.diagnostics = Diagnostics()
         self.effects = Effect.NONE  # what the statement in progress may leave behind
         # Its connection may hold untracked state of its own: reset it on detach.
         self.left_untracked = False
@@ -218,6 +250,7 @@ class Session:
         self.current: bytes = b""  # the command in progress (for status output)
         self._queue: deque[Packet] = deque()
         self._login_waiter: asyncio.Future[None] | None = None
+        self._retrying = False  # the command being dispatched is a retry
         self._paused = False
         self._last_seq = 0
         self.task: asyncio.Task[None] | None = None
@@ -474,7 +507,7 @@ class Session:
         return (
             theirs.variables == mine.variables and theirs.schema == mine.schema
             and theirs.last_insert_id == mine.last_insert_id
-            and not (upstream.warnings and upstream.last_client != self.id)
+            and not (upstream.conditions and upstream.last_client != self.id)
             and not self._needs_own_session(upstream)
         )
 
@@ -518,6 +551,9 @@ class Session:
             self._command_over()
             return
         except (ConnectionError, OSError) as exc:
+            if not (self.in_transaction or self.pins or self._retrying):
+                self._retry(backend, exc, packet)  # it was never sent: safe
+                return
             self._lost(backend, exc, self.in_transaction or bool(self.pins),
                        "before the statement was sent", -1)
             self._command_over()
@@ -541,15 +577,33 @@ class Session:
             self._command_over()
             return
         deprecate_eof = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
-        exchange = ClientExchange(ResponseScanner(command, deprecate_eof), self, backend)
+        exchange = ClientExchange(ResponseScanner(command, deprecate_eof), self, backend,
+                                  packet, self._retrying)
+        self._retrying = False
         self.hold_next = False
         payload = packet.payload
-        if self.effects:
-            self._note_effects(self.effects, backend)
+        raw = packet.raw
+        effects = self.effects
+        upstream: UpstreamSession = backend.session
+        if effects:
+            self._note_effects(effects, backend)
+            if effects & Effect.DIAGNOSTIC_VALUES and upstream.diagnostics_of != self.id:
+                # Another statement ran on this connection since the client's previous
+                # one: give the values that one left.
+                diagnostics = self.diagnostics
+                rewritten = with_diagnostic_values(
+                    payload, 1, diagnostics.row_count, diagnostics.found_rows)
+                if rewritten is not None:
+                    raw = encode_packet(rewritten, 0)[0]
+        if not effects & Effect.DIAGNOSTICS_READ:
+            self.diagnostics.conditions = False  # this statement's own replace them
+        self.ctx.pool.forbid_preemption(backend)
+        if command == COMMAND.COM_QUERY or command == COMMAND.COM_STMT_EXECUTE:
+            upstream.diagnostics_of = self.id
         self.current = payload
         self.busy = True
         try:
-            backend.send(packet.raw, exchange)
+            backend.send(raw, exchange)
         except ConnectionError as exc:
             self.command_failed(exchange, exc)
 
@@ -578,6 +632,8 @@ class Session:
             # statement may have opened a transaction, so hold on until we know.
             if not self.autocommit:
                 self.in_transaction = True
+            self.diagnostics.row_count = -1
+            self._note_conditions(exchange.backend)
         elif scanner.event == Event.OK or scanner.event == Event.EOF:
             self.in_transaction = bool(scanner.status & SERVER_STATUS_IN_TRANS)
         self._command_over(exchange.tail)
@@ -585,10 +641,33 @@ class Session:
     def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
         if self.closed:
             return
+        if not (exchange.forwarded or exchange.in_transaction_before or exchange.retried) \
+                and time.monotonic() - exchange.sent_at < RETRY_WITHIN \
+                and _retryable(exchange.packet):
+            self._retry(exchange.backend, exc, exchange.packet)
+            return
         self._lost(exchange.backend, exc, exchange.in_transaction_before,
                    "while the statement ran",
                    exchange.scanner.last_seq if exchange.forwarded else -1)
         self._command_over()
+
+    def _retry(self, backend: BackendConnection, exc: BaseException, packet: Packet) -> None:
+        """The connection died, and the command either never reached the server or
+        reads only and had sent the client nothing yet: run it once more on another
+        connection, unseen by the client (SPEC section 4)."""
+        self.ctx.stats.upstream_lost += 1
+        self.ctx.stats.retries += 1
+        log.info("%s: upstream %s lost (%s); running the command again on another",
+                 self, backend.thread_id, exc)
+        backend.abort()
+        if self.backend is backend:
+            self.backend = None
+        self.ctx.pool.release(backend)
+        self.busy = False
+        self.task = None
+        self._retrying = True
+        self.ctx.stats.commands -= 1  # counted again by dispatch
+        self.dispatch(packet)
 
     def _command_over(self, tail: bytes = b"") -> None:
         self.busy = False
@@ -597,11 +676,38 @@ class Session:
         if self.closed:
             return
         if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile):
-            self.detach()
+            backend = self.backend
+            if backend is not None and self.diagnostics.on_connection_only:
+                self.ctx.pool.allow_preemption(backend, self._give_back, DIAGNOSTICS_GRACE)
+            else:
+                self.detach()
         if tail:
             self.client.write(tail)
         if self._queue:
             self._drain()
+
+    def _give_back(self) -> None:
+        """The pool wants the connection kept for diagnostics only: warnings and errors
+        stay behind (the next client never sees them); a FOUND_ROWS() value that only
+        the server knows is fetched first."""
+        if self.busy or self.closed or self.backend is None:
+            return  # re-offered when the command in progress is over
+        self.diagnostics.conditions = False
+        if self.diagnostics.found_rows_exact:
+            self.detach()
+        else:
+            self._run_task(self._learn_found_rows(self.backend))
+
+    async def _learn_found_rows(self, backend: BackendConnection) -> None:
+        try:
+            (value,) = await backend.query_row(b"SELECT FOUND_ROWS()")
+            self.diagnostics.found_rows = int(value or 0)
+            backend.session.diagnostics_of = 0
+        except (ServerError, ConnectionError, OSError) as exc:
+            log.info("%s: could not read FOUND_ROWS() before giving up upstream %s: %s",
+                     self, backend.thread_id, exc)
+        self.diagnostics.found_rows_exact = True
+        self._command_over()
 
     def set_option(self, payload: bytes) -> None:
         if len(payload) < 3 or payload[1] not in (0, 1):
@@ -618,6 +724,7 @@ class Session:
         self.in_transaction = False
         self.hold_next = False
         self.left_untracked = False
+        self.diagnostics = Diagnostics()
         self.autocommit = True
         backend = self.backend
         if backend is not None:
@@ -647,15 +754,16 @@ class Session:
         upstream: UpstreamSession = backend.session
         plan = reconcile(self.state, upstream.state, upstream.fresh,
                          force_reset=self._needs_own_session(upstream))
-        clear_warnings = upstream.warnings and upstream.last_client != self.id
-        if not plan.needed and not clear_warnings:
+        clear_conditions = upstream.conditions and upstream.last_client != self.id
+        if not plan.needed and not clear_conditions:
             return
         if plan.reset:
             await reset_upstream(backend)
-        elif clear_warnings:
+        elif clear_conditions:
             # Another client's warnings must not answer this client's SHOW WARNINGS.
-            await backend.query(b"DO 0")
-        upstream.warnings = False
+            plan.commands.insert(0, CLEAR_DIAGNOSTICS)
+        upstream.conditions = False
+        upstream.diagnostics_of = 0
         await backend.pipeline(plan.commands)
         upstream.state = self.state.copy()
 
@@ -663,11 +771,33 @@ class Session:
 
     def note_status(self, status: int, warnings: int) -> None:
         self.autocommit = bool(status & SERVER_STATUS_AUTOCOMMIT)
-        if warnings:
-            # Keep the connection for one more statement: the client's SHOW WARNINGS.
-            self.hold_next = True
-            if self.backend is not None and self.backend.session is not None:
-                self.backend.session.warnings = True
+        if warnings and self.backend is not None:
+            self._note_conditions(self.backend)
+
+    def _note_conditions(self, backend: BackendConnection) -> None:
+        """Warnings or an error: only this connection can answer the client's SHOW
+        WARNINGS, so it keeps the connection until its next statement; and they must
+        not reach the connection's next client."""
+        self.diagnostics.conditions = True
+        upstream: UpstreamSession | None = backend.session
+        if upstream is not None:
+            upstream.conditions = True
+
+    def note_result(self, scanner: ResponseScanner, affected_rows: int) -> None:
+        """The end of one result of a statement: what ROW_COUNT() and FOUND_ROWS() say
+        about it afterwards."""
+        if scanner.command != COMMAND.COM_QUERY and scanner.command != COMMAND.COM_STMT_EXECUTE:
+            return
+        diagnostics = self.diagnostics
+        if scanner.result_set:
+            diagnostics.row_count = -1
+            if self.effects & Effect.CALC_FOUND_ROWS:
+                diagnostics.found_rows_exact = False
+            else:
+                diagnostics.found_rows = scanner.rows
+                diagnostics.found_rows_exact = True
+        else:
+            diagnostics.row_count = affected_rows
 
     def note_ok(self, ok: OK, backend: BackendConnection) -> None:
         upstream: UpstreamSession = backend.session
@@ -729,6 +859,7 @@ class Session:
         self.in_transaction = False
         self.hold_next = False
         self.left_untracked = False
+        self.diagnostics = Diagnostics()
         self.relay_infile = False
         self.pins.clear()
         self.prepared.clear()
@@ -761,6 +892,15 @@ class Session:
     def send_mysqlgate_error(self, exc: MysqlgateError, seq: int | None = None) -> None:
         err = exc.to_err()
         self.send_error(err.code, err.message, err.sqlstate, seq)
+
+
+def _retryable(packet: Packet) -> bool:
+    """Commands that change nothing on the server, so running one twice is harmless."""
+    command = packet.payload[0]
+    if command == COMMAND.COM_QUERY:
+        return read_only(packet.payload, 1)
+    return command in (COMMAND.COM_PING, COMMAND.COM_INIT_DB, COMMAND.COM_FIELD_LIST,
+                       COMMAND.COM_STATISTICS)
 
 
 def _span(buf: bytes | bytearray, start: int, end: int) -> bytes:

@@ -96,6 +96,24 @@ class SessionState:
 
 
 @dataclass
+class Diagnostics:
+    """What a client's previous statement left in its session's diagnostics area, as far
+    as the packets tell: ROW_COUNT() and FOUND_ROWS() exactly (so that they can be given
+    on another connection), and whether its connection holds conditions (warnings or
+    an error) for a SHOW WARNINGS, which no packet carries."""
+
+    row_count: int = 0  # a fresh session's values (measured on MariaDB 10.11)
+    found_rows: int = 0
+    found_rows_exact: bool = True  # not after SQL_CALC_FOUND_ROWS: only the server knows
+    conditions: bool = False
+
+    @property
+    def on_connection_only(self) -> bool:
+        """Whether only the client's current connection can answer a read of them."""
+        return self.conditions or not self.found_rows_exact
+
+
+@dataclass
 class Reconciliation:
     """What to send an upstream connection before it serves a client."""
 
@@ -178,3 +196,8 @@ def restore_role_statement(server_version: bytes, login_role: str | None) -> byt
 
 def query_packet(sql: str) -> bytes:
     return encode_packet(bytes((COMMAND.COM_QUERY,)) + sql.encode(), 0)[0]
+
+
+# A statement that uses a table and reads none: it empties the diagnostics area, which
+# statements without tables (DO, SET, SELECT 1) leave as it is (measured).
+CLEAR_DIAGNOSTICS = query_packet("SELECT 1 FROM (SELECT 1) AS mysqlgate_clear LIMIT 0")

@@ -40,6 +40,10 @@ class Effect(IntFlag):
     SAVEPOINT = 1 << 14
     MULTIPLE = 1 << 15  # more than one statement in the text
     LASTVAL_READ = 1 << 16  # LASTVAL / PREVIOUS VALUE FOR read per-session state
+    # Reads the previous statement's conditions: SHOW WARNINGS / ERRORS / COUNT(*),
+    # @@warning_count, @@error_count, GET DIAGNOSTICS.
+    DIAGNOSTICS_READ = 1 << 17
+    DIAGNOSTIC_VALUES = 1 << 18  # ROW_COUNT() / FOUND_ROWS(): see with_diagnostic_values
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -55,7 +59,6 @@ PIN_REASONS: dict[Effect, str] = {
     Effect.XA: "xa_transaction",
     Effect.TEMPORARY_TABLES: "temporary_tables",
     Effect.SQL_PREPARE: "sql_prepare",
-    Effect.CALC_FOUND_ROWS: "found_rows",
 }
 PINNING = Effect.NONE
 for _effect in PIN_REASONS:
@@ -70,7 +73,8 @@ RESET_AFTER = Effect.STORED_PROCEDURE
 _HINT = re.compile(
     rb"@|\b(?:GET_LOCK|ROLE|HANDLER|LAST_INSERT_ID|NEXTVAL|SETVAL|LASTVAL|NEXT|PREVIOUS"
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
-    rb"|FLUSH|SAVEPOINT)\b|;",
+    rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
+    rb"|FOUND_ROWS)\b|;",
     re.IGNORECASE,
 )
 
@@ -102,19 +106,26 @@ _TOKENS_NO_BACKSLASH = _token_pattern(backslash_escapes=False)
 _ASSIGNING_WORDS = frozenset({b"SET", b"INTO", b"LOAD", b"DIAGNOSTICS", b"CALL"})
 
 
-def tokens(sql: bytes, start: int = 0, backslash_escapes: bool = True
-           ) -> list[tuple[str, bytes]]:
-    """(kind, text) of each code token: kind is 'word' (upper-cased), 'uvar', 'svar' or
-    'punct'. Strings, quoted identifiers and comments are left out."""
+Token = tuple[str, bytes]  # kind ('word' upper-cased, 'uvar', 'svar', 'punct'), text
+
+
+def _spans(sql: bytes, start: int, backslash_escapes: bool
+           ) -> list[tuple[str, bytes, int, int]]:
     pattern = _TOKENS if backslash_escapes else _TOKENS_NO_BACKSLASH
-    out: list[tuple[str, bytes]] = []
+    out = []
     for match in pattern.finditer(sql, start):
         kind = match.lastgroup
         if kind == "skip" or kind is None:
             continue
         text = match.group()
-        out.append((kind, text.upper() if kind == "word" else text))
+        out.append((kind, text.upper() if kind == "word" else text, match.start(), match.end()))
     return out
+
+
+def tokens(sql: bytes, start: int = 0, backslash_escapes: bool = True) -> list[Token]:
+    """(kind, text) of each code token. Strings, quoted identifiers and comments are
+    left out."""
+    return [(kind, text) for kind, text, _, _ in _spans(sql, start, backslash_escapes)]
 
 
 def statement_effects(sql: bytes, start: int = 0) -> Effect:
@@ -130,7 +141,7 @@ def statement_effects(sql: bytes, start: int = 0) -> Effect:
     return effects
 
 
-def _effects(toks: list[tuple[str, bytes]]) -> Effect:
+def _effects(toks: list[Token]) -> Effect:
     effects = Effect.NONE
     statements = _split(toks)
     if len(statements) > 1:
@@ -140,8 +151,8 @@ def _effects(toks: list[tuple[str, bytes]]) -> Effect:
     return effects
 
 
-def _split(toks: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
-    statements: list[list[tuple[str, bytes]]] = [[]]
+def _split(toks: list[Token]) -> list[list[Token]]:
+    statements: list[list[Token]] = [[]]
     for token in toks:
         if token == ("punct", b";"):
             if statements[-1]:
@@ -151,7 +162,7 @@ def _split(toks: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
     return [s for s in statements if s]
 
 
-def _statement(toks: list[tuple[str, bytes]]) -> Effect:
+def _statement(toks: list[Token]) -> Effect:
     effects = Effect.NONE
     words = [text for kind, text in toks if kind == "word"]
     first = words[0] if words else b""
@@ -180,6 +191,12 @@ def _statement(toks: list[tuple[str, bytes]]) -> Effect:
             effects |= Effect.SEQUENCE if text == b"NEXT" else Effect.LASTVAL_READ
         elif text == b"SQL_CALC_FOUND_ROWS":
             effects |= Effect.CALC_FOUND_ROWS
+        elif call and text in _DIAGNOSTIC_FUNCTIONS:
+            effects |= Effect.DIAGNOSTIC_VALUES
+        elif text in (b"WARNINGS", b"ERRORS") and first == b"SHOW" or text == b"DIAGNOSTICS":
+            effects |= Effect.DIAGNOSTICS_READ
+    if any(kind == "svar" and _svar_name(text) in _DIAGNOSTIC_VARIABLES for kind, text in toks):
+        effects |= Effect.DIAGNOSTICS_READ
 
     if first == b"SET":
         if second == b"ROLE":
@@ -205,3 +222,106 @@ def _statement(toks: list[tuple[str, bytes]]) -> Effect:
     elif first == b"SAVEPOINT":
         effects |= Effect.SAVEPOINT
     return effects
+
+
+_READ_ONLY_FIRST_WORDS = frozenset({b"SELECT", b"SHOW", b"DESCRIBE", b"DESC", b"EXPLAIN", b"HELP"})
+_WRITING_WORDS = frozenset({b"INTO", b"ANALYZE", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE"})
+
+
+def read_only(sql: bytes, start: int = 0) -> bool:
+    """Whether sql[start:] is one statement that reads and writes nothing: safe to run
+    again when the connection it was sent on died before any answer (SPEC section 4).
+    Conservative, except that a stored function called in a SELECT may write unseen."""
+    for backslash_escapes in (True, False):
+        toks = tokens(sql, start, backslash_escapes)
+        words = {text for kind, text in toks if kind == "word"}
+        if (not toks or toks[0][0] != "word" or toks[0][1] not in _READ_ONLY_FIRST_WORDS
+                or not words.isdisjoint(_WRITING_WORDS)
+                or _effects(toks) & ~(Effect.DIAGNOSTICS_READ | Effect.DIAGNOSTIC_VALUES)):
+            return False
+    return True
+
+
+# -- the previous statement's ROW_COUNT() and FOUND_ROWS() ------------------------------
+
+_DIAGNOSTIC_FUNCTIONS = (b"ROW_COUNT", b"FOUND_ROWS")
+_DIAGNOSTIC_VARIABLES = (b"warning_count", b"error_count")
+_SELECT_MODIFIERS = frozenset({
+    b"SELECT", b"ALL", b"DISTINCT", b"DISTINCTROW", b"HIGH_PRIORITY", b"STRAIGHT_JOIN",
+    b"SQL_SMALL_RESULT", b"SQL_BIG_RESULT", b"SQL_BUFFER_RESULT", b"SQL_CACHE",
+    b"SQL_NO_CACHE", b"SQL_CALC_FOUND_ROWS",
+})
+# What may follow a select-list item that has no alias of its own.
+_AFTER_ITEM = frozenset({
+    b"FROM", b"INTO", b"UNION", b"EXCEPT", b"INTERSECT", b"WHERE", b"GROUP", b"HAVING",
+    b"ORDER", b"LIMIT", b"FOR", b"LOCK", b"WINDOW",
+})
+
+
+def _svar_name(text: bytes) -> bytes:
+    """@@session.warning_count -> warning_count."""
+    return text.rsplit(b".", 1)[-1].lstrip(b"@").lower()
+
+
+def with_diagnostic_values(sql: bytes, start: int, row_count: int, found_rows: int
+                           ) -> bytes | None:
+    """sql with each ROW_COUNT() and FOUND_ROWS() call replaced by the value the
+    client's own previous statement left, for a statement that runs on a connection
+    where another statement ran since. A call that is a whole select-list item keeps
+    its column name (an alias of its original text). None when the text cannot be
+    read unambiguously (backslashes that read differently under NO_BACKSLASH_ESCAPES)."""
+    calls = _diagnostic_calls(sql, start, True)
+    if b"\\" in sql and calls != _diagnostic_calls(sql, start, False):
+        return None
+    out = bytearray()
+    last = 0
+    for name, begin, end, whole_item in calls:
+        out += sql[last:begin]
+        # IF(1, n, ROW_COUNT()) has the function's own column type, BIGINT(21) NOT NULL
+        # (a bare literal would be an INT of another length).
+        value = row_count if name == b"ROW_COUNT" else found_rows
+        out += b"IF(1,%d,%s())" % (value, name)
+        if whole_item:
+            out += b" AS `" + sql[begin:end].replace(b"`", b"``") + b"`"
+        last = end
+    out += sql[last:]
+    return bytes(out)
+
+
+def _diagnostic_calls(sql: bytes, start: int, backslash_escapes: bool
+                      ) -> list[tuple[bytes, int, int, bool]]:
+    """(name, start, end, whole select item) of each ROW_COUNT() / FOUND_ROWS() call."""
+    toks = _spans(sql, start, backslash_escapes)
+    calls = []
+    depth = 0
+    in_select_list = {0: False}  # per parenthesis depth
+    for i, (kind, text, begin, _) in enumerate(toks):
+        if kind == "punct":
+            if text == b"(":
+                depth += 1
+                in_select_list[depth] = False
+            elif text == b")":
+                depth = max(0, depth - 1)
+            elif text == b";":
+                depth = 0
+                in_select_list = {0: False}
+            continue
+        if kind != "word":
+            continue
+        if text == b"SELECT":
+            in_select_list[depth] = True
+        elif text in _AFTER_ITEM:
+            in_select_list[depth] = False
+        elif text in _DIAGNOSTIC_FUNCTIONS and \
+                [t[1] for t in toks[i + 1:i + 3]] == [b"(", b")"]:
+            end = toks[i + 2][3]
+            before = toks[i - 1][1] if i else b""
+            after = toks[i + 3] if i + 3 < len(toks) else None
+            whole = in_select_list.get(depth, False) and (
+                before in _SELECT_MODIFIERS or before == b","
+            ) and (
+                after is None or after[1] in (b",", b";", b")") or
+                after[0] == "word" and after[1] in _AFTER_ITEM
+            )
+            calls.append((text, begin, end, whole))
+    return calls

@@ -77,7 +77,7 @@ class ResponseScanner:
     __slots__ = (
         "command", "deprecate_eof", "phase", "remaining", "after_definitions",
         "continuation", "status", "event", "event_start", "event_end", "last_seq",
-        "prepare_columns", "statement_id", "results",
+        "prepare_columns", "statement_id", "results", "rows", "result_set",
     )
 
     def __init__(self, command: int, deprecate_eof: bool) -> None:
@@ -102,6 +102,10 @@ class ResponseScanner:
         self.prepare_columns = 0
         self.statement_id = 0
         self.results = 0  # completed results (a multi-result response has several)
+        # Of the current (or last) result: whether it is a result set, and its rows so
+        # far (what FOUND_ROWS() reports afterwards).
+        self.result_set = False
+        self.rows = 0
 
     @property
     def done(self) -> bool:
@@ -141,6 +145,7 @@ class ResponseScanner:
                                               else Event.EOF)
                 if first == 0xFF and length < MAX_PACKET_PAYLOAD:
                     return self._finish(Event.ERR, start, end)
+                self.rows += 1
                 pos = end
                 continue
 
@@ -148,6 +153,7 @@ class ResponseScanner:
                 if first == 0x00:
                     if self.command == COMMAND.COM_STMT_PREPARE:
                         return self._prepare_ok(buf, start, end, length)
+                    self.result_set = False
                     self.status = ok_status(buf, start)
                     return self._result_end(Event.OK, start, end)
                 if first == 0xFF:
@@ -157,6 +163,8 @@ class ResponseScanner:
                     return self._stop(Event.LOCAL_INFILE, start, end)
                 self.remaining = read_lenenc(buf, start)
                 self.after_definitions = Phase.ROWS
+                self.result_set = True
+                self.rows = 0
                 phase = Phase.DEFINITIONS
                 pos = end
                 continue

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from mysqlgate.sql_effects import PIN_REASONS, PINNING, Effect, statement_effects, tokens
+from mysqlgate.sql_effects import (
+    PIN_REASONS,
+    PINNING,
+    Effect,
+    read_only,
+    statement_effects,
+    tokens,
+    with_diagnostic_values,
+)
 
 E = Effect
 
@@ -26,7 +34,7 @@ E = Effect
         (b"SELECT @`odd name` := 1", E.USER_VARIABLES),
         (b"SELECT @'quoted' := 1", E.USER_VARIABLES),
         (b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t (@c) SET a = @c", E.USER_VARIABLES),
-        (b"GET DIAGNOSTICS @n = NUMBER", E.USER_VARIABLES),
+        (b"GET DIAGNOSTICS @n = NUMBER", E.USER_VARIABLES | E.DIAGNOSTICS_READ),
         (b"SELECT @v", E.NONE),
         (b"SELECT * FROM t WHERE a = @v", E.NONE),
         # System variables are not user variables.
@@ -72,6 +80,14 @@ E = Effect
         (b"SET GLOBAL TRANSACTION READ WRITE", E.NONE),
         (b"SET transaction_isolation = 'READ-COMMITTED'", E.NONE),
         (b"SAVEPOINT s1", E.SAVEPOINT),
+        # The previous statement's diagnostics.
+        (b"SHOW WARNINGS", E.DIAGNOSTICS_READ),
+        (b"show errors limit 1", E.DIAGNOSTICS_READ),
+        (b"SHOW COUNT(*) WARNINGS", E.DIAGNOSTICS_READ),
+        (b"SELECT @@warning_count, @@session.error_count", E.DIAGNOSTICS_READ),
+        (b"SELECT ROW_COUNT()", E.DIAGNOSTIC_VALUES),
+        (b"SELECT FOUND_ROWS()", E.DIAGNOSTIC_VALUES),
+        (b"SELECT * FROM warnings", E.NONE),
         # Several statements: each is read, and the text says there were several.
         (b"SELECT 1; SET TRANSACTION READ ONLY", E.MULTIPLE | E.NEXT_TRANSACTION),
         (b"SELECT 1; DO GET_LOCK('a', 0)", E.MULTIPLE | E.NAMED_LOCKS),
@@ -133,3 +149,64 @@ def test_tokens_skip_what_the_server_does_not_run() -> None:
 def test_every_pinning_effect_has_a_reason() -> None:
     assert set(PIN_REASONS) == {e for e in Effect if e & PINNING}
     assert len(set(PIN_REASONS.values())) == len(PIN_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # A whole select item keeps its column name: the alias is its original text.
+        (b"SELECT ROW_COUNT()", b"SELECT IF(1,5,ROW_COUNT()) AS `ROW_COUNT()`"),
+        (b"select found_rows( ) from dual",
+         b"select IF(1,7,FOUND_ROWS()) AS `found_rows( )` from dual"),
+        (b"SELECT DISTINCT ROW_COUNT(), FOUND_ROWS();",
+         b"SELECT DISTINCT IF(1,5,ROW_COUNT()) AS `ROW_COUNT()`, "
+         b"IF(1,7,FOUND_ROWS()) AS `FOUND_ROWS()`;"),
+        (b"SELECT (SELECT FOUND_ROWS())",
+         b"SELECT (SELECT IF(1,7,FOUND_ROWS()) AS `FOUND_ROWS()`)"),
+        # With an alias of its own, or inside an expression: the value only.
+        (b"SELECT ROW_COUNT() AS rc", b"SELECT IF(1,5,ROW_COUNT()) AS rc"),
+        (b"SELECT ROW_COUNT() rc", b"SELECT IF(1,5,ROW_COUNT()) rc"),
+        (b"SELECT ROW_COUNT() + 1", b"SELECT IF(1,5,ROW_COUNT()) + 1"),
+        (b"SELECT IF(1, ROW_COUNT(), 0)", b"SELECT IF(1, IF(1,5,ROW_COUNT()), 0)"),
+        (b"INSERT INTO t VALUES (ROW_COUNT())", b"INSERT INTO t VALUES (IF(1,5,ROW_COUNT()))"),
+        # Not code: unchanged.
+        (b"SELECT 'ROW_COUNT()'", b"SELECT 'ROW_COUNT()'"),
+        (b"SELECT `ROW_COUNT`()", b"SELECT `ROW_COUNT`()"),
+    ],
+)
+def test_with_diagnostic_values(sql: bytes, expected: bytes) -> None:
+    assert with_diagnostic_values(sql, 0, 5, 7) == expected
+    assert with_diagnostic_values(b"\x03" + sql, 1, 5, 7) == b"\x03" + expected
+
+
+def test_diagnostic_values_left_alone_when_backslashes_are_ambiguous() -> None:
+    sql = b"SELECT 'a\\', ROW_COUNT() -- '"
+    assert with_diagnostic_values(sql, 0, 5, 7) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (b"SELECT 1", True),
+        (b"select * from t where a = 'x'", True),
+        (b"SHOW TABLES", True),
+        (b"DESCRIBE t", True),
+        (b"EXPLAIN SELECT * FROM t", True),
+        (b"SELECT ROW_COUNT(), @@warning_count", True),
+        (b"/* comment */ SELECT 1", True),
+        # Writes, state, or more than one statement: never run twice.
+        (b"INSERT INTO t VALUES (1)", False),
+        (b"SELECT * FROM t INTO OUTFILE '/tmp/x'", False),
+        (b"SELECT 1 INTO @x", False),
+        (b"SELECT GET_LOCK('a', 0)", False),
+        (b"SELECT NEXTVAL(s)", False),
+        (b"SELECT 1; DELETE FROM t", False),
+        (b"EXPLAIN ANALYZE DELETE FROM t", False),
+        (b"WITH x AS (SELECT 1) DELETE FROM t", False),
+        (b"CALL p()", False),
+        (b"DO 1", False),
+        (b"", False),
+    ],
+)
+def test_read_only(sql: bytes, expected: bool) -> None:
+    assert read_only(sql) is expected
