@@ -44,6 +44,7 @@ class Effect(IntFlag):
     # @@warning_count, @@error_count, GET DIAGNOSTICS.
     DIAGNOSTICS_READ = 1 << 17
     DIAGNOSTIC_VALUES = 1 << 18  # ROW_COUNT() / FOUND_ROWS(): see with_diagnostic_values
+    DYNAMIC_SQL = 1 << 19  # EXECUTE IMMEDIATE: runs a statement the text may not show
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -67,14 +68,14 @@ for _effect in PIN_REASONS:
 # Effects after which the connection is reset before anyone else gets it, without
 # pinning the client: a procedure's user variables and temporary tables raise the
 # trackers' flag (and pin then), but a named lock it takes does not.
-RESET_AFTER = Effect.STORED_PROCEDURE
+RESET_AFTER = Effect.STORED_PROCEDURE | Effect.DYNAMIC_SQL
 
 # Words that must appear for any effect above; text without them needs no tokenising.
 _HINT = re.compile(
     rb"@|\b(?:GET_LOCK|ROLE|HANDLER|LAST_INSERT_ID|NEXTVAL|SETVAL|LASTVAL|NEXT|PREVIOUS"
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
-    rb"|FOUND_ROWS)\b|;",
+    rb"|FOUND_ROWS|IMMEDIATE)\b|;",
     re.IGNORECASE,
 )
 
@@ -86,10 +87,11 @@ def _token_pattern(backslash_escapes: bool) -> re.Pattern[bytes]:
         single, double = rb"'(?:[^']|'')*'?", rb'"(?:[^"]|"")*"?'
     quoted = single + b"|" + double + rb"|`(?:[^`]|``)*`?"
     return re.compile(
-        rb"(?P<skip>\s+|\#[^\n]*|--(?=\s|\Z)[^\n]*"
+        rb"(?P<string>" + single + b"|" + double + rb")"
+        rb"|(?P<skip>\s+|\#[^\n]*|--(?=\s|\Z)[^\n]*"
         # A comment, unless executable: /*! */, /*!50100 */, /*M! */, /*M!100400 */.
         rb"|/\*(?!M?!).*?(?:\*/|\Z)"
-        rb"|/\*M?!M?\d*|\*/|" + quoted + rb")"
+        rb"|/\*M?!M?\d*|\*/|`(?:[^`]|``)*`?)"
         rb"|(?P<uvar>@(?:[\w$\x80-\xff.]+|" + quoted + rb"))"
         rb"|(?P<svar>@@[\w$.]+)"
         rb"|(?P<word>[\w$\x80-\xff]+)"
@@ -115,7 +117,7 @@ def _spans(sql: bytes, start: int, backslash_escapes: bool
     out = []
     for match in pattern.finditer(sql, start):
         kind = match.lastgroup
-        if kind == "skip" or kind is None:
+        if kind == "skip" or kind == "string" or kind is None:
             continue
         text = match.group()
         out.append((kind, text.upper() if kind == "word" else text, match.start(), match.end()))
@@ -138,7 +140,28 @@ def statement_effects(sql: bytes, start: int = 0) -> Effect:
         # Whether backslashes escape depends on the session's sql_mode: read it both
         # ways, so that no reading hides an effect.
         effects |= _effects(tokens(sql, start, False))
+    if effects & Effect.DYNAMIC_SQL:
+        # EXECUTE IMMEDIATE 'DO GET_LOCK(...)': read every string literal as a statement
+        # too. Text computed otherwise (CONCAT, a variable) stays unseen: RESET_AFTER.
+        for literal in _string_literals(sql, start):
+            effects |= statement_effects(literal) & ~Effect.MULTIPLE
     return effects
+
+
+def _string_literals(sql: bytes, start: int) -> list[bytes]:
+    out = []
+    for backslash_escapes in (True, False):
+        pattern = _TOKENS if backslash_escapes else _TOKENS_NO_BACKSLASH
+        for match in pattern.finditer(sql, start):
+            if match.lastgroup == "string":
+                text = match.group()
+                quote = text[:1]
+                body = text[1:-1] if len(text) > 1 and text.endswith(quote) else text[1:]
+                body = body.replace(quote + quote, quote)
+                if backslash_escapes:
+                    body = re.sub(rb"\\(.)", rb"\1", body, flags=re.DOTALL)
+                out.append(body)
+    return out
 
 
 def _effects(toks: list[Token]) -> Effect:
@@ -219,6 +242,8 @@ def _statement(toks: list[Token]) -> Effect:
         effects |= Effect.SQL_PREPARE
     elif first == b"CALL":
         effects |= Effect.STORED_PROCEDURE
+    elif first == b"EXECUTE" and second == b"IMMEDIATE":
+        effects |= Effect.DYNAMIC_SQL
     elif first == b"SAVEPOINT":
         effects |= Effect.SAVEPOINT
     return effects
