@@ -1,0 +1,658 @@
+"""The mutation catalogue: each entry breaks one guarantee of mysqlgate on purpose and
+names the tests that must notice.
+
+A mutation is a list of edits (an exact snippet of a file under mysqlgate/, unique in
+that file, and what replaces it) plus a small selection of tests: the ones that state
+the guarantee, not the whole suite. run.py applies each mutation to a copy of the
+repository and runs its selection; a mutation the selection does not catch is a hole in
+the test suite, and a snippet that no longer matches the code is reported as STALE so
+that this file is kept in step with the code.
+
+Selections are pytest node ids (a file, a function: all its parameters, or one
+parametrized case) or K(path, expr) for a -k expression. Integration tests come first,
+unit tests last: with -x the first failure stops the run, so the table's "caught by"
+column says which layer noticed (a pin that only a unit test notices is detected, but
+no test shows its consequence end to end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `original` (exactly once in mysqlgate/`file`) with `replacement`."""
+
+    file: str
+    original: str
+    replacement: str
+
+
+@dataclass(frozen=True)
+class K:
+    """The tests under `path` that pytest's -k `expr` selects."""
+
+    path: str
+    expr: str
+
+
+Selector = str | K
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    guarantee: str  # one line: what the mutation breaks
+    edits: tuple[Edit, ...]
+    tests: tuple[Selector, ...]
+
+
+# -- test selections ------------------------------------------------------------------------------
+
+INTEGRATION = "tests/integration"
+ISOLATION = f"{INTEGRATION}/test_isolation.py"
+COMMANDS = f"{INTEGRATION}/test_commands.py"
+CLIENTS = f"{INTEGRATION}/test_clients.py"
+CAPABILITIES = f"{INTEGRATION}/test_capabilities.py"
+POOL_LIMITS = f"{INTEGRATION}/test_pool_limits.py"
+AUTH = f"{INTEGRATION}/test_auth.py"
+LEAKS = f"{INTEGRATION}/test_leaks.py"
+DIAGNOSTICS = f"{INTEGRATION}/test_diagnostics.py"
+UNTRACKED = f"{INTEGRATION}/test_untracked_state.py"
+IDLE_AND_KILL = f"{INTEGRATION}/test_idle_and_kill.py"
+SQL_EFFECTS_UNIT = "tests/unit/test_sql_effects.py"
+SESSION_STATE_UNIT = "tests/unit/test_session_state.py"
+
+PINNED_KEEPS_STATE = f"{LEAKS}::test_pinned_client_keeps_its_state_while_another_client_runs"
+RESET_BEFORE_ANOTHER = f"{ISOLATION}::test_changed_session_is_reset_before_another_client_gets_it"
+STATEMENT_EFFECTS_UNIT = f"{SQL_EFFECTS_UNIT}::test_statement_effects"
+
+
+def leak(*cases: str, leave: str = "close") -> tuple[str, ...]:
+    """The leak probe of test_leaks.py through mysqlgate: client A runs case `case` and
+    leaves by `leave`, B must then see a fresh session."""
+    return tuple(f"{LEAKS}::test_nothing_reaches_the_next_client[{leave}-{case}]" for case in cases)
+
+
+def _session(original: str, replacement: str) -> Edit:
+    return Edit("session.py", original, replacement)
+
+
+def _detects_nothing(line: str) -> Edit:
+    """sql_effects.py: `effects |= Effect.X` on `line` becomes a no-op."""
+    indent = line[: len(line) - len(line.lstrip())]
+    return Edit("sql_effects.py", line, f"{indent}effects |= Effect.NONE  # mutation\n")
+
+
+def _pin_detection(reason: str, line: str, tests: tuple[Selector, ...]) -> Mutation:
+    return Mutation(
+        name=f"pin: {reason} not detected",
+        guarantee=f"A statement that leaves {reason} state pins its client (sql_effects)",
+        edits=(_detects_nothing(line),),
+        tests=(*tests, STATEMENT_EFFECTS_UNIT),
+    )
+
+
+# -- the catalogue --------------------------------------------------------------------------------
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # 1. Reset when a client leaves.
+    Mutation(
+        name="no reset on detach: pins",
+        guarantee="A client leaving with unmovable state gets its connection reset",
+        edits=(
+            _session(
+                "        reset = self.left_untracked or final and (\n"
+                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "        reset = self.left_untracked or final and (\n"
+                "            self.in_transaction or self.hold_next)\n",
+            ),
+        ),
+        tests=(
+            RESET_BEFORE_ANOTHER,
+            *leak("user_var_select_assign", "named_lock_select", "temporary_table",
+                  "handler_open", "lock_tables_read", "prepare", "role"),
+            *leak("named_lock_select", "temporary_table", leave="killed"),
+        ),
+    ),
+    Mutation(
+        name="no reset on detach: open transaction",
+        guarantee="A client leaving inside a transaction gets its connection reset",
+        edits=(
+            _session(
+                "        reset = self.left_untracked or final and (\n"
+                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "        reset = self.left_untracked or final and (\n"
+                "            bool(self.pins) or self.hold_next)\n",
+            ),
+        ),
+        tests=(
+            *leak("transaction_open", "autocommit_off_open"),
+            *leak("transaction_open", leave="killed"),
+            *leak("transaction_open", leave="after_error"),
+        ),
+    ),
+    Mutation(
+        name="no reset on detach: held next statement",
+        guarantee="A client leaving after SET TRANSACTION gets its connection reset",
+        edits=(
+            _session(
+                "        reset = self.left_untracked or final and (\n"
+                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "        reset = self.left_untracked or final and (\n"
+                "            bool(self.pins) or self.in_transaction)\n",
+            ),
+        ),
+        tests=leak("isolation_next_transaction", "read_only_next_transaction"),
+    ),
+    # 2. COM_RESET_CONNECTION.
+    Mutation(
+        name="no reset on COM_RESET_CONNECTION",
+        guarantee="COM_RESET_CONNECTION resets the upstream session the client held",
+        edits=(
+            _session(
+                "            self.backend = None\n"
+                "            self.ctx.pool.release(backend, reset=True)\n"
+                "        self.send_ok()\n",
+                "            self.backend = None\n"
+                "            self.ctx.pool.release(backend, reset=False)  # mutation\n"
+                "        self.send_ok()\n",
+            ),
+        ),
+        tests=(
+            f"{COMMANDS}::test_reset_connection_forgets_session_state",
+            f"{COMMANDS}::test_reset_connection_restores_session_variables",
+        ),
+    ),
+    # 3. Pins: each reason sql_effects detects from the text ...
+    _pin_detection(
+        "user_variables", "        effects |= Effect.USER_VARIABLES\n",
+        (*leak("user_var_select_assign", "user_var_select_into", "user_var_select_into_two",
+               "user_var_set", "user_var_with_sql_mode"), PINNED_KEEPS_STATE),
+    ),
+    _pin_detection(
+        "named_locks", "            effects |= Effect.NAMED_LOCKS\n",
+        (*leak("named_lock_select", "named_lock_do", "named_locks_two"), PINNED_KEEPS_STATE),
+    ),
+    _pin_detection(
+        "role", "            effects |= Effect.ROLE\n",
+        (*leak("role"), *leak("role", leave="killed"), PINNED_KEEPS_STATE),
+    ),
+    _pin_detection("handler", "        effects |= Effect.HANDLER\n", leak("handler_open")),
+    _pin_detection(
+        "last_insert_id", "                effects |= Effect.LAST_INSERT_ID\n",
+        leak("last_insert_id_select", "last_insert_id_do", "last_insert_id_update"),
+    ),
+    _pin_detection(
+        "sequence (NEXTVAL/SETVAL)", "            effects |= Effect.SEQUENCE\n",
+        leak("sequence_nextval", "sequence_setval"),
+    ),
+    Mutation(
+        name="pin: sequence (NEXT VALUE FOR) not detected",
+        guarantee="NEXT VALUE FOR seq pins its client (sql_effects)",
+        edits=(
+            Edit(
+                "sql_effects.py",
+                "effects |= Effect.SEQUENCE if text == b\"NEXT\" else Effect.LASTVAL_READ",
+                "effects |= Effect.NONE if text == b\"NEXT\" else Effect.LASTVAL_READ",
+            ),
+        ),
+        tests=(*leak("sequence_next_value_for"), STATEMENT_EFFECTS_UNIT),
+    ),
+    _pin_detection(
+        "table_locks", "        effects |= Effect.TABLE_LOCKS\n",
+        (*leak("lock_tables_read", "lock_tables_write"),
+         *leak("lock_tables_read", leave="killed")),
+    ),
+    # The XA leak cases fail on the unmutated code while they demand the same upstream
+    # connection for B (mysqlgate closes an XA connection): run.py then drops them.
+    _pin_detection("xa_transaction", "        effects |= Effect.XA\n",
+                   leak("xa_active", "xa_prepared")),
+    _pin_detection(
+        "temporary_tables", "        effects |= Effect.TEMPORARY_TABLES\n",
+        (*leak("temporary_table", "temporary_table_select", "temporary_table_shadowing"),
+         RESET_BEFORE_ANOTHER, PINNED_KEEPS_STATE),
+    ),
+    _pin_detection(
+        "sql_prepare", "        effects |= Effect.SQL_PREPARE\n",
+        (*leak("prepare"), f"{COMMANDS}::test_prepared_statements_pin_until_closed",
+         PINNED_KEEPS_STATE),
+    ),
+    # SQL_CALC_FOUND_ROWS no longer pins: the client keeps its connection until someone
+    # waits, then mysqlgate reads FOUND_ROWS() for it (Diagnostics.found_rows_exact).
+    Mutation(
+        name="SQL_CALC_FOUND_ROWS not detected",
+        guarantee="FOUND_ROWS() after SQL_CALC_FOUND_ROWS is the server's count (sql_effects)",
+        edits=(_detects_nothing("            effects |= Effect.CALC_FOUND_ROWS\n"),),
+        tests=(f"{DIAGNOSTICS}::test_found_rows_after_calc_found_rows_survives_a_preemption",
+               *leak("found_rows"), STATEMENT_EFFECTS_UNIT),
+    ),
+    # ... the pins the server's trackers give, the prepared-statement pin, pin() itself.
+    Mutation(
+        name="pin: unexplained tracker change ignored",
+        guarantee="A change the trackers flag but do not describe pins (unexplained_change)",
+        edits=(
+            _session(
+                "        if self._temporary_variables() and not self.effects & Effect.MULTIPLE:\n"
+                "            return\n"
+                "        self.pin(PIN_SESSION_STATE)\n",
+                "        return  # mutation\n",
+            ),
+        ),
+        tests=leak("user_var_in_function", "user_var_in_trigger", "user_var_execute_immediate",
+                   "user_var_in_procedure"),
+    ),
+    Mutation(
+        name="pin: state_changed-only OK ignored",
+        guarantee="An OK whose tracker says only 'state changed' pins (note_ok)",
+        edits=(
+            _session(
+                "            # cannot move (a user variable set inside a procedure, function"
+                " or trigger).\n"
+                "            self.pin(PIN_SESSION_STATE)\n",
+                "            # cannot move (a user variable set inside a procedure, function"
+                " or trigger).\n"
+                "            pass  # mutation\n",
+            ),
+        ),
+        tests=leak("user_var_in_trigger", "user_var_execute_immediate", "user_var_in_procedure",
+                   "user_var_in_function"),
+    ),
+    Mutation(
+        name="pin: prepared statements (COM_STMT_PREPARE)",
+        guarantee="A client with an open binary prepared statement stays on its connection",
+        edits=(_session("            session.pin(PIN_PREPARED)\n",
+                        "            pass  # mutation\n"),),
+        tests=(
+            f"{COMMANDS}::test_binary_prepared_statement_pins_its_client",
+            f"{COMMANDS}::test_binary_protocol_prepared_statements",
+        ),
+    ),
+    Mutation(
+        name="pin() does nothing",
+        guarantee="Pinned clients keep their connection until they reset or leave",
+        edits=(
+            _session(
+                "    def pin(self, reason: str) -> None:\n"
+                "        if reason not in self.pins:\n",
+                "    def pin(self, reason: str) -> None:\n"
+                "        return  # mutation\n"
+                "        if reason not in self.pins:\n",
+            ),
+        ),
+        tests=(
+            RESET_BEFORE_ANOTHER,
+            f"{COMMANDS}::test_prepared_statements_pin_until_closed",
+            f"{COMMANDS}::test_binary_prepared_statement_pins_its_client",
+            PINNED_KEEPS_STATE,
+            *leak("user_var_set", "temporary_table"),
+        ),
+    ),
+    # 4. The role COM_RESET_CONNECTION does not restore.
+    Mutation(
+        name="no role restore after reset",
+        guarantee="A reset connection gets the login's role back (SET ROLE survives a reset)",
+        edits=(
+            _session(
+                "    await backend.reset([upstream.restore_role] if upstream.role_changed"
+                " else [])\n",
+                "    await backend.reset([])  # mutation\n",
+            ),
+        ),
+        tests=(*leak("role"), *leak("role", leave="in_transaction"),
+               *leak("role", leave="killed")),
+    ),
+    # 5. XA: a reset after XA PREPARE leaves the connection unusable; it is closed instead.
+    Mutation(
+        name="XA connection reset, not closed",
+        guarantee="A connection that ran XA statements is closed, never reset and reused",
+        edits=(
+            _session("    if upstream.unresettable:\n",
+                     "    if False:  # mutation\n"),
+        ),
+        tests=leak("xa_prepared", "xa_active"),
+    ),
+    # 6. CALL: a procedure's named locks raise no tracker flag.
+    Mutation(
+        name="no reset after CALL",
+        guarantee="A connection that ran CALL is reset when its client detaches",
+        edits=(
+            _session(
+                "        if effects & RESET_AFTER:\n"
+                "            self.left_untracked = True\n",
+                "        if effects & RESET_AFTER:\n"
+                "            pass  # mutation\n",
+            ),
+        ),
+        tests=leak("named_lock_in_procedure", "user_var_in_procedure"),
+    ),
+    # 7. The pool's size bound.
+    Mutation(
+        name="pool opens beyond its size",
+        guarantee="The pool never holds more than pool.size upstream connections",
+        edits=(
+            Edit(
+                "pool.py",
+                "        if self.open_count < self.effective_size:\n"
+                "            self._opening += 1\n"
+                "            self._spawn(self._open_then_deliver(req))\n",
+                "        if True:  # mutation\n"
+                "            self._opening += 1\n"
+                "            self._spawn(self._open_then_deliver(req))\n",
+            ),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_queue_timeout_error_then_recovery",
+            f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
+        ),
+    ),
+    # 8. 1226 on connect: back off and keep the client queued.
+    Mutation(
+        name="1226 on connect fails the client",
+        guarantee="A 1226/1040 on connect keeps the client queued (it never sees 1226)",
+        edits=(
+            Edit(
+                "pool.py",
+                "            if exc.err.code not in TOO_MANY_CONNECTIONS:\n",
+                "            if True:  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_account_full_on_connect_keeps_the_client_queued",
+            f"{POOL_LIMITS}::test_account_full_on_connect_serves_the_client_when_the_outsider_leaves",
+        ),
+    ),
+    # 9. The capability key: all three places a connection meets a client, then each alone.
+    Mutation(
+        name="capability key ignored",
+        guarantee="A client is only served by connections opened with its capability flags",
+        edits=(
+            Edit("pool.py", "        if backend.key != key or backend.closed or \\\n",
+                 "        if backend.closed or \\\n"),
+            Edit("pool.py", "            if backend.key == key:\n",
+                 "            if True:  # mutation\n"),
+            Edit("pool.py", "            if req.key == backend.key:\n",
+                 "            if True:  # mutation\n"),
+        ),
+        tests=(
+            f"{CAPABILITIES}::test_found_rows_follows_the_client",
+            f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+        ),
+    ),
+    Mutation(
+        name="capability key ignored: take_ready",
+        guarantee="The fast path hands out only an idle connection with the client's flags",
+        edits=(
+            Edit("pool.py", "        if backend.key != key or backend.closed or \\\n",
+                 "        if backend.closed or \\\n"),
+        ),
+        tests=(
+            f"{CAPABILITIES}::test_found_rows_follows_the_client",
+            f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+        ),
+    ),
+    Mutation(
+        name="capability key ignored: _take_idle",
+        guarantee="A queued request gets only an idle connection with its flags",
+        edits=(
+            Edit("pool.py", "            if backend.key == key:\n",
+                 "            if True:  # mutation\n"),
+        ),
+        tests=(
+            f"{CAPABILITIES}::test_found_rows_follows_the_client",
+            f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+        ),
+    ),
+    Mutation(
+        name="capability key ignored: _return",
+        guarantee="A released connection goes only to a waiter with its flags",
+        edits=(
+            Edit("pool.py", "            if req.key == backend.key:\n",
+                 "            if True:  # mutation\n"),
+        ),
+        tests=(
+            f"{CAPABILITIES}::test_found_rows_follows_the_client",
+            f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+        ),
+    ),
+    # 10. The transaction hold.
+    Mutation(
+        name="detach inside a transaction",
+        guarantee="A client keeps its connection while the server says a transaction is open",
+        edits=(
+            _session(
+                "        if not (self.in_transaction or self.pins or self.hold_next"
+                " or self.relay_infile):\n",
+                "        if not (self.pins or self.hold_next or self.relay_infile):  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_queue_timeout_error_then_recovery",
+            f"{CLIENTS}::test_autocommit_commit_and_rollback",
+            *leak("transaction_open", "autocommit_off_open"),
+        ),
+    ),
+    # 11. LAST_INSERT_ID moves with DO LAST_INSERT_ID(n).
+    Mutation(
+        name="no LAST_INSERT_ID replay",
+        guarantee="LAST_INSERT_ID() is the client's own on whatever connection it runs",
+        edits=(
+            Edit(
+                "session_state.py",
+                "        plan.commands.append(query_packet(f\"DO LAST_INSERT_ID("
+                "{int(client.last_insert_id)})\"))\n",
+                "        pass  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{CLIENTS}::test_last_insert_id_per_client",
+            f"{SESSION_STATE_UNIT}::test_last_insert_id",
+        ),
+    ),
+    # 12. Session variables and the schema follow the client.
+    Mutation(
+        name="no session variable replay",
+        guarantee="Session variables the client set are SET on every connection it moves to",
+        edits=(
+            Edit(
+                "session_state.py",
+                "    if changed:\n"
+                "        plan.commands.append(set_statement(changed))\n",
+                "    if changed:\n"
+                "        pass  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{ISOLATION}::test_moved_settings_do_not_reach_a_client_that_did_not_set_them",
+            f"{CLIENTS}::test_session_state_follows_client",
+            f"{SESSION_STATE_UNIT}::test_a_differing_variable_is_set",
+        ),
+    ),
+    Mutation(
+        name="no schema replay",
+        guarantee="The client's schema is selected (COM_INIT_DB) on every connection it uses",
+        edits=(
+            Edit(
+                "session_state.py",
+                "    if wanted is not None and wanted != schema:\n",
+                "    if False:  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{CLIENTS}::test_init_db_ping_and_statistics",
+            f"{CLIENTS}::test_session_state_follows_client",
+            *leak("use_other_schema"),
+            f"{SESSION_STATE_UNIT}::test_schema_differences",
+        ),
+    ),
+    # 13. Authentication.
+    Mutation(
+        name="any password accepted",
+        guarantee="Clients log in only with the upstream account's own user and password",
+        edits=(
+            _session(
+                "        good = user == upstream.user and auth.verify(client_plugin, password,"
+                " nonce, proof)\n",
+                "        good = user == upstream.user  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{AUTH}::test_wrong_password_is_refused_without_an_upstream_connection",
+            f"{AUTH}::test_wrong_user_and_missing_password_are_refused",
+        ),
+    ),
+    # 14. SET STATEMENT ... FOR: its variables are temporary.
+    Mutation(
+        name="SET STATEMENT values taken as the session's",
+        guarantee="SET STATEMENT ... FOR values are not recorded as the client's settings",
+        edits=(
+            _session(
+                "        return bool(self.effects & Effect.SET_STATEMENT)\n",
+                "        return False  # mutation\n",
+            ),
+        ),
+        tests=(f"{UNTRACKED}::test_set_statement_values_are_temporary", *leak("set_statement")),
+    ),
+    # 15. LASTVAL reads per-session state no tracker reports.
+    Mutation(
+        name="LASTVAL read on a shared session",
+        guarantee="LASTVAL / PREVIOUS VALUE FOR run on a session no other client used",
+        edits=(
+            _session(
+                "        return bool(self.effects & Effect.LASTVAL_READ) and \\\n"
+                "            upstream.last_client not in (0, self.id)\n",
+                "        return False  # mutation\n",
+            ),
+        ),
+        tests=(f"{UNTRACKED}::test_lastval_set_through_a_column_default_stays_with_its_client",
+               *leak("sequence_nextval", "sequence_next_value_for")),
+    ),
+    # 16. Warnings and errors: kept for the client's SHOW WARNINGS, cleared for anyone else's.
+    Mutation(
+        name="no hold for SHOW WARNINGS",
+        guarantee="After warnings or an error the client keeps its connection for SHOW WARNINGS",
+        edits=(
+            _session("        self.diagnostics.conditions = True\n",
+                     "        pass  # mutation\n"),
+        ),
+        tests=(f"{DIAGNOSTICS}::test_show_warnings_and_errors_of_the_clients_own_statement",
+               *leak("warnings", "warnings_insert_ignore", "error")),
+    ),
+    Mutation(
+        name="another client's warnings not cleared",
+        guarantee="A client never reads another client's warnings or error (cleared first)",
+        edits=(
+            _session(
+                "        clear_conditions = upstream.conditions and upstream.last_client"
+                " != self.id\n",
+                "        clear_conditions = False  # mutation\n",
+            ),
+        ),
+        tests=leak("warnings", "warnings_insert_ignore", "error"),
+    ),
+    # Not in the original brief, same family: SET TRANSACTION applies to the next one.
+    Mutation(
+        name="no hold after SET TRANSACTION",
+        guarantee="SET TRANSACTION keeps the client on its connection for its next transaction",
+        edits=(
+            _session(
+                "        if effects & Effect.NEXT_TRANSACTION:\n"
+                "            self.hold_next = True\n",
+                "        if effects & Effect.NEXT_TRANSACTION:\n"
+                "            pass  # mutation\n",
+            ),
+        ),
+        tests=leak("isolation_next_transaction", "read_only_next_transaction"),
+    ),
+)
+
+MUTATIONS += (
+    # 17. ROW_COUNT() / FOUND_ROWS() of the client's own previous statement.
+    Mutation(
+        name="ROW_COUNT()/FOUND_ROWS() read on another's connection as they are",
+        guarantee="ROW_COUNT()/FOUND_ROWS() answer about the client's own previous statement",
+        edits=(
+            _session(
+                "            if effects & Effect.DIAGNOSTIC_VALUES and upstream.diagnostics_of"
+                " != self.id:\n",
+                "            if False:  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{DIAGNOSTICS}::test_row_count_and_found_rows_after_another_client_used_the_"
+            "connection",
+            f"{DIAGNOSTICS}::test_many_clients_each_read_their_own_row_count",
+        ),
+    ),
+    # 18. Holds for diagnostics give way to waiting clients.
+    Mutation(
+        name="diagnostics hold never gives way",
+        guarantee="A connection kept only for SHOW WARNINGS goes to a waiting client",
+        edits=(
+            Edit("pool.py", "            give_back()\n", "            pass  # mutation\n"),
+        ),
+        tests=(
+            f"{DIAGNOSTICS}::test_a_client_holding_warnings_does_not_block_the_pool",
+            f"{DIAGNOSTICS}::test_found_rows_after_calc_found_rows_survives_a_preemption",
+        ),
+    ),
+    # 19. SPEC section 4: a read-only statement on a dead connection runs again.
+    Mutation(
+        name="no retry on a dead connection",
+        guarantee="A read-only statement whose connection was already dead is run again",
+        edits=(
+            _session(
+                "            self._retry(exchange.backend, exc, exchange.packet)\n"
+                "            return\n",
+                "            pass  # mutation\n",
+            ),
+        ),
+        tests=(
+            f"{IDLE_AND_KILL}::test_server_drops_an_idle_pooled_connection_the_gate_has_not_"
+            "noticed",
+        ),
+    ),
+    # 20. Variables the trackers report but that are not values to replay.
+    Mutation(
+        name="one-shot variables replayed as values",
+        guarantee="insert_id, timestamp and the like pin instead of being replayed",
+        edits=(
+            _session(
+                "        if any(name in UNMOVABLE_VARIABLES for name, _ in variables):\n",
+                "        if False:  # mutation\n",
+            ),
+        ),
+        tests=(f"{UNTRACKED}::test_one_shot_variables_pin_rather_than_move",),
+    ),
+    # 21. COM_SET_OPTION survives COM_RESET_CONNECTION.
+    Mutation(
+        name="multi-statements assumed off after a reset",
+        guarantee="A client without CLIENT_MULTI_STATEMENTS never has two statements run",
+        edits=(
+            Edit(
+                "backend.py",
+                "        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])\n",
+                "        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])\n"
+                "        self.multi_statements = False  # mutation\n",
+            ),
+        ),
+        tests=(f"{CAPABILITIES}::test_multi_statements_stay_off_after_a_reset",),
+    ),
+    # 22. EXECUTE IMMEDIATE runs a statement written in a string.
+    Mutation(
+        name="EXECUTE IMMEDIATE's string not read",
+        guarantee="A named lock taken through EXECUTE IMMEDIATE pins its client",
+        edits=(
+            Edit(
+                "sql_effects.py",
+                "            effects |= statement_effects(literal) & ~Effect.MULTIPLE\n",
+                "            pass  # mutation\n",
+            ),
+        ),
+        tests=leak("named_lock_execute_immediate", "user_var_execute_immediate"),
+    ),
+)
+
+MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
+assert len(MUTATIONS_BY_NAME) == len(MUTATIONS), "duplicate mutation names"
