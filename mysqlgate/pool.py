@@ -176,8 +176,11 @@ class UpstreamPool:
         self.stats.acquires += 1
         return backend
 
-    def _serve(self, req: Request) -> None:
-        """Satisfy `req` now, start opening or checking a connection for it, or queue it."""
+    def _serve(self, req: Request, probe: bool = False) -> None:
+        """Satisfy `req` now, start opening or checking a connection for it, or queue it.
+        `probe`: a retry after the server said the account was full; it may try a
+        connect beyond the lowered effective size (up to pool.size), or the size would
+        never come back up while every connection stays in use."""
         if req.done or self._closing:
             if self._closing:
                 self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
@@ -194,15 +197,18 @@ class UpstreamPool:
             # At the limit with idle connections of another key: replace the oldest.
             self.stats.key_evictions += 1
             self._idle.popleft().close()
-        if self.open_count < self.effective_size:
+        if self.open_count < (self.settings.size if probe else self.effective_size):
             self._opening += 1
             self._spawn(self._open_then_deliver(req))
             return
-        self._enqueue(req)
+        self._enqueue(req, front=probe)
 
-    def _enqueue(self, req: Request) -> None:
-        self.stats.waits += 1
-        self._waiters.append(req)
+    def _enqueue(self, req: Request, front: bool = False) -> None:
+        if front:
+            self._waiters.appendleft(req)  # a retried request keeps its turn
+        else:
+            self.stats.waits += 1
+            self._waiters.append(req)
         if req.timer is None:
             req.timer = asyncio.get_running_loop().call_at(
                 asyncio.get_running_loop().time() + max(0.0, req.deadline - time.monotonic()),
@@ -379,7 +385,7 @@ class UpstreamPool:
         if req.done or req not in self._waiters:
             return
         self._waiters.remove(req)
-        self._serve(req)
+        self._serve(req, probe=True)
 
     def _timeout_message(self) -> str:
         return (
