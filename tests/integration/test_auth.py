@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,30 @@ from harness import Gate, ScratchDb
 from pymysql.constants import ER
 
 PLUGINS = ("mysql_native_password", "caching_sha2_password")
+
+# How long after the refusals we keep watching for an upstream login they might cause.
+# An observation window, not synchronisation: a correct gate opens nothing at all.
+WATCH_AFTER_REFUSALS = 0.5
+
+# The server's per-account login counter (information_schema.USER_STATISTICS) is kept
+# while userstat is on; the tests that read it turn it on for themselves.
+COUNT_LOGINS = pytest.mark.server_options(userstat=1)
+
+
+def _upstream_logins(db: ScratchDb) -> int:
+    """How many times `db`'s account has logged in to the server since userstat was
+    turned on. A counter, unlike a processlist snapshot: a connection opened and closed
+    between two looks is counted too."""
+    rows = db.server.query(
+        "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
+        (db.user,),
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def _pool_opens(gate: Gate) -> int:
+    """Upstream connections the gate's pool has opened (its debug log says so)."""
+    return gate.log_text().count(": opened upstream ")
 
 
 def _gate_idle(gate_factory: Callable[..., Gate], upstream: ScratchDb, *args: str) -> Gate:
@@ -39,11 +64,17 @@ def _query_works(conn: pymysql.connections.Connection, db: ScratchDb) -> None:
         conn.close()
 
 
+@COUNT_LOGINS
 @pytest.mark.parametrize("plugin", PLUGINS)
 def test_wrong_password_is_refused_without_an_upstream_connection(
     gate_factory: Callable[..., Gate], db: ScratchDb, plugin: str
 ) -> None:
+    """A client that has not logged in never touches an upstream connection (SPEC
+    section 2): not during its refusal, nor later. Counted, not sampled: the account's
+    server logins and the pool's opens, over all attempts and a short window after."""
     gate = _gate_idle(gate_factory, db, "--auth-plugin", plugin)
+    logins = _upstream_logins(db)  # the gate's startup probe
+    assert _pool_opens(gate) == 0
     for attempt in range(5):
         error = _login_refused(gate, password=f"wrong-{attempt}")
         code, message = error.args
@@ -51,17 +82,25 @@ def test_wrong_password_is_refused_without_an_upstream_connection(
         assert message.startswith("mysqlgate:"), message
         assert db.user in message
         assert db.password not in message
-        assert db.processlist_count() == 0, f"attempt {attempt} opened an upstream connection"
+        assert _upstream_logins(db) == logins, f"attempt {attempt} opened an upstream connection"
+    time.sleep(WATCH_AFTER_REFUSALS)
+    assert _upstream_logins(db) == logins, "an upstream connection opened after the refusals"
+    assert _pool_opens(gate) == 0, "the pool opened a connection for a refused client"
 
-    # The right password still works after the failures.
+    # The right password still works after the failures, and its one upstream login is
+    # seen by both counts: they would have seen one for a refused client too.
     _query_works(gate.connect(), db)
+    assert _upstream_logins(db) == logins + 1
+    assert _pool_opens(gate) == 1
 
 
+@COUNT_LOGINS
 def test_wrong_user_and_missing_password_are_refused(
     gate_factory: Callable[..., Gate], db: ScratchDb, db_factory: Callable[..., ScratchDb]
 ) -> None:
     gate = _gate_idle(gate_factory, db)
     other = db_factory()  # a real account on the server, but not the gate's
+    logins = _upstream_logins(db)
 
     for kwargs in (
         {"user": "nobody_here", "password": db.password},
@@ -73,8 +112,10 @@ def test_wrong_user_and_missing_password_are_refused(
         assert code == ER.ACCESS_DENIED_ERROR, (kwargs, error)
         assert message.startswith("mysqlgate:"), message
         assert db.password not in message and other.password not in message
-    assert db.processlist_count() == 0
-    assert other.processlist_count() == 0
+    time.sleep(WATCH_AFTER_REFUSALS)
+    assert _upstream_logins(db) == logins
+    assert _upstream_logins(other) == 0
+    assert _pool_opens(gate) == 0
 
 
 @pytest.mark.parametrize("plugin", PLUGINS)
@@ -172,6 +213,7 @@ def test_mysql_connector_logs_in(
     assert "mysqlgate:" in str(excinfo.value.msg)
 
 
+@COUNT_LOGINS
 @pytest.mark.parametrize("plugin", PLUGINS)
 def test_account_with_empty_password(
     gate_factory: Callable[..., Gate], db_factory: Callable[..., ScratchDb], plugin: str
@@ -182,11 +224,14 @@ def test_account_with_empty_password(
         assert cursor.fetchone() == (f"{empty.user}@%",)
     gate = _gate_idle(gate_factory, empty, "--auth-plugin", plugin)
 
+    logins = _upstream_logins(empty)
     for password in ("something", "x"):
         error = _login_refused(gate, password=password)
         assert error.args[0] == ER.ACCESS_DENIED_ERROR, error
         assert error.args[1].startswith("mysqlgate:"), error
-    assert empty.processlist_count() == 0
+    time.sleep(WATCH_AFTER_REFUSALS)
+    assert _upstream_logins(empty) == logins
+    assert _pool_opens(gate) == 0
 
     for _ in range(2):
         _query_works(gate.connect(password=""), empty)

@@ -6,6 +6,7 @@ mysqlgate's own error and goes on on the same connection."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import pymysql
 import pytest
 from harness import Gate, ScratchDb
-from pymysql.constants import CR
+from pymysql.constants import COMMAND, CR
 
 N_CLIENTS = 5
 IDLE_SECONDS = 5.0
@@ -24,6 +25,16 @@ IDLE_SECONDS = 5.0
 def _close(conn: pymysql.connections.Connection) -> None:
     if conn.open:
         conn.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll `condition` until it holds or `timeout` s pass; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def _one(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> tuple[Any, ...]:
@@ -82,6 +93,65 @@ def test_clients_idle_longer_than_wait_timeout(gate: Gate, db: ScratchDb) -> Non
             _close(conn)
 
 
+@pytest.mark.server_options(wait_timeout=2)
+def test_server_drops_an_idle_pooled_connection(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """The pool keeps idle connections longer than the server does (pool.idle_timeout
+    60 s and no ping before 60 s, against the server's 2 s wait_timeout), so the server
+    itself closes the pooled connection while the client idles. The client's next
+    statement must work on a new connection without an error (SPEC section 4: upstream
+    lost while the client is idle is invisible). It is a write, and happens once: a
+    write cannot be retried blindly after a loss, so it works only if the gate knows
+    the pooled connection is dead before it hands it out."""
+    gate = gate_factory("--pool-size", "1", "--pool-idle-timeout", "60", "--pool-ping-after", "60")
+    with contextlib.closing(db.connect()) as setup, setup.cursor() as cur:
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+    with contextlib.closing(gate.connect()) as client:
+        (first_id,) = _one(client, "SELECT CONNECTION_ID()")
+        assert _wait_for(lambda: first_id not in db.connection_ids(), timeout=15), (
+            f"the server did not drop idle upstream {first_id} after its wait_timeout"
+        )
+        with client.cursor() as cur:
+            assert cur.execute("INSERT INTO t VALUES (1)") == 1
+        second_id, count = _one(client, "SELECT CONNECTION_ID(), COUNT(*) FROM t")
+        assert count == 1
+        assert second_id != first_id
+
+
+@pytest.mark.server_options(wait_timeout=2)
+def test_server_drops_an_idle_pooled_connection_the_gate_has_not_noticed(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """As above, but the client's next statement reaches the gate before the gate has
+    seen the server close the connection (in production: wait_timeout firing as a
+    statement is dispatched, or a connection dropped silently on the way). The gate is
+    frozen (SIGSTOP) while the server drops the idle connection and while the client's
+    SELECT arrives, so it finds both waiting when it resumes. The statement never
+    reached the server and is a read-only autocommit one: SPEC section 4 says it is
+    retried on a fresh connection, invisibly to the client."""
+    gate = gate_factory("--pool-size", "1", "--pool-idle-timeout", "60", "--pool-ping-after", "60")
+    with contextlib.closing(gate.connect()) as client:
+        (first_id,) = _one(client, "SELECT CONNECTION_ID()")
+        gate.send_signal(signal.SIGSTOP)
+        try:
+            assert _wait_for(lambda: first_id not in db.connection_ids(), timeout=15), (
+                f"the server did not drop idle upstream {first_id} after its wait_timeout"
+            )
+            # Write the query without waiting for its answer (what cursor.execute does
+            # first); on loopback it is in the frozen gate's socket buffer at return.
+            client._execute_command(COMMAND.COM_QUERY, "SELECT CONNECTION_ID(), 'after'")
+        finally:
+            gate.send_signal(signal.SIGCONT)
+        client._read_query_result()
+        rows = client._result.rows if client._result is not None else None
+        assert rows is not None and len(rows) == 1, rows
+        second_id, value = rows[0]
+        assert value == "after"
+        assert second_id != first_id
+        assert _one(client, "SELECT 'and on'") == ("and on",)
+
+
 def test_kill_idle_upstream_connections(gate: Gate, db: ScratchDb) -> None:
     with contextlib.closing(db.connect()) as setup, setup.cursor() as cur:
         cur.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
@@ -121,59 +191,70 @@ def test_kill_idle_upstream_connections(gate: Gate, db: ScratchDb) -> None:
             _close(conn)
 
 
+VICTIM_SQL = "SELECT SLEEP(60)"  # far longer than any wait below: it ends only by the KILL
+
+
 def test_kill_mid_query(gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """A KILL of the upstream connection in the middle of the victim's query: the victim
+    gets mysqlgate's 2013 promptly and goes on; a bystander on the other connection runs
+    before, during and after it, unaffected. Progress is awaited as events with generous
+    deadlines, not measured against the clock, so a loaded machine only makes it slower."""
     gate = gate_factory("--pool-size", "2")
     victim = gate.connect()
     bystander = gate.connect()
     stop = threading.Event()
+    done = [0]  # the bystander's completed queries
     killed_at: list[float] = []
     killed_ids: list[int] = []
 
     def bystander_loop() -> int:
         """Simple queries until stopped; returns how many ran (any error propagates)."""
-        n = 0
         while not stop.is_set():
+            n = done[0]
             assert _one(bystander, "SELECT %s", (n,)) == (n,)
-            n += 1
+            done[0] = n + 1
             time.sleep(0.01)
-        return n
+        return done[0]
 
-    def killer(started: float) -> None:
-        deadline = started + 2.5
-        while time.monotonic() < deadline:
-            rows = db.server.query(
+    def killer() -> None:
+        """KILL the victim's upstream connection once its query is running."""
+        rows: list[tuple[Any, ...]] = []
+
+        def running() -> bool:
+            rows[:] = db.server.query(
                 "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND INFO = %s",
-                (db.user, "SELECT SLEEP(3)"),
+                (db.user, VICTIM_SQL),
             )
-            if rows:
-                thread_id = int(rows[0][0])
-                time.sleep(max(0.0, started + 0.5 - time.monotonic()))
-                db.server.query(f"KILL {thread_id}")
-                killed_at.append(time.monotonic())
-                killed_ids.append(thread_id)
-                return
-            time.sleep(0.02)
-        raise AssertionError("SELECT SLEEP(3) never showed up in the processlist")
+            return bool(rows)
+
+        assert _wait_for(running, timeout=20), f"{VICTIM_SQL} never showed up in the processlist"
+        thread_id = int(rows[0][0])
+        time.sleep(0.3)  # not synchronisation: let the query run a little first
+        db.server.query(f"KILL {thread_id}")
+        killed_at.append(time.monotonic())
+        killed_ids.append(thread_id)
 
     try:
         victim_id = victim.thread_id()
         with ThreadPoolExecutor(2) as pool:
             loop = pool.submit(bystander_loop)
-            time.sleep(0.2)  # the bystander is going
-            started = time.monotonic()
-            kill = pool.submit(killer, started)
             try:
+                assert _wait_for(lambda: done[0] >= 3 or loop.done(), timeout=20)
+                kill = pool.submit(killer)
                 with pytest.raises(pymysql.err.OperationalError) as excinfo:
-                    _one(victim, "SELECT SLEEP(3)")
+                    _one(victim, VICTIM_SQL)
                 failed_at = time.monotonic()
                 kill.result()
-                time.sleep(0.3)  # the bystander goes on after the kill
+                # The bystander goes on after the kill (a few more of its queries).
+                after_kill = done[0]
+                assert _wait_for(lambda: done[0] >= after_kill + 5 or loop.done(), timeout=20)
             finally:
                 stop.set()
-            assert loop.result() > 10
+            assert loop.result() >= after_kill + 5
 
         assert killed_at, "the query was not killed"
-        assert failed_at - killed_at[0] <= 2.5, (
+        # Prompt: far sooner than the query's own end (it would hang ~60 s otherwise).
+        assert failed_at - killed_at[0] <= 15, (
             f"the error came {failed_at - killed_at[0]:.2f} s after the KILL"
         )
         code, message = excinfo.value.args

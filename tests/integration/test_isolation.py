@@ -338,34 +338,63 @@ def _direct_defaults(db: ScratchDb) -> tuple[object, ...]:
 def test_changed_session_is_reset_before_another_client_gets_it(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
+    """A leaves state that cannot move (a user variable, a temporary table, a named
+    lock) and disconnects; B, on the same upstream connection, must find none of it.
+
+    A changes nothing movable (no session variable, no schema), so B's state replay
+    has no reason of its own to reset the connection: only the reset of a pinned
+    client's connection when it leaves (SPEC section 2) stands between B and A's
+    session. B's CONNECTION_ID() must be A's: with a pool of 1 the connection is
+    reset and reused, and another connection would prove nothing."""
+    gate = gate_factory("--pool-size", "1")
+    lock = f"lock_{db.database}"
+
+    with _connected(db.connect) as direct:
+        with _connected(gate.connect) as a, a.cursor() as cursor:
+            cursor.execute("SET @secret = 'A'")
+            cursor.execute("CREATE TEMPORARY TABLE secret_tmp (v INT)")
+            cursor.execute("INSERT INTO secret_tmp VALUES (42)")
+            cursor.execute("SELECT GET_LOCK(%s, 0)", (lock,))
+            assert cursor.fetchone() == (1,)
+            cursor.execute("SELECT CONNECTION_ID(), @secret, (SELECT v FROM secret_tmp)")
+            a_id, secret, v = cursor.fetchone()
+            assert (secret, v) == ("A", 42)
+            assert _one(direct, "SELECT IS_USED_LOCK(%s)", (lock,)) == a_id
+
+        with _connected(gate.connect) as b, b.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID(), @secret")
+            b_id, secret = cursor.fetchone()
+            assert b_id == a_id, "B ran on another upstream connection: the test proves nothing"
+            assert secret is None, "B sees A's user variable"
+            with pytest.raises(pymysql.err.ProgrammingError) as excinfo:
+                cursor.execute("SELECT v FROM secret_tmp")
+            assert excinfo.value.args[0] == ER.NO_SUCH_TABLE  # 1146: not A's temporary table
+            # A's named lock went with A's session (B's connection still holds it otherwise).
+            assert _one(direct, "SELECT IS_FREE_LOCK(%s)", (lock,)) == 1
+
+
+def test_changed_settings_are_undone_before_another_client_gets_the_connection(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """A changes movable settings only (sql_mode, time_zone: no pin) and disconnects;
+    B, on the same upstream connection, must see a fresh session's values."""
     default_sql_mode, default_time_zone = _direct_defaults(db)
     assert default_sql_mode != "ANSI" and default_time_zone != "+05:00"
     gate = gate_factory("--pool-size", "1")
 
     with _connected(gate.connect) as a, a.cursor() as cursor:
-        cursor.execute("SET @secret = 'A'")
         cursor.execute("SET SESSION sql_mode = 'ANSI'")
         cursor.execute("SET SESSION time_zone = '+05:00'")
-        cursor.execute("CREATE TEMPORARY TABLE secret_tmp (v INT)")
-        cursor.execute("INSERT INTO secret_tmp VALUES (42)")
-        cursor.execute(
-            "SELECT CONNECTION_ID(), @secret, @@session.time_zone, (SELECT v FROM secret_tmp)"
-        )
-        a_id, secret, time_zone, v = cursor.fetchone()
-        assert (secret, time_zone, v) == ("A", "+05:00", 42)
+        cursor.execute("SELECT CONNECTION_ID(), @@session.time_zone")
+        a_id, time_zone = cursor.fetchone()
+        assert time_zone == "+05:00"
 
     with _connected(gate.connect) as b, b.cursor() as cursor:
-        cursor.execute(
-            "SELECT CONNECTION_ID(), @secret IS NULL, @@session.sql_mode, @@session.time_zone"
-        )
-        b_id, secret_is_null, sql_mode, time_zone = cursor.fetchone()
+        cursor.execute("SELECT CONNECTION_ID(), @@session.sql_mode, @@session.time_zone")
+        b_id, sql_mode, time_zone = cursor.fetchone()
         assert b_id == a_id, "B ran on another upstream connection: the test proves nothing"
-        assert secret_is_null == 1
         assert sql_mode == default_sql_mode
         assert time_zone == default_time_zone
-        with pytest.raises(pymysql.err.ProgrammingError) as excinfo:
-            cursor.execute("SELECT v FROM secret_tmp")
-        assert excinfo.value.args[0] == ER.NO_SUCH_TABLE  # 1146
 
 
 def test_moved_settings_do_not_reach_a_client_that_did_not_set_them(
