@@ -236,6 +236,9 @@ class Session:
         # Set by the statement that just ran when the next one must run on the same
         # connection (SET TRANSACTION: it applies to the next transaction only).
         self.hold_next = False
+        # A SAVEPOINT with autocommit off: it lives on the connection while the status
+        # flags may say "no transaction" (PROTOCOL-NOTES), until the transaction ends.
+        self.savepoints = False
         self.diagnostics = Diagnostics()
         self.effects = Effect.NONE  # what the statement in progress may leave behind
         # Its connection may hold untracked state of its own: reset it on detach.
@@ -612,6 +615,10 @@ class Session:
         then fails: a multi-statement or a procedure may have done part of it)."""
         if effects & Effect.NEXT_TRANSACTION:
             self.hold_next = True
+        if effects & Effect.TRANSACTION_END:
+            self.savepoints = False
+        elif effects & Effect.SAVEPOINT and (self.in_transaction or not self.autocommit):
+            self.savepoints = True
         if effects & RESET_AFTER:
             self.left_untracked = True
         if effects & PINNING:
@@ -675,7 +682,8 @@ class Session:
         self.task = None
         if self.closed:
             return
-        if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile):
+        if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile
+                or self.savepoints):
             backend = self.backend
             if backend is not None and self.diagnostics.on_connection_only:
                 self.ctx.pool.allow_preemption(backend, self._give_back, DIAGNOSTICS_GRACE)
@@ -723,6 +731,7 @@ class Session:
         self.prepared.clear()
         self.in_transaction = False
         self.hold_next = False
+        self.savepoints = False
         self.left_untracked = False
         self.diagnostics = Diagnostics()
         self.autocommit = True
@@ -744,7 +753,7 @@ class Session:
             upstream.last_client = self.id
         # Unmovable state or an open transaction must not reach another client.
         reset = self.left_untracked or final and (
-            bool(self.pins) or self.in_transaction or self.hold_next)
+            bool(self.pins) or self.in_transaction or self.hold_next or self.savepoints)
         self.left_untracked = False
         if final and self.relay_infile:
             backend.abort()
@@ -771,6 +780,8 @@ class Session:
 
     def note_status(self, status: int, warnings: int) -> None:
         self.autocommit = bool(status & SERVER_STATUS_AUTOCOMMIT)
+        if self.autocommit and not status & SERVER_STATUS_IN_TRANS:
+            self.savepoints = False  # autocommit back on: the transaction was committed
         if warnings and self.backend is not None:
             self._note_conditions(self.backend)
 
@@ -858,6 +869,7 @@ class Session:
                         " temporary tables, prepared statements, locks) is gone.")
         self.in_transaction = False
         self.hold_next = False
+        self.savepoints = False
         self.left_untracked = False
         self.diagnostics = Diagnostics()
         self.relay_infile = False

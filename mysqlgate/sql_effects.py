@@ -45,6 +45,7 @@ class Effect(IntFlag):
     DIAGNOSTICS_READ = 1 << 17
     DIAGNOSTIC_VALUES = 1 << 18  # ROW_COUNT() / FOUND_ROWS(): see with_diagnostic_values
     DYNAMIC_SQL = 1 << 19  # EXECUTE IMMEDIATE: runs a statement the text may not show
+    TRANSACTION_END = 1 << 20  # COMMIT, ROLLBACK (not TO a savepoint), BEGIN, START
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -75,7 +76,7 @@ _HINT = re.compile(
     rb"@|\b(?:GET_LOCK|ROLE|HANDLER|LAST_INSERT_ID|NEXTVAL|SETVAL|LASTVAL|NEXT|PREVIOUS"
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
-    rb"|FOUND_ROWS|IMMEDIATE)\b|;",
+    rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START)\b|;",
     re.IGNORECASE,
 )
 
@@ -246,6 +247,12 @@ def _statement(toks: list[Token]) -> Effect:
         effects |= Effect.DYNAMIC_SQL
     elif first == b"SAVEPOINT":
         effects |= Effect.SAVEPOINT
+    elif first == b"COMMIT" or first == b"BEGIN" and second != b"NOT" or (
+        first == b"START" and second == b"TRANSACTION"
+    ) or (
+        first == b"ROLLBACK" and b"TO" not in word_set
+    ):
+        effects |= Effect.TRANSACTION_END
     return effects
 
 

@@ -639,6 +639,28 @@ MUTATIONS += (
         ),
         tests=(f"{CAPABILITIES}::test_multi_statements_stay_off_after_a_reset",),
     ),
+    # 23. After a 1226 the lowered pool size must be able to come back.
+    Mutation(
+        name="1226 back-off never probes beyond the lowered size",
+        guarantee="The pool size comes back once the account has room again",
+        edits=(Edit("pool.py", "        self._serve(req, probe=True)\n",
+                    "        self._serve(req)  # mutation\n"),),
+        tests=(
+            f"{POOL_LIMITS}::test_account_full_on_connect_serves_the_client_when_the_outsider_"
+            "leaves",
+        ),
+    ),
+    # 24. A savepoint with autocommit off, before the transaction shows in the flags.
+    Mutation(
+        name="no hold after SAVEPOINT",
+        guarantee="A SAVEPOINT keeps its client on the connection until the transaction ends",
+        edits=(_session("            self.savepoints = True\n", "            pass  # mutation\n"),),
+        tests=(
+            f"{INTEGRATION}/test_savepoints.py::test_savepoint_as_the_first_statement_with_"
+            "autocommit_off",
+            *leak("savepoint_autocommit_off"),
+        ),
+    ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
     Mutation(
         name="EXECUTE IMMEDIATE's string not read",
