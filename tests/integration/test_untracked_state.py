@@ -54,15 +54,15 @@ def test_one_shot_variables_pin_rather_than_move(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
     """insert_id is used by the next INSERT and then forgotten, unreported; replayed on
-    other connections as a value it would hand the same id out again."""
+    another connection as a value it would hand the same id out again."""
     with contextlib.closing(db.connect()) as direct, direct.cursor() as cursor:
         cursor.execute("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
         _rows(a, "SET insert_id = 100")
-        b.begin()
-        _rows(b, "SELECT 1")  # B holds the other connection
         _rows(a, "INSERT INTO ai (v) VALUES (1)")
+        b.begin()
+        _rows(b, "SELECT 1")  # B takes the connection A used last, had A let it go
         _rows(a, "INSERT INTO ai (v) VALUES (2)")
         b.commit()
         assert _rows(a, "SELECT id, v FROM ai ORDER BY v") == ((100, 1), (101, 2))
@@ -71,3 +71,18 @@ def test_one_shot_variables_pin_rather_than_move(
         _rows(a, "SET timestamp = DEFAULT")
         ((now,),) = _rows(a, "SELECT UNIX_TIMESTAMP()")
         assert now > 1700000000
+
+
+def test_named_lock_through_execute_immediate_stays_with_its_client(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """The lock is taken by a statement written in a string: the client must keep the
+    connection that holds it, as it keeps a lock taken directly."""
+    gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
+    with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
+        _rows(a, "EXECUTE IMMEDIATE 'DO GET_LOCK(''job'', 0)'")
+        b.begin()
+        _rows(b, "SELECT 1")  # B takes the connection A used last, had A let it go
+        assert _rows(a, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((1,),)
+        assert _rows(b, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((0,),)
+        b.commit()

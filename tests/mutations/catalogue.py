@@ -104,9 +104,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             _session(
                 "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "            bool(self.pins) or self.in_transaction or self.hold_next"
+                " or self.savepoints)\n",
                 "        reset = self.left_untracked or final and (\n"
-                "            self.in_transaction or self.hold_next)\n",
+                "            self.in_transaction or self.hold_next or self.savepoints)\n",
             ),
         ),
         tests=(
@@ -122,9 +123,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             _session(
                 "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "            bool(self.pins) or self.in_transaction or self.hold_next"
+                " or self.savepoints)\n",
                 "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.hold_next)\n",
+                "            bool(self.pins) or self.hold_next or self.savepoints)\n",
             ),
         ),
         tests=(
@@ -139,9 +141,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             _session(
                 "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next)\n",
+                "            bool(self.pins) or self.in_transaction or self.hold_next"
+                " or self.savepoints)\n",
                 "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction)\n",
+                "            bool(self.pins) or self.in_transaction or self.savepoints)\n",
             ),
         ),
         tests=leak("isolation_next_transaction", "read_only_next_transaction"),
@@ -334,7 +337,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             Edit(
                 "pool.py",
-                "        if self.open_count < self.effective_size:\n"
+                "        if self.open_count < (self.settings.size if probe else"
+                " self.effective_size):\n"
                 "            self._opening += 1\n"
                 "            self._spawn(self._open_then_deliver(req))\n",
                 "        if True:  # mutation\n"
@@ -423,8 +427,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             _session(
                 "        if not (self.in_transaction or self.pins or self.hold_next"
-                " or self.relay_infile):\n",
-                "        if not (self.pins or self.hold_next or self.relay_infile):  # mutation\n",
+                " or self.relay_infile\n",
+                "        if not (self.pins or self.hold_next or self.relay_infile  # mutation\n",
             ),
         ),
         tests=(
@@ -672,7 +676,8 @@ MUTATIONS += (
                 "            pass  # mutation\n",
             ),
         ),
-        tests=leak("named_lock_execute_immediate", "user_var_execute_immediate"),
+        tests=(f"{UNTRACKED}::test_named_lock_through_execute_immediate_stays_with_its_client",
+               *leak("named_lock_execute_immediate", "user_var_execute_immediate")),
     ),
 )
 
