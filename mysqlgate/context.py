@@ -39,6 +39,8 @@ class GateContext:
     stats: GateStats = field(default_factory=GateStats)
     sessions: set[Session] = field(default_factory=set)
     recent_auth_failures: list[float] = field(default_factory=list)
+    # Databases the server let this account select (checked at a client's login).
+    known_schemas: set[str] = field(default_factory=set)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_client_id(self) -> int:

@@ -105,6 +105,8 @@ class Gate:
         pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
                             settings)
         ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout)
+        if upstream.database:
+            ctx.known_schemas.add(upstream.database)
         log.info(
             "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "
             "idle timeout %gs, queue timeout %gs", upstream.address,

@@ -387,11 +387,45 @@ class Session:
             response.database.decode() if response.database else None,
         )
         self.login_state = self.state.copy()
+        if self.state.schema is not None and not await self._schema_usable(self.state.schema,
+                                                                           seq):
+            return False
         self.client.write(encode_packet(
             OK(status=SERVER_STATUS_AUTOCOMMIT).build(self.capabilities), seq)[0])
         ctx.stats.clients_accepted += 1
         log.debug("%s: logged in as %r (%s, capabilities %#x)", self, user, client_plugin,
                   self.capabilities)
+        return True
+
+    async def _schema_usable(self, schema: str, seq: int) -> bool:
+        """A database named at login must exist and be the account's, as the server
+        would check at login: the first time a name is seen, ask the server (its error
+        goes to the client unchanged); names it accepted are remembered."""
+        ctx = self.ctx
+        if schema in ctx.known_schemas:
+            return True
+        try:
+            backend = await ctx.pool.acquire(self.key)
+        except MysqlgateError as exc:
+            self.send_mysqlgate_error(exc, seq=seq)
+            return False
+        try:
+            await backend.command(bytes((COMMAND.COM_INIT_DB,)) + schema.encode())
+        except ServerError as exc:
+            ctx.pool.release(backend)
+            self.send_error(exc.err.code, exc.err.message, exc.err.sqlstate, seq=seq)
+            return False
+        except (ConnectionError, OSError) as exc:
+            ctx.pool.release(backend)
+            self.send_mysqlgate_error(UpstreamLost(
+                f"the upstream connection was lost while checking database {schema!r}: "
+                f"{exc}"), seq=seq)
+            return False
+        upstream: UpstreamSession = backend.session
+        upstream.state.schema = schema
+        upstream.diagnostics_of = 0
+        ctx.known_schemas.add(schema)
+        ctx.pool.release(backend)
         return True
 
     async def _refuse_login(self, user: str, with_password: bool, seq: int) -> None:

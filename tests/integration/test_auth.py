@@ -235,3 +235,38 @@ def test_account_with_empty_password(
 
     for _ in range(2):
         _query_works(gate.connect(password=""), empty)
+
+
+def test_database_named_at_login_is_checked_at_login(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """A database the account cannot use fails the login with the server's own error,
+    code and text, as on a direct connection; one it can use works, and so does a
+    second login with it (answered from what the server said the first time)."""
+    with db.root() as root, root.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{db.database}_2`")
+        for host in ("%", "localhost"):
+            cursor.execute(f"GRANT ALL ON `{db.database}_2`.* TO %s@%s", (db.user, host))
+    try:
+        gate = gate_factory()
+        for name in ("does_not_exist", "mysql", f"{db.database}_2"):
+            try:
+                direct_conn = db.connect(database=name, ssl_disabled=True)
+            except pymysql.err.MySQLError as exc:
+                with pytest.raises(pymysql.err.MySQLError) as excinfo:
+                    gate.connect(database=name, ssl_disabled=True)
+                assert excinfo.value.args == exc.args
+                assert type(excinfo.value) is type(exc)
+                continue
+            direct_conn.close()
+            for _ in range(2):
+                conn = gate.connect(database=name, ssl_disabled=True)
+                try:
+                    with conn.cursor() as cursor:
+                        cursor.execute("SELECT DATABASE()")
+                        assert cursor.fetchone() == (name,)
+                finally:
+                    conn.close()
+    finally:
+        with db.root() as root, root.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE `{db.database}_2`")

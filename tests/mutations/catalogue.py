@@ -665,6 +665,14 @@ MUTATIONS += (
             *leak("savepoint_autocommit_off"),
         ),
     ),
+    # 25. A database named at login is checked at login.
+    Mutation(
+        name="database at login not checked",
+        guarantee="An unusable database fails the login with the server's own error",
+        edits=(_session("        if schema in ctx.known_schemas:\n",
+                        "        if True:  # mutation\n"),),
+        tests=(f"{AUTH}::test_database_named_at_login_is_checked_at_login",),
+    ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
     Mutation(
         name="EXECUTE IMMEDIATE's string not read",
