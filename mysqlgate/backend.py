@@ -64,6 +64,16 @@ TRACKING_SQL = (
 
 TRACKING_PACKET = encode_packet(bytes((COMMAND.COM_QUERY,)) + TRACKING_SQL, 0)[0]
 RESET_PACKET = encode_packet(bytes((COM_RESET_CONNECTION,)), 0)[0]
+# COM_RESET_CONNECTION, then tracking again (a reset restores the global values, which do
+# not track everything). The COM_SET_OPTION state survives a reset (measured on MariaDB
+# 10.11: multi-statements stay on), so `multi_statements` is left as it is.
+RESET_COMMANDS = (RESET_PACKET, TRACKING_PACKET)
+
+
+def set_option_packet(multi_statements: bool) -> bytes:
+    # COM_SET_OPTION: 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
+    return encode_packet(bytes((COMMAND.COM_SET_OPTION, 0 if multi_statements else 1, 0)),
+                         0)[0]
 
 DEFAULT_CHARSET = 45  # utf8mb4_general_ci: known to MySQL 5.5+ and every MariaDB
 
@@ -276,6 +286,11 @@ class BackendConnection(asyncio.Protocol):
         self.send(raw, exchange)
         return exchange
 
+    def send_raw(self, data: bytes) -> None:
+        """Bytes that answer the server mid-response (an empty LOCAL INFILE packet)."""
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
     async def command(self, payload: bytes) -> list[bytes]:
         """Run one of mysqlgate's own commands; ServerError on ERR."""
         return await self._collect(encode_packet(payload, 0)[0]).wait()
@@ -316,15 +331,8 @@ class BackendConnection(asyncio.Protocol):
         await self.command(bytes((COMMAND.COM_PING,)))
 
     async def reset(self, then: list[bytes] | None = None) -> None:
-        """COM_RESET_CONNECTION, tracking again, then the framed commands `then`; all
-        in one round trip. The COM_SET_OPTION state survives a reset (measured on
-        MariaDB 10.11: multi-statements stay on), so `multi_statements` stays as it is."""
-        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])
-
-    async def set_multi_statements(self, on: bool) -> None:
-        # COM_SET_OPTION: 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
-        await self.command(bytes((COMMAND.COM_SET_OPTION, 0 if on else 1, 0)))
-        self.multi_statements = on
+        """RESET_COMMANDS, then the framed commands `then`; in one round trip."""
+        await self.pipeline([*RESET_COMMANDS, *(then or ())])
 
     # -- login ---------------------------------------------------------------------
 

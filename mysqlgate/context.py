@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from .backend import ServerInfo
 from .config import Config
 from .pool import UpstreamPool
+from .session_state import TRACK_EVERYTHING, Tracking
+from .settings_cache import SettingsCache
 
 if TYPE_CHECKING:
     from .session import Session
@@ -25,6 +27,7 @@ class GateStats:
     commands: int = 0
     upstream_lost: int = 0
     retries: int = 0  # commands run again after their connection was lost
+    local_answers: int = 0  # settings statements answered without the server
     pins: Counter[str] = field(default_factory=Counter)
     errors_sent: Counter[int] = field(default_factory=Counter)
 
@@ -41,6 +44,9 @@ class GateContext:
     recent_auth_failures: list[float] = field(default_factory=list)
     # Databases the server let this account select (checked at a client's login).
     known_schemas: set[str] = field(default_factory=set)
+    settings: SettingsCache = field(default_factory=SettingsCache)
+    # The server's session_track_* defaults: what a new client is told of its session.
+    default_tracking: Tracking = TRACK_EVERYTHING
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_client_id(self) -> int:

@@ -22,7 +22,13 @@ from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .pool import PoolSettings, UpstreamPool
 from .session import UpstreamSession, reset_upstream
-from .session_state import SessionState, charset_variables, restore_role_statement
+from .session_state import (
+    TRACK_EVERYTHING,
+    SessionState,
+    Tracking,
+    charset_variables,
+    restore_role_statement,
+)
 
 log = logging.getLogger("mysqlgate.server")
 
@@ -37,6 +43,7 @@ class UpstreamFacts:
     max_user_connections: int
     max_connections: int
     login_role: str | None = None  # CURRENT_ROLE() right after login
+    tracking: Tracking = TRACK_EVERYTHING  # a new session's session_track_* settings
 
 
 async def probe(config: Config) -> UpstreamFacts:
@@ -49,11 +56,15 @@ async def probe(config: Config) -> UpstreamFacts:
             (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
         except ServerError:  # a server without roles (MySQL 5.7)
             role = None
+        tracking = await backend.query_row(
+            b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
+            b" @@global.session_track_state_change")
     finally:
         backend.close()
     assert backend.server is not None
     return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
-                         int(row[2] or 151), None if role in (None, "NONE") else role)
+                         int(row[2] or 151), None if role in (None, "NONE") else role,
+                         Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]))
 
 
 def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
@@ -104,7 +115,8 @@ class Gate:
 
         pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
                             settings)
-        ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout)
+        ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout,
+                                     default_tracking=facts.tracking)
         if upstream.database:
             ctx.known_schemas.add(upstream.database)
         log.info(

@@ -9,6 +9,7 @@ transaction is open comes from the server's status flags, never from parsing SQL
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -17,7 +18,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from .backend import BackendConnection, Exchange
+from .backend import (
+    RESET_COMMANDS,
+    TRACKING_SQL,
+    BackendConnection,
+    Exchange,
+    set_option_packet,
+)
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamLost, lost_message
 from .pool import Request
@@ -30,9 +37,13 @@ from .protocol.constants import (
     NATIVE_PASSWORD,
     PROXY_CAPABILITIES,
     RESULT_CHANGING_FLAGS,
+    SERVER_MORE_RESULTS_EXISTS,
     SERVER_SESSION_STATE_CHANGED,
+    SERVER_STATUS_ANSI_QUOTES,
     SERVER_STATUS_AUTOCOMMIT,
     SERVER_STATUS_IN_TRANS,
+    SERVER_STATUS_NO_BACKSLASH_ESCAPES,
+    SQL_MODE_STATUS,
 )
 from .protocol.errors import ProtocolViolation
 from .protocol.framing import Packet, encode_packet, header
@@ -44,10 +55,11 @@ from .protocol.messages import (
     Handshake,
     HandshakeResponse,
 )
+from .protocol.messages import SessionState as TrackedChanges
 from .protocol.results import Event, ResponseScanner
 from .session_state import (
     CLEAR_DIAGNOSTICS,
-    UNKNOWN_SCHEMA,
+    TRACKING_VARIABLES,
     UNMOVABLE_VARIABLES,
     Diagnostics,
     SessionState,
@@ -124,22 +136,52 @@ class UpstreamSession:
         self.unresettable = False
 
     def after_reset(self) -> None:
+        schema = self.state.schema  # COM_RESET_CONNECTION keeps the current database
         self.state = self.fresh.copy()
-        self.state.schema = UNKNOWN_SCHEMA
+        self.state.schema = schema
         self.last_client = 0
         self.diagnostics_of = 0
         self.conditions = False
         self.role_changed = False
 
 
+    def reset_commands(self) -> list[bytes]:
+        """What brings the connection back to a fresh session; after_reset() goes with
+        sending them."""
+        if self.unresettable:
+            raise ConnectionResetError("the connection ran XA statements; closed, not reset")
+        return [*RESET_COMMANDS, *([self.restore_role] if self.role_changed else [])]
+
+
 async def reset_upstream(backend: BackendConnection) -> None:
     """Bring a connection back to a fresh session before another client gets it: the
     pool calls this when a session released it with reset=True."""
     upstream: UpstreamSession = backend.session
-    if upstream.unresettable:
-        raise ConnectionResetError("the connection ran XA statements; closed, not reset")
-    await backend.reset([upstream.restore_role] if upstream.role_changed else [])
+    await backend.pipeline(upstream.reset_commands())
     upstream.after_reset()
+
+
+class ReplayExchange(Exchange):
+    """One of mysqlgate's own commands sent just ahead of a client's statement, in the
+    same write (state replay): its reply is read and dropped, an error is remembered
+    for the statement behind it."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, scanner: ResponseScanner, session: Session) -> None:
+        super().__init__(scanner)
+        self.session = session
+
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        scanner = self.scanner
+        if scanner.event == Event.ERR and end == scanner.event_end:
+            self.session.replay_error = ERR.parse(bytes(buf[scanner.event_start:end]))
+
+    def finish(self) -> None:
+        pass
+
+    def fail(self, exc: BaseException) -> None:
+        pass  # the client's exchange, queued behind, fails too and tells the session
 
 
 class ClientExchange(Exchange):
@@ -147,7 +189,7 @@ class ClientExchange(Exchange):
     and tells the session when the response is over."""
 
     __slots__ = ("session", "backend", "packet", "retried", "sent_at", "forwarded",
-                 "in_transaction_before", "tail")
+                 "in_transaction_before", "tail", "swallow", "settings")
 
     def __init__(self, scanner: ResponseScanner, session: Session,
                  backend: BackendConnection, packet: Packet, retried: bool) -> None:
@@ -162,11 +204,22 @@ class ClientExchange(Exchange):
         # The response's last bytes, written after the connection has gone on to its
         # next client: the server starts on the next statement sooner.
         self.tail = b""
+        # The state replay sent ahead of it failed: the statement ran in a session that
+        # was not the client's, so its response is not passed on (see command_done).
+        self.swallow = False
+        # A settings statement's OK packets, for the settings cache; None: not one.
+        self.settings: list[OK] | None = [] if session.effects & Effect.SETTINGS else None
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        self.forwarded = True
         scanner = self.scanner
         event = scanner.event
+        if not self.forwarded and self.session.replay_error is not None:
+            self.swallow = True
+        self.forwarded = True
+        if self.swallow:
+            if event == Event.LOCAL_INFILE and end == scanner.event_end:
+                self.backend.send_raw(header(0, scanner.last_seq + 1))  # no file
+            return
         write = self.session.client.write if not scanner.done else self._keep
         if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
             write(_span(buf, start, end))
@@ -177,12 +230,20 @@ class ClientExchange(Exchange):
             ok = OK.parse(bytes(buf[event_start:end]), CLIENT.SESSION_TRACK)
             session.note_ok(ok, self.backend)
             session.note_result(scanner, ok.affected_rows)
+            if self.settings is not None:
+                self.settings.append(ok)
+            if ok.session_state is None and ok.status & SERVER_SESSION_STATE_CHANGED == 0:
+                write(bytes(buf[start:end]))  # nothing tracked: as it came
+                return
+            shown = ok
             if session.capabilities & CLIENT.SESSION_TRACK:
-                write(bytes(buf[start:end]))
-            else:
-                rewritten = ok.build(session.capabilities)
-                write(bytes(buf[start : event_start - 4])
-                      + header(len(rewritten), buf[event_start - 1]) + rewritten)
+                # What the client's own tracking settings ask for, not mysqlgate's.
+                tracked = session.client_tracked(ok.session_state)
+                shown = dataclasses.replace(ok, session_state=tracked, status=ok.status if (
+                    tracked is not None) else ok.status & ~SERVER_SESSION_STATE_CHANGED)
+            rewritten = shown.build(session.capabilities)
+            write(bytes(buf[start : event_start - 4])
+                  + header(len(rewritten), buf[event_start - 1]) + rewritten)
             return
         write(_span(buf, start, end))
         if event == Event.EOF:
@@ -254,6 +315,10 @@ class Session:
         self._queue: deque[Packet] = deque()
         self._login_waiter: asyncio.Future[None] | None = None
         self._retrying = False  # the command being dispatched is a retry
+        self.replay_error: ERR | None = None  # of the replay ahead of the statement
+        self.tracking = ctx.default_tracking  # what the client is told of its session
+        # The statement changed the connection's tracking settings: ours go back on.
+        self.tracking_disturbed = False
         self._paused = False
         self._last_seq = 0
         self.task: asyncio.Task[None] | None = None
@@ -475,6 +540,8 @@ class Session:
             self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
                 else Effect.NONE
             backend = self.backend
+            if backend is None and self._answered_locally(command, payload):
+                return
             if backend is None:
                 if command == COMMAND.COM_PING:
                     self.send_ok()
@@ -492,7 +559,9 @@ class Session:
                 return
             if self.multi_statements != backend.multi_statements and \
                     command == COMMAND.COM_QUERY:
-                self._run_task(self._prepare_and_forward(packet, command, backend))
+                backend.multi_statements = self.multi_statements
+                self._forward(packet, command, backend,
+                              [set_option_packet(self.multi_statements)])
                 return
             self._forward(packet, command, backend)
             return
@@ -508,6 +577,40 @@ class Session:
             self.send_error(errors.ER_UNKNOWN_COM_ERROR,
                             f"mysqlgate: command {name} is not supported through the proxy",
                             "08S01")
+
+    def _answered_locally(self, command: int, payload: bytes) -> bool:
+        """A settings statement the server accepted before, or a database it let this
+        account select, sent while the client holds no connection: answered here as the
+        server would (its OK packets, session-tracking data and all); the change
+        reaches the server ahead of the client's next statement."""
+        if command == COMMAND.COM_QUERY and self.effects & Effect.SETTINGS:
+            answers = self.ctx.settings.get(payload)
+        elif command == COMMAND.COM_INIT_DB and payload[1:].decode(errors="replace") in \
+                self.ctx.known_schemas:
+            answers = (TrackedChanges(schema=payload[1:].decode(), state_changed=True),)
+        else:
+            return False
+        if answers is None:
+            return False
+        self.ctx.stats.local_answers += 1
+        self.current = payload
+        out = []
+        seq = self._last_seq + 1
+        for index, tracked in enumerate(answers):
+            self._apply_tracked(tracked, None)
+            if "autocommit" in dict(tracked.variables):
+                self.autocommit = dict(tracked.variables)["autocommit"] == "ON"
+            shown = self.client_tracked(tracked)
+            status = self._status() | (SERVER_SESSION_STATE_CHANGED if shown else 0)
+            if index < len(answers) - 1:
+                status |= SERVER_MORE_RESULTS_EXISTS
+            out.append(encode_packet(OK(status=status, session_state=shown).build(
+                self.capabilities), seq)[0])
+            seq += 1
+        self.diagnostics.row_count = 0
+        self.current = b""
+        self.client.write(b"".join(out))
+        return True
 
     def _got_backend(self, packet: Packet, command: int,
                      result: BackendConnection | BaseException) -> None:
@@ -527,14 +630,62 @@ class Session:
         self._attach(packet, command, result)
 
     def _attach(self, packet: Packet, command: int, backend: BackendConnection) -> None:
-        """Run the command on a connection just taken from the pool."""
+        """Run the command on a connection just taken from the pool, behind whatever
+        makes the connection's session this client's, in the same write: one round trip
+        (a different database alone is selected first for a statement that may write,
+        see _replay_then_forward)."""
+        self.backend = backend
         if self._ready(backend) and (
             self.multi_statements == backend.multi_statements or command != COMMAND.COM_QUERY
         ):
-            self.backend = backend
             self._forward(packet, command, backend)
+            return
+        upstream: UpstreamSession = backend.session
+        plan = reconcile(self.state, upstream.state, upstream.fresh,
+                         force_reset=self._needs_own_session(upstream))
+        commands: list[bytes] = []
+        if plan.reset:
+            commands += upstream.reset_commands()
+            upstream.after_reset()
+        elif upstream.conditions and upstream.last_client != self.id:
+            # Another client's warnings must not answer this client's SHOW WARNINGS.
+            commands.append(CLEAR_DIAGNOSTICS)
+            upstream.conditions = False
+        commands += plan.commands
+        if command == COMMAND.COM_QUERY and self.multi_statements != backend.multi_statements:
+            commands.append(set_option_packet(self.multi_statements))
+            backend.multi_statements = self.multi_statements
+        upstream.state = self.state.copy()
+        upstream.diagnostics_of = 0
+        if plan.changes_schema and not (command == COMMAND.COM_QUERY
+                                        and read_only(packet.payload, 1)):
+            self._run_task(self._replay_then_forward(packet, command, backend, commands))
         else:
-            self._run_task(self._prepare_and_forward(packet, command, backend))
+            self._forward(packet, command, backend, commands)
+
+    async def _replay_then_forward(self, packet: Packet, command: int,
+                                   backend: BackendConnection, commands: list[bytes]) -> None:
+        """The replay selects another database: a statement that may write waits for
+        it, so that it never runs in the old one if the database went away."""
+        try:
+            await backend.pipeline(commands)
+        except asyncio.CancelledError:
+            return
+        except ServerError as exc:
+            self.send_error(exc.err.code, exc.err.message, exc.err.sqlstate)
+            self.left_untracked = True  # the connection's session is not what we think
+            self._command_over()
+            return
+        except (ConnectionError, OSError) as exc:
+            if not (self.in_transaction or self.pins or self._retrying):
+                self._retry(backend, exc, packet)  # it was never sent: safe
+                return
+            self._lost(backend, exc, self.in_transaction or bool(self.pins),
+                       "before the statement was sent", -1)
+            self._command_over()
+            return
+        self.task = None
+        self._forward(packet, command, backend)
 
     def _ready(self, backend: BackendConnection) -> bool:
         """Whether `backend` can serve this client without any state change."""
@@ -565,42 +716,18 @@ class Session:
             self.send_error(1243, "mysqlgate: unknown prepared statement handler; the "
                             "upstream connection that held it was lost. Prepare it again.")
 
-    async def _prepare_and_forward(self, packet: Packet, command: int,
-                                   backend: BackendConnection) -> None:
-        """The slow path: move this session's state onto the connection and align
-        options, then run the command."""
-        try:
-            if backend is not self.backend:
-                try:
-                    await self._reconcile(backend)
-                except BaseException:
-                    self.ctx.pool.release(backend, reset=True)
-                    raise
-                self.backend = backend
-            if command == COMMAND.COM_QUERY and self.multi_statements != backend.multi_statements:
-                await backend.set_multi_statements(self.multi_statements)
-        except asyncio.CancelledError:
-            return
-        except ServerError as exc:
-            self.send_error(exc.err.code, "mysqlgate: could not restore this session's "
-                            f"state on an upstream connection: {exc.err.message}",
-                            exc.err.sqlstate)
-            self._command_over()
-            return
-        except (ConnectionError, OSError) as exc:
-            if not (self.in_transaction or self.pins or self._retrying):
-                self._retry(backend, exc, packet)  # it was never sent: safe
-                return
-            self._lost(backend, exc, self.in_transaction or bool(self.pins),
-                       "before the statement was sent", -1)
-            self._command_over()
-            return
-        self.task = None
-        self._forward(packet, command, backend)
-
-    def _forward(self, packet: Packet, command: int, backend: BackendConnection) -> None:
+    def _forward(self, packet: Packet, command: int, backend: BackendConnection,
+                 replay: list[bytes] | None = None) -> None:
         if self._paused and backend.transport is not None:
             backend.transport.pause_reading()
+        if replay:
+            self.replay_error = None
+            deprecate = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
+            try:
+                for raw in replay:
+                    backend.send(raw, ReplayExchange(ResponseScanner(raw[4], deprecate), self))
+            except ConnectionError:
+                pass  # the statement's own send below fails the same way
         if command in NO_REPLY:
             if command == COMMAND.COM_STMT_CLOSE and len(packet.payload) >= 5:
                 self.prepared.discard(int.from_bytes(packet.payload[1:5], "little"))
@@ -668,6 +795,9 @@ class Session:
     def command_done(self, exchange: ClientExchange) -> None:
         """The backend saw the end of the response (called from its callback)."""
         scanner = exchange.scanner
+        if exchange.swallow:
+            self._replay_failed(exchange)
+            return
         if scanner.event == Event.ERR:
             # An ERR carries no status: keep what we knew. Outside autocommit a failed
             # statement may have opened a transaction, so hold on until we know.
@@ -677,7 +807,55 @@ class Session:
             self._note_conditions(exchange.backend)
         elif scanner.event == Event.OK or scanner.event == Event.EOF:
             self.in_transaction = bool(scanner.status & SERVER_STATUS_IN_TRANS)
+            if exchange.settings and scanner.event == Event.OK:
+                self._remember_settings(exchange)
+        if self.tracking_disturbed:
+            self.tracking_disturbed = False
+            self._run_task(self._track_again(exchange.backend, exchange.tail))
+            return
         self._command_over(exchange.tail)
+
+    async def _track_again(self, backend: BackendConnection, tail: bytes) -> None:
+        """The client changed session_track_* on the connection: mysqlgate's own
+        tracking goes back on before anything else runs there, or state changes would
+        go unseen."""
+        try:
+            await backend.query(TRACKING_SQL)
+        except (ServerError, ConnectionError, OSError) as exc:
+            log.warning("%s: could not turn session tracking back on for upstream %s "
+                        "(%s); closing it", self, backend.thread_id, exc)
+            backend.abort(exc)
+        self._command_over(tail)
+
+    def _remember_settings(self, exchange: ClientExchange) -> None:
+        """The server accepted a settings statement: keep its answer, so that the next
+        client that sends it gets it from us (only a clean one: every statement an OK
+        with the trackers' report, no warning, nothing pinned, no transaction)."""
+        oks = exchange.settings
+        assert oks is not None
+        if not exchange.packet.payload.isascii():
+            return  # a literal's meaning could depend on the client's character set
+        if self.in_transaction or exchange.in_transaction_before or self.pins or any(
+            ok.warnings or ok.session_state is None for ok in oks
+        ) or len(oks) != exchange.scanner.results:
+            return
+        self.ctx.settings.put(exchange.packet.payload,
+                              tuple(ok.session_state for ok in oks if ok.session_state))
+
+    def _replay_failed(self, exchange: ClientExchange) -> None:
+        err = self.replay_error
+        assert err is not None
+        self.replay_error = None
+        log.warning("%s: restoring its session on upstream %s failed (%s %s); the "
+                    "statement sent behind it was not answered", self,
+                    exchange.backend.thread_id, err.code, err.message)
+        self.left_untracked = True  # reset on detach: its session is not what we think
+        self.in_transaction = self.in_transaction or not self.autocommit
+        self.send_error(err.code, "mysqlgate: could not restore this client's session on "
+                        f"an upstream connection ({err.message}); the statement was sent "
+                        "right behind that and may have run without that setting. Check its "
+                        "effects before running it again.", err.sqlstate)
+        self._command_over()
 
     def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
         if self.closed:
@@ -793,23 +971,6 @@ class Session:
             backend.abort()
         self.ctx.pool.release(backend, reset=reset)
 
-    async def _reconcile(self, backend: BackendConnection) -> None:
-        upstream: UpstreamSession = backend.session
-        plan = reconcile(self.state, upstream.state, upstream.fresh,
-                         force_reset=self._needs_own_session(upstream))
-        clear_conditions = upstream.conditions and upstream.last_client != self.id
-        if not plan.needed and not clear_conditions:
-            return
-        if plan.reset:
-            await reset_upstream(backend)
-        elif clear_conditions:
-            # Another client's warnings must not answer this client's SHOW WARNINGS.
-            plan.commands.insert(0, CLEAR_DIAGNOSTICS)
-        upstream.conditions = False
-        upstream.diagnostics_of = 0
-        await backend.pipeline(plan.commands)
-        upstream.state = self.state.copy()
-
     # -- what responses say ----------------------------------------------------------------
 
     def note_status(self, status: int, warnings: int) -> None:
@@ -856,19 +1017,37 @@ class Session:
         if tracked is None or self._temporary_variables():
             self.unexplained_change()
             return
-        variables = tracked.variables
-        if any(name in UNMOVABLE_VARIABLES for name, _ in variables):
+        if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):
             self.pin(PIN_SESSION_STATE)
-            variables = [(n, v) for n, v in variables if n not in UNMOVABLE_VARIABLES]
-        apply_tracked(self.state.variables, variables, self.current)
-        apply_tracked(upstream.state.variables, variables, self.current)
-        if tracked.schema is not None:
-            self.state.schema = tracked.schema
-            upstream.state.schema = tracked.schema
+        self._apply_tracked(tracked, upstream)
         if tracked.state_changed and not (tracked.variables or tracked.schema is not None):
             # "Something changed", and no variable or schema says what: state that
             # cannot move (a user variable set inside a procedure, function or trigger).
             self.pin(PIN_SESSION_STATE)
+
+    def client_tracked(self, tracked: TrackedChanges | None) -> TrackedChanges | None:
+        """The part of a tracker report this client's tracking settings ask for."""
+        return None if tracked is None else self.tracking.filter(tracked)
+
+    def _apply_tracked(self, tracked: TrackedChanges, upstream: UpstreamSession | None) -> None:
+        """Record what the trackers reported in the client's state (and the
+        connection's, when it ran there). The client's own tracking settings are not
+        state to replay: they only say what the client is told (client_tracked)."""
+        variables = []
+        for name, value in tracked.variables:
+            if name in TRACKING_VARIABLES:
+                self.tracking = self.tracking.with_setting(name, value)
+                if upstream is not None:
+                    self.tracking_disturbed = True  # the connection must track all again
+            elif name not in UNMOVABLE_VARIABLES:
+                variables.append((name, value))
+        apply_tracked(self.state.variables, variables, self.current)
+        if tracked.schema is not None:
+            self.state.schema = tracked.schema
+        if upstream is not None:
+            apply_tracked(upstream.state.variables, variables, self.current)
+            if tracked.schema is not None:
+                upstream.state.schema = tracked.schema
 
     def _temporary_variables(self) -> bool:
         """SET STATEMENT ... FOR: the trackers report the statement's temporary values
@@ -915,8 +1094,19 @@ class Session:
     # -- replies mysqlgate makes itself --------------------------------------------------------
 
     def _status(self) -> int:
+        """Status flags as the server would set them for this session."""
         status = SERVER_STATUS_AUTOCOMMIT if self.autocommit else 0
-        return status | (SERVER_STATUS_IN_TRANS if self.in_transaction else 0)
+        if self.in_transaction:
+            status |= SERVER_STATUS_IN_TRANS
+        sql_mode = self.state.variables.get("sql_mode")
+        if sql_mode is None:  # the server's default, as its greeting showed
+            return status | self.ctx.server.status & SQL_MODE_STATUS
+        modes = sql_mode.split(",")
+        if "NO_BACKSLASH_ESCAPES" in modes:
+            status |= SERVER_STATUS_NO_BACKSLASH_ESCAPES
+        if "ANSI_QUOTES" in modes and b"MariaDB" in self.ctx.server.version:
+            status |= SERVER_STATUS_ANSI_QUOTES
+        return status
 
     def send_ok(self) -> None:
         self.client.write(encode_packet(

@@ -17,8 +17,7 @@ from pymysql.charset import charset_by_id, charset_by_name
 
 from .protocol.constants import COMMAND
 from .protocol.framing import encode_packet
-
-UNKNOWN_SCHEMA = "\x00unknown"  # after COM_RESET_CONNECTION we do not trust the schema
+from .protocol.messages import SessionState as TrackedChanges
 
 # Session variables the trackers report but that cannot be replayed as a value: one-shot
 # ones (used by the next statement, then reset unreported), LAST_INSERT_ID under two
@@ -28,6 +27,57 @@ UNMOVABLE_VARIABLES = frozenset({
     "timestamp", "insert_id", "last_insert_id", "identity", "rand_seed1", "rand_seed2",
     "gtid_seq_no",
 })
+
+# mysqlgate's own connections track every variable, the schema and state changes; a
+# client's settings of these say only what the client itself wants to be told.
+TRACKING_VARIABLES = frozenset({
+    "session_track_system_variables", "session_track_schema", "session_track_state_change",
+    "session_track_transaction_info", "session_track_gtids",
+})
+
+
+def _on(value: object) -> bool:
+    return str(value).upper() in ("1", "ON", "TRUE")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """What a client's session reports through session-state tracking: the server's
+    defaults, or what the client set. An OK packet's tracking data is cut down to it,
+    so that a client sees what a direct connection would send."""
+
+    variables: tuple[str, ...] | None  # None: '*', every variable
+    schema: bool
+    state_change: bool
+
+    @classmethod
+    def from_settings(cls, variables: str, schema: object, state_change: object) -> Tracking:
+        names = tuple(n.strip().lower() for n in variables.split(",") if n.strip())
+        return cls(None if "*" in names else names, _on(schema), _on(state_change))
+
+    def with_setting(self, name: str, value: str) -> Tracking:
+        if name == "session_track_system_variables":
+            return Tracking.from_settings(value, self.schema, self.state_change)
+        if name == "session_track_schema":
+            return Tracking(self.variables, _on(value), self.state_change)
+        if name == "session_track_state_change":
+            return Tracking(self.variables, self.schema, _on(value))
+        return self  # transaction info, GTIDs: mysqlgate does not track them upstream
+
+    def filter(self, tracked: TrackedChanges) -> TrackedChanges | None:
+        """What of the trackers' report this client asked for; None: nothing."""
+        # (The server reports variables in no fixed order: measured, it varies.)
+        variables = [(name, value) for name, value in tracked.variables
+                     if self.variables is None or name in self.variables]
+        schema = tracked.schema if self.schema else None
+        state_changed = tracked.state_changed and self.state_change
+        if not (variables or schema is not None or state_changed):
+            return None
+        return TrackedChanges(variables, schema, state_changed)
+
+
+# What every upstream connection tracks (backend.TRACKING_SQL).
+TRACK_EVERYTHING = Tracking(None, True, True)
 
 CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "character_set_results")
 
@@ -119,6 +169,9 @@ class Reconciliation:
 
     reset: bool = False
     commands: list[bytes] = field(default_factory=list)  # framed, each a separate command
+    # It selects another database: if that fails (the database was dropped), whatever
+    # is sent behind it runs in the old one.
+    changes_schema: bool = False
 
     @property
     def needed(self) -> bool:
@@ -140,7 +193,7 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
     }
     if changed:
         plan.commands.append(set_statement(changed))
-    schema = base.schema if not plan.reset else UNKNOWN_SCHEMA
+    schema = upstream.schema  # COM_RESET_CONNECTION keeps the current database
     # A client that never chose a schema gets the one a fresh connection starts in,
     # not whatever the previous client left behind.
     wanted = client.schema if client.schema is not None else fresh.schema
@@ -148,6 +201,7 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
         plan.commands.append(
             encode_packet(bytes((COMMAND.COM_INIT_DB,)) + wanted.encode(), 0)[0]
         )
+        plan.changes_schema = True
     insert_id = 0 if plan.reset else base.last_insert_id
     if client.last_insert_id != insert_id:
         plan.commands.append(query_packet(f"DO LAST_INSERT_ID({int(client.last_insert_id)})"))

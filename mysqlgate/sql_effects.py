@@ -46,6 +46,9 @@ class Effect(IntFlag):
     DIAGNOSTIC_VALUES = 1 << 18  # ROW_COUNT() / FOUND_ROWS(): see with_diagnostic_values
     DYNAMIC_SQL = 1 << 19  # EXECUTE IMMEDIATE: runs a statement the text may not show
     TRANSACTION_END = 1 << 20  # COMMIT, ROLLBACK (not TO a savepoint), BEGIN, START
+    # Every statement only sets session variables to literal values, or selects a
+    # database: its outcome does not depend on the session it runs in.
+    SETTINGS = 1 << 21
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -79,6 +82,8 @@ _HINT = re.compile(
     rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START)\b|;",
     re.IGNORECASE,
 )
+# A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
+_LEADING_SET = re.compile(rb"\s*(?:SET|USE)\b", re.IGNORECASE)
 
 
 def _token_pattern(backslash_escapes: bool) -> re.Pattern[bytes]:
@@ -134,7 +139,7 @@ def tokens(sql: bytes, start: int = 0, backslash_escapes: bool = True) -> list[T
 def statement_effects(sql: bytes, start: int = 0) -> Effect:
     """What the statement(s) in sql[start:] may leave on the connection. Conservative:
     an effect is reported when a statement may have it, also if it then fails."""
-    if _HINT.search(sql, start) is None:
+    if _HINT.search(sql, start) is None and _LEADING_SET.match(sql, start) is None:
         return Effect.NONE
     effects = _effects(tokens(sql, start, True))
     if b"\\" in sql:
@@ -172,7 +177,68 @@ def _effects(toks: list[Token]) -> Effect:
         effects |= Effect.MULTIPLE
     for statement in statements:
         effects |= _statement(statement)
+    if statements and all(_settings_only(statement) for statement in statements):
+        effects |= Effect.SETTINGS
     return effects
+
+
+# SET's scope words that keep it a session setting, and the words a value may be.
+_SESSION_SCOPE = frozenset({b"SESSION", b"LOCAL"})
+_NOT_A_SETTING = frozenset({
+    b"GLOBAL", b"PERSIST", b"PERSIST_ONLY", b"ROLE", b"PASSWORD", b"STATEMENT", b"DEFAULT",
+    b"TIMESTAMP", b"INSERT_ID", b"LAST_INSERT_ID", b"IDENTITY", b"RAND_SEED1",
+    b"RAND_SEED2", b"GTID_SEQ_NO",
+})
+
+
+def _settings_only(toks: list[Token]) -> bool:
+    """SET of session variables to literals (strings are not tokens: a value may be
+    missing here), SET NAMES / CHARACTER SET, SET SESSION TRANSACTION ..., or USE db.
+    Expressions, variables and function calls on the right make the outcome depend on
+    the session, and are not settings in this sense."""
+    if toks[:1] == [("word", b"USE")]:  # a quoted name is no token: USE `db` is one
+        return len(toks) <= 2 and all(kind == "word" for kind, _ in toks)
+    if not toks or toks[0] != ("word", b"SET"):
+        return False
+    words = [text for kind, text in toks if kind == "word"]
+    if not _NOT_A_SETTING.isdisjoint(words):
+        return False
+    if words[1:3] == [b"SESSION", b"TRANSACTION"]:
+        return all(kind == "word" or text == b"," for kind, text in toks)
+    for assignment in _comma_separated(toks[1:]):
+        texts = [text for _, text in assignment]
+        if texts[:1] == [b"NAMES"] or texts[:2] == [b"CHARACTER", b"SET"] or \
+                texts[:1] == [b"CHARSET"]:
+            if any(kind != "word" for kind, _ in assignment):
+                return False
+            continue
+        if assignment and assignment[0][1] in _SESSION_SCOPE:
+            assignment = assignment[1:]
+        if not assignment:
+            return False
+        kind, name = assignment[0]
+        if kind not in ("word", "svar") or name.lower().startswith(b"@@global."):
+            return False
+        tail = assignment[1:]
+        if not tail or tail[0] not in (("punct", b"="), ("punct", b":=")):
+            return False
+        value = tail[1:]
+        if value[:1] == [("punct", b"-")]:
+            value = value[1:]
+        # A string literal is no token, so a value may seem missing: that is a string.
+        if len(value) > 1 or value and value[0][0] != "word":
+            return False
+    return True
+
+
+def _comma_separated(toks: list[Token]) -> list[list[Token]]:
+    parts: list[list[Token]] = [[]]
+    for token in toks:
+        if token == ("punct", b","):
+            parts.append([])
+        else:
+            parts[-1].append(token)
+    return parts
 
 
 def _split(toks: list[Token]) -> list[list[Token]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from mysqlgate.session_state import (
-    UNKNOWN_SCHEMA,
     SessionState,
     apply_tracked,
     charset_variables,
@@ -172,18 +171,15 @@ def test_upstream_variable_the_client_never_set_means_reset() -> None:
     plan = reconcile(client, upstream, FRESH)
     assert plan.reset
     assert plan.needed
-    # After the reset: the client's variables that differ from a fresh connection's,
-    # and the schema (which a reset leaves unknown).
-    assert plan.commands == [
-        query("SET SESSION `wait_timeout`=60, `sql_mode`='ANSI'"),
-        init_db(b"app"),
-    ]
+    # After the reset: the client's variables that differ from a fresh connection's
+    # (a reset keeps the current database).
+    assert plan.commands == [query("SET SESSION `wait_timeout`=60, `sql_mode`='ANSI'")]
 
 
 def test_a_fresh_client_needs_no_set_after_a_reset() -> None:
     plan = reconcile(client_state(), client_state({"time_zone": "+05:00"}), FRESH)
     assert plan.reset
-    assert plan.commands == [init_db(b"app")]  # a reset leaves the schema unknown
+    assert plan.commands == []  # a reset keeps the current database
 
 
 @pytest.mark.parametrize(
@@ -192,7 +188,6 @@ def test_a_fresh_client_needs_no_set_after_a_reset() -> None:
         ("app", "app", []),
         ("shop", "app", [init_db(b"shop")]),
         ("app", None, [init_db(b"app")]),
-        ("app", UNKNOWN_SCHEMA, [init_db(b"app")]),
         ("d\u00e9j\u00e0", "app", [init_db("d\u00e9j\u00e0".encode())]),
     ],
 )
@@ -232,8 +227,8 @@ def test_last_insert_id(client_id: int, upstream_id: int, commands: list[bytes])
 def test_last_insert_id_after_a_reset() -> None:
     upstream = client_state({"x": "1"}, last_insert_id=5)
     assert reconcile(client_state(last_insert_id=5), upstream, FRESH).commands == [
-        init_db(b"app"), query("DO LAST_INSERT_ID(5)")]
-    assert reconcile(client_state(), upstream, FRESH).commands == [init_db(b"app")]
+        query("DO LAST_INSERT_ID(5)")]
+    assert reconcile(client_state(), upstream, FRESH).commands == []
 
 
 def test_commands_come_in_order_set_schema_insert_id() -> None:

@@ -38,8 +38,8 @@ E = Effect
         (b"SELECT @v", E.NONE),
         (b"SELECT * FROM t WHERE a = @v", E.NONE),
         # System variables are not user variables.
-        (b"SET @@session.sql_mode = 'ANSI'", E.NONE),
-        (b"SET @@SESSION.time_zone='+00:00', @@autocommit=0", E.NONE),
+        (b"SET @@session.sql_mode = 'ANSI'", E.SETTINGS),
+        (b"SET @@SESSION.time_zone='+00:00', @@autocommit=0", E.SETTINGS),
         # Named locks, however taken.
         (b"SELECT GET_LOCK('job', 0)", E.NAMED_LOCKS),
         (b"DO get_lock('job', 0)", E.NAMED_LOCKS),
@@ -76,9 +76,9 @@ E = Effect
         (b"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", E.NEXT_TRANSACTION),
         (b"  set transaction read only", E.NEXT_TRANSACTION),
         (b"SET\tTRANSACTION\nISOLATION LEVEL SERIALIZABLE", E.NEXT_TRANSACTION),
-        (b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", E.NONE),
+        (b"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", E.SETTINGS),
         (b"SET GLOBAL TRANSACTION READ WRITE", E.NONE),
-        (b"SET transaction_isolation = 'READ-COMMITTED'", E.NONE),
+        (b"SET transaction_isolation = 'READ-COMMITTED'", E.SETTINGS),
         (b"SAVEPOINT s1", E.SAVEPOINT),
         (b"COMMIT", E.TRANSACTION_END),
         (b"rollback work", E.TRANSACTION_END),
@@ -218,3 +218,41 @@ def test_diagnostic_values_left_alone_when_backslashes_are_ambiguous() -> None:
 )
 def test_read_only(sql: bytes, expected: bool) -> None:
     assert read_only(sql) is expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "settings"),
+    [
+        (b"SET autocommit=0", True),
+        (b"SET AUTOCOMMIT = 0", True),
+        (b"set names utf8mb4", True),
+        (b"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'", True),
+        (b"SET CHARACTER SET utf8", True),
+        (b"SET time_zone = '+00:00'", True),
+        (b"SET SESSION sql_mode='ANSI', @@session.max_statement_time=-1", True),
+        (b"SET LOCAL wait_timeout := 60", True),
+        (b"SET SQL_AUTO_IS_NULL = 0; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+         True),
+        (b"USE shop", True),
+        (b"USE `shop`", True),
+        # The outcome would depend on the session, or it is no session setting.
+        (b"SET sql_mode = CONCAT(@@sql_mode, ',ANSI')", False),
+        (b"SET x = @@y", False),
+        (b"SET x = 1 + 1", False),
+        (b"SET x = DEFAULT", False),
+        (b"SET @x = 1", False),
+        (b"SET GLOBAL max_connections = 10", False),
+        (b"SET @@global.max_connections = 10", False),
+        (b"SET TRANSACTION READ ONLY", False),
+        (b"SET ROLE r1", False),
+        (b"SET PASSWORD = 'x'", False),
+        (b"SET STATEMENT max_statement_time=1 FOR SELECT 1", False),
+        (b"SET timestamp = 5", False),
+        (b"SET insert_id = 5", False),
+        (b"SET autocommit=0; SELECT 1", False),
+        (b"SELECT 1", False),
+        (b"UPDATE t SET a = 1", False),
+    ],
+)
+def test_settings_only(sql: bytes, settings: bool) -> None:
+    assert bool(statement_effects(sql) & E.SETTINGS) is settings
