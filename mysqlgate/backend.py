@@ -330,10 +330,6 @@ class BackendConnection(asyncio.Protocol):
     async def ping(self) -> None:
         await self.command(bytes((COMMAND.COM_PING,)))
 
-    async def reset(self, then: list[bytes] | None = None) -> None:
-        """RESET_COMMANDS, then the framed commands `then`; in one round trip."""
-        await self.pipeline([*RESET_COMMANDS, *(then or ())])
-
     # -- login ---------------------------------------------------------------------
 
     async def _read_packet(self) -> Packet:

@@ -53,19 +53,19 @@ def test_lastval_set_through_a_column_default_stays_with_its_client(
 def test_one_shot_variables_pin_rather_than_move(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
-    """insert_id is used by the next INSERT and then forgotten, unreported; replayed on
-    another connection as a value it would hand the same id out again."""
+    """insert_id is used by the next INSERT on the connection and then forgotten,
+    unreported: A's must serve A's own INSERT, never B's, and never be replayed."""
     with contextlib.closing(db.connect()) as direct, direct.cursor() as cursor:
-        cursor.execute("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        cursor.execute("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, v CHAR(1))")
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
         _rows(a, "SET insert_id = 100")
-        _rows(a, "INSERT INTO ai (v) VALUES (1)")
         b.begin()
-        _rows(b, "SELECT 1")  # B takes the connection A used last, had A let it go
-        _rows(a, "INSERT INTO ai (v) VALUES (2)")
+        _rows(b, "INSERT INTO ai (v) VALUES ('b')")  # on A's connection, had A let it go
+        _rows(a, "INSERT INTO ai (v) VALUES ('a')")
         b.commit()
-        assert _rows(a, "SELECT id, v FROM ai ORDER BY v") == ((100, 1), (101, 2))
+        _rows(a, "INSERT INTO ai (v) VALUES ('c')")
+        assert _rows(a, "SELECT v, id FROM ai ORDER BY v") == (("a", 100), ("b", 1), ("c", 101))
         _rows(a, "SET timestamp = 1000000000")
         assert _rows(a, "SELECT UNIX_TIMESTAMP()") == ((1000000000,),)
         _rows(a, "SET timestamp = DEFAULT")

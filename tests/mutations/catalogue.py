@@ -298,9 +298,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A reset connection gets the login's role back (SET ROLE survives a reset)",
         edits=(
             _session(
-                "    await backend.reset([upstream.restore_role] if upstream.role_changed"
-                " else [])\n",
-                "    await backend.reset([])  # mutation\n",
+                "        return [*RESET_COMMANDS, *([self.restore_role] if self.role_changed"
+                " else [])]\n",
+                "        return [*RESET_COMMANDS]  # mutation\n",
             ),
         ),
         tests=(*leak("role"), *leak("role", leave="in_transaction"),
@@ -311,8 +311,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="XA connection reset, not closed",
         guarantee="A connection that ran XA statements is closed, never reset and reused",
         edits=(
-            _session("    if upstream.unresettable:\n",
-                     "    if False:  # mutation\n"),
+            _session("        if self.unresettable:\n",
+                     "        if False:  # mutation\n"),
         ),
         tests=leak("xa_prepared", "xa_active"),
     ),
@@ -548,9 +548,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A client never reads another client's warnings or error (cleared first)",
         edits=(
             _session(
-                "        clear_conditions = upstream.conditions and upstream.last_client"
-                " != self.id\n",
-                "        clear_conditions = False  # mutation\n",
+                "        elif upstream.conditions and upstream.last_client != self.id:\n",
+                "        elif False:  # mutation\n",
             ),
         ),
         tests=leak("warnings", "warnings_insert_ignore", "error"),
@@ -623,7 +622,7 @@ MUTATIONS += (
         guarantee="insert_id, timestamp and the like pin instead of being replayed",
         edits=(
             _session(
-                "        if any(name in UNMOVABLE_VARIABLES for name, _ in variables):\n",
+                "        if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):\n",
                 "        if False:  # mutation\n",
             ),
         ),
@@ -634,12 +633,9 @@ MUTATIONS += (
         name="multi-statements assumed off after a reset",
         guarantee="A client without CLIENT_MULTI_STATEMENTS never has two statements run",
         edits=(
-            Edit(
-                "backend.py",
-                "        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])\n",
-                "        await self.pipeline([RESET_PACKET, TRACKING_PACKET, *(then or ())])\n"
-                "        self.multi_statements = False  # mutation\n",
-            ),
+            _session("    await backend.pipeline(upstream.reset_commands())\n",
+                     "    await backend.pipeline(upstream.reset_commands())\n"
+                     "    backend.multi_statements = False  # mutation\n"),
         ),
         tests=(f"{CAPABILITIES}::test_multi_statements_stay_off_after_a_reset",),
     ),
@@ -672,6 +668,22 @@ MUTATIONS += (
         edits=(_session("        if schema in ctx.known_schemas:\n",
                         "        if True:  # mutation\n"),),
         tests=(f"{AUTH}::test_database_named_at_login_is_checked_at_login",),
+    ),
+    # 26. Settings answered by mysqlgate itself are the server's answers.
+    Mutation(
+        name="local settings answer not applied to the session",
+        guarantee="A setting answered locally is the client's setting from then on",
+        edits=(_session("            self._apply_tracked(tracked, None)\n",
+                        "            pass  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_local_answers.py",),
+    ),
+    Mutation(
+        name="tracking data not cut to the client's own settings",
+        guarantee="A client is told of its session what its tracking settings ask for",
+        edits=(_session(
+            "        return None if tracked is None else self.tracking.filter(tracked)\n",
+            "        return tracked  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_local_answers.py",),
     ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
     Mutation(
