@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .backend import ServerInfo
 from .config import Config
 from .pool import UpstreamPool
+from .prepared import StatementRegistry
 from .session_state import TRACK_EVERYTHING, Tracking
 from .settings_cache import SettingsCache
 
@@ -45,6 +46,7 @@ class GateContext:
     # Databases the server let this account select (checked at a client's login).
     known_schemas: set[str] = field(default_factory=set)
     settings: SettingsCache = field(default_factory=SettingsCache)
+    statements: StatementRegistry = field(default_factory=StatementRegistry)
     # The server's session_track_* defaults: what a new client is told of its session.
     default_tracking: Tracking = TRACK_EVERYTHING
     _ids: Any = field(default_factory=lambda: itertools.count(1))

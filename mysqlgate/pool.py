@@ -485,6 +485,9 @@ class UpstreamPool:
     def lent(self) -> list[BackendConnection]:
         return list(self._lent)
 
+    def idle(self) -> list[BackendConnection]:
+        return list(self._idle)
+
     async def close(self) -> None:
         self._closing = True
         for req in list(self._waiters):

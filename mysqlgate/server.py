@@ -21,7 +21,7 @@ from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .pool import PoolSettings, UpstreamPool
-from .session import UpstreamSession, reset_upstream
+from .session import UpstreamSession, close_unused_statements, reset_upstream
 from .session_state import (
     TRACK_EVERYTHING,
     SessionState,
@@ -44,6 +44,7 @@ class UpstreamFacts:
     max_connections: int
     login_role: str | None = None  # CURRENT_ROLE() right after login
     tracking: Tracking = TRACK_EVERYTHING  # a new session's session_track_* settings
+    max_prepared_stmt_count: int = 16382
 
 
 async def probe(config: Config) -> UpstreamFacts:
@@ -51,7 +52,8 @@ async def probe(config: Config) -> UpstreamFacts:
     backend = await open_backend(config.upstream, 0)
     try:
         row = await backend.query_row(
-            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections")
+            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections,"
+            b" @@max_prepared_stmt_count")
         try:
             (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
         except ServerError:  # a server without roles (MySQL 5.7)
@@ -64,7 +66,8 @@ async def probe(config: Config) -> UpstreamFacts:
     assert backend.server is not None
     return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
                          int(row[2] or 151), None if role in (None, "NONE") else role,
-                         Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]))
+                         Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]),
+                         int(row[3] or 16382))
 
 
 def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
@@ -107,10 +110,12 @@ class Gate:
         upstream = config.upstream
         fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
         restore_role = restore_role_statement(facts.info.version, facts.login_role)
+        # max_prepared_stmt_count is the whole server's: half of it for this pool.
+        statement_limit = max(8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
 
         async def connect(key: int) -> BackendConnection:
             backend = await open_backend(upstream, key)
-            backend.session = UpstreamSession(fresh, restore_role)
+            backend.session = UpstreamSession(fresh, restore_role, statement_limit)
             return backend
 
         pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
@@ -164,6 +169,8 @@ class Gate:
         while True:
             await asyncio.sleep(interval)
             pool.expire_idle()
+            for backend in pool.idle():
+                close_unused_statements(backend, self.ctx.statements)
             now = time.monotonic()
             for backend in pool.lent():
                 # A client in a transaction or pinned may stay quiet for long; ping

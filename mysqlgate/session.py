@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -28,6 +29,20 @@ from .backend import (
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamLost, lost_message
 from .pool import Request
+from .prepared import (
+    LAST_PREPARED,
+    ClientStatement,
+    ClientStatements,
+    StatementRegistry,
+    UpstreamStatements,
+    close_packet,
+    execute_payload,
+    prepare_answer,
+    prepare_packet,
+    unknown_handler_message,
+    with_answer_id,
+    with_statement_id,
+)
 from .protocol import auth
 from .protocol.constants import (
     CACHING_SHA2_PASSWORD,
@@ -41,7 +56,9 @@ from .protocol.constants import (
     SERVER_SESSION_STATE_CHANGED,
     SERVER_STATUS_ANSI_QUOTES,
     SERVER_STATUS_AUTOCOMMIT,
+    SERVER_STATUS_CURSOR_EXISTS,
     SERVER_STATUS_IN_TRANS,
+    SERVER_STATUS_LAST_ROW_SENT,
     SERVER_STATUS_NO_BACKSLASH_ESCAPES,
     SQL_MODE_STATUS,
 )
@@ -90,6 +107,7 @@ FORWARDED = frozenset({
     COMMAND.COM_STMT_SEND_LONG_DATA,
 })
 NO_REPLY = frozenset({COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA})
+# Commands on a statement id the client got from mysqlgate.
 STATEMENT_COMMANDS = frozenset({
     COMMAND.COM_STMT_EXECUTE, COMMAND.COM_STMT_FETCH, COMMAND.COM_STMT_RESET,
     COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA,
@@ -107,7 +125,10 @@ DIAGNOSTICS_GRACE = 0.05
 RETRY_WITHIN = 0.25
 
 PIN_SESSION_STATE = "session_state"  # a change the trackers report but cannot describe
-PIN_PREPARED = "prepared_statements"
+# A prepared statement's long data waits for its execute on one connection; an open
+# cursor lives there too.
+PIN_LONG_DATA = "long_data"
+PIN_CURSOR = "cursor"
 
 
 class ClientGone(Exception):
@@ -118,15 +139,18 @@ class UpstreamSession:
     """The session layer's record of one upstream connection's state."""
 
     __slots__ = ("state", "fresh", "restore_role", "last_client", "diagnostics_of",
-                 "conditions", "role_changed", "unresettable")
+                 "conditions", "role_changed", "unresettable", "statements")
 
-    def __init__(self, fresh: SessionState, restore_role: bytes) -> None:
+    def __init__(self, fresh: SessionState, restore_role: bytes,
+                 statement_limit: int = 256) -> None:
         self.fresh = fresh  # what a reset brings it back to
         self.restore_role = restore_role  # SET ROLE back to the login's role
         self.state = fresh.copy()
+        self.statements = UpstreamStatements(statement_limit)
         self.last_client = 0  # client id of the last client served; 0 after a reset
-        # Whose statement's ROW_COUNT()/FOUND_ROWS() the connection holds (0: ours).
-        self.diagnostics_of = 0
+        # Whose statement's ROW_COUNT()/FOUND_ROWS() the connection holds: the client's
+        # id and its statement's number (0: one of mysqlgate's own).
+        self.diagnostics_of: tuple[int, int] | int = 0
         # Its diagnostics area may hold a client's warnings or error.
         self.conditions = False
         # COM_RESET_CONNECTION keeps the role SET ROLE chose (measured on MariaDB 10.11)
@@ -143,6 +167,7 @@ class UpstreamSession:
         self.diagnostics_of = 0
         self.conditions = False
         self.role_changed = False
+        self.statements.clear()  # a reset closes the connection's prepared statements
 
 
     def reset_commands(self) -> list[bytes]:
@@ -151,6 +176,16 @@ class UpstreamSession:
         if self.unresettable:
             raise ConnectionResetError("the connection ran XA statements; closed, not reset")
         return [*RESET_COMMANDS, *([self.restore_role] if self.role_changed else [])]
+
+
+def close_unused_statements(backend: BackendConnection, registry: StatementRegistry) -> None:
+    """Close the statements on `backend` that no client has open any more (called on a
+    connection with no command in flight: a session giving it back, the janitor)."""
+    upstream: UpstreamSession | None = backend.session
+    if upstream is None or not len(upstream.statements) or backend.closed:
+        return
+    for server_id in upstream.statements.drop_unused(registry.open):
+        backend.send_raw(close_packet(server_id))
 
 
 async def reset_upstream(backend: BackendConnection) -> None:
@@ -176,6 +211,7 @@ class ReplayExchange(Exchange):
         scanner = self.scanner
         if scanner.event == Event.ERR and end == scanner.event_end:
             self.session.replay_error = ERR.parse(bytes(buf[scanner.event_start:end]))
+            self.session.replay_error_is_own = False
 
     def finish(self) -> None:
         pass
@@ -184,12 +220,38 @@ class ReplayExchange(Exchange):
         pass  # the client's exchange, queued behind, fails too and tells the session
 
 
+class LazyPrepareExchange(ReplayExchange):
+    """Preparing a client's statement on the connection that is about to execute it:
+    the server's id is recorded; a failure is the statement's own error, which the
+    client gets as the server sent it."""
+
+    __slots__ = ("backend", "sql", "params", "bound_types")
+
+    def __init__(self, scanner: ResponseScanner, session: Session, backend: BackendConnection,
+                 sql: bytes, params: int, bound_types: bytes | None) -> None:
+        super().__init__(scanner, session)
+        self.backend = backend
+        self.sql = sql
+        self.params = params
+        self.bound_types = bound_types  # what the execute behind it binds
+
+    def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
+        scanner = self.scanner
+        if scanner.event == Event.PREPARE_OK and end == scanner.event_end:
+            self.session.prepared_upstream(self.backend, self.sql, scanner.statement_id,
+                                           self.params, self.bound_types)
+        elif scanner.event == Event.ERR and end == scanner.event_end:
+            super().feed(buf, start, end)
+            self.session.replay_error_is_own = True
+
+
 class ClientExchange(Exchange):
     """A client's command in flight: forwards the response, notes what it changed,
     and tells the session when the response is over."""
 
     __slots__ = ("session", "backend", "packet", "retried", "sent_at", "forwarded",
-                 "in_transaction_before", "tail", "swallow", "settings")
+                 "in_transaction_before", "tail", "swallow", "settings", "statement",
+                 "answer")
 
     def __init__(self, scanner: ResponseScanner, session: Session,
                  backend: BackendConnection, packet: Packet, retried: bool) -> None:
@@ -209,6 +271,9 @@ class ClientExchange(Exchange):
         self.swallow = False
         # A settings statement's OK packets, for the settings cache; None: not one.
         self.settings: list[OK] | None = [] if session.effects & Effect.SETTINGS else None
+        # A COM_STMT_* command's statement; a prepare's answer as the client got it.
+        self.statement: ClientStatement | None = None
+        self.answer = bytearray() if scanner.command == COMMAND.COM_STMT_PREPARE else None
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         scanner = self.scanner
@@ -221,6 +286,13 @@ class ClientExchange(Exchange):
                 self.backend.send_raw(header(0, scanner.last_seq + 1))  # no file
             return
         write = self.session.client.write if not scanner.done else self._keep
+        if self.answer is not None:  # a prepare's answer: small; the id becomes ours
+            data = bytes(buf[start:end])
+            if event == Event.PREPARE_OK and end == scanner.event_end:
+                data = self.session.prepared_for_client(self, data, scanner.event_start - start)
+            self.answer += data
+            write(data)
+            return
         if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
             write(_span(buf, start, end))
             return
@@ -253,11 +325,10 @@ class ClientExchange(Exchange):
             if status & SERVER_SESSION_STATE_CHANGED:
                 # A result set changed state; classic EOF cannot say what.
                 session.unexplained_change()
+            if self.statement is not None:
+                session.note_cursor(self.statement, scanner.command, status)
         elif event == Event.LOCAL_INFILE:
             session.relay_infile = True
-        elif event == Event.PREPARE_OK:
-            session.prepared.add(scanner.statement_id)
-            session.pin(PIN_PREPARED)
 
     def _keep(self, data: bytes) -> None:
         self.tail += data
@@ -301,11 +372,13 @@ class Session:
         # flags may say "no transaction" (PROTOCOL-NOTES), until the transaction ends.
         self.savepoints = False
         self.diagnostics = Diagnostics()
+        # Statements run, answered locally included: which one is the client's previous.
+        self.statements_run = 0
         self.effects = Effect.NONE  # what the statement in progress may leave behind
         # Its connection may hold untracked state of its own: reset it on detach.
         self.left_untracked = False
         self.pins: set[str] = set()
-        self.prepared: set[int] = set()
+        self.statements = ClientStatements()
         self.relay_infile = False
         self.connected_at = time.monotonic()
         self.authenticated = False
@@ -316,6 +389,7 @@ class Session:
         self._login_waiter: asyncio.Future[None] | None = None
         self._retrying = False  # the command being dispatched is a retry
         self.replay_error: ERR | None = None  # of the replay ahead of the statement
+        self.replay_error_is_own = False  # a lazy prepare: the statement's own error
         self.tracking = ctx.default_tracking  # what the client is told of its session
         # The statement changed the connection's tracking settings: ours go back on.
         self.tracking_disturbed = False
@@ -355,6 +429,7 @@ class Session:
         if self._request is not None:
             self.ctx.pool.cancel(self._request)
         self.ctx.sessions.discard(self)
+        self._close_all_statements()
         self.detach(final=True)
         self.client.close()
         log.debug("%s: disconnected", self)
@@ -542,12 +617,12 @@ class Session:
             backend = self.backend
             if backend is None and self._answered_locally(command, payload):
                 return
+            if (command in STATEMENT_COMMANDS or command == COMMAND.COM_STMT_PREPARE) and \
+                    self._statement_here(command, payload):
+                return
             if backend is None:
                 if command == COMMAND.COM_PING:
                     self.send_ok()
-                    return
-                if command in STATEMENT_COMMANDS:
-                    self._unknown_statement(command)
                     return
                 backend = self.ctx.pool.take_ready(self.key)
                 if backend is None:
@@ -608,6 +683,7 @@ class Session:
                 self.capabilities), seq)[0])
             seq += 1
         self.diagnostics.row_count = 0
+        self.statements_run += 1  # no connection holds its diagnostics now
         self.current = b""
         self.client.write(b"".join(out))
         return True
@@ -710,31 +786,28 @@ class Session:
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(coro)
 
-    def _unknown_statement(self, command: int) -> None:
-        # A statement id from before a lost connection: nothing to run it on.
-        if command not in NO_REPLY:
-            self.send_error(1243, "mysqlgate: unknown prepared statement handler; the "
-                            "upstream connection that held it was lost. Prepare it again.")
-
     def _forward(self, packet: Packet, command: int, backend: BackendConnection,
                  replay: list[bytes] | None = None) -> None:
+        statement = None
+        raw = packet.raw
+        if command in STATEMENT_COMMANDS:
+            statement = self.statements.get(int.from_bytes(packet.payload[1:5], "little"))
+            assert statement is not None  # dispatch answered unknown ids itself
+            upstream_packet = self._upstream_statement_packet(packet, statement, backend)
+            if upstream_packet is None:  # a server that cannot prepare in the same write
+                self._run_task(self._prepare_then_forward(packet, command, backend, replay,
+                                                          statement))
+                return
+            raw, prepare = upstream_packet
+            if prepare is not None:
+                replay = [*(replay or ()), prepare[0]]
         if self._paused and backend.transport is not None:
             backend.transport.pause_reading()
         if replay:
-            self.replay_error = None
-            deprecate = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
+            self._send_replay(backend, replay, statement)
+        if command in NO_REPLY:  # COM_STMT_SEND_LONG_DATA
             try:
-                for raw in replay:
-                    backend.send(raw, ReplayExchange(ResponseScanner(raw[4], deprecate), self))
-            except ConnectionError:
-                pass  # the statement's own send below fails the same way
-        if command in NO_REPLY:
-            if command == COMMAND.COM_STMT_CLOSE and len(packet.payload) >= 5:
-                self.prepared.discard(int.from_bytes(packet.payload[1:5], "little"))
-                if not self.prepared:
-                    self.pins.discard(PIN_PREPARED)
-            try:
-                backend.send(packet.raw, None)
+                backend.send(raw, None)
             except ConnectionError as exc:
                 self._lost(backend, exc, self.in_transaction, "before the statement was sent",
                            -1)
@@ -743,15 +816,16 @@ class Session:
         deprecate_eof = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
         exchange = ClientExchange(ResponseScanner(command, deprecate_eof), self, backend,
                                   packet, self._retrying)
+        exchange.statement = statement
         self._retrying = False
         self.hold_next = False
         payload = packet.payload
-        raw = packet.raw
         effects = self.effects
         upstream: UpstreamSession = backend.session
         if effects:
             self._note_effects(effects, backend)
-            if effects & Effect.DIAGNOSTIC_VALUES and upstream.diagnostics_of != self.id:
+            if effects & Effect.DIAGNOSTIC_VALUES and \
+                    upstream.diagnostics_of != (self.id, self.statements_run):
                 # Another statement ran on this connection since the client's previous
                 # one: give the values that one left.
                 diagnostics = self.diagnostics
@@ -763,13 +837,183 @@ class Session:
             self.diagnostics.conditions = False  # this statement's own replace them
         self.ctx.pool.forbid_preemption(backend)
         if command == COMMAND.COM_QUERY or command == COMMAND.COM_STMT_EXECUTE:
-            upstream.diagnostics_of = self.id
+            self.statements_run += 1
+            upstream.diagnostics_of = (self.id, self.statements_run)
         self.current = payload
         self.busy = True
         try:
             backend.send(raw, exchange)
         except ConnectionError as exc:
             self.command_failed(exchange, exc)
+
+    def _send_replay(self, backend: BackendConnection, replay: list[bytes],
+                     statement: ClientStatement | None) -> None:
+        self.replay_error = None
+        deprecate = bool(backend.capabilities & CLIENT.DEPRECATE_EOF)
+        try:
+            for raw in replay:
+                scanner = ResponseScanner(raw[4], deprecate)
+                if raw[4] == COMMAND.COM_STMT_PREPARE and statement is not None:
+                    exchange: Exchange = LazyPrepareExchange(
+                        scanner, self, backend, statement.sql, statement.params,
+                        statement.types)
+                else:
+                    exchange = ReplayExchange(scanner, self)
+                backend.send(raw, exchange)
+        except ConnectionError:
+            pass  # the statement's own send behind it fails the same way
+
+    # -- prepared statements ------------------------------------------------------------
+
+    def _statement_here(self, command: int, payload: bytes) -> bool:
+        """COM_STMT_* that mysqlgate answers itself: a prepare the server answered
+        before, a close, and what concerns an id the client does not have or nothing
+        on a connection (a reset with no long data or cursor)."""
+        registry = self.ctx.statements
+        if command == COMMAND.COM_STMT_PREPARE:
+            sql = payload[1:]
+            framed = registry.answer(sql, bool(self.capabilities & CLIENT.DEPRECATE_EOF))
+            if framed is None:
+                return False
+            _, columns, params = prepare_answer(framed)
+            prepared = self.statements.add(sql, params, columns)
+            registry.opened(sql)
+            self.client.write(with_answer_id(framed, prepared.id))
+            return True
+        statement_id = int.from_bytes(payload[1:5], "little")
+        statement = self.statements.get(statement_id)
+        if command == COMMAND.COM_STMT_CLOSE:
+            if statement is not None:
+                self._close_statement(statement)
+            return True  # no reply
+        if statement is None:
+            if command != COMMAND.COM_STMT_SEND_LONG_DATA:  # which has no reply
+                self.send_error(1243, unknown_handler_message(statement_id, command))
+            return True
+        if command == COMMAND.COM_STMT_RESET and not (statement.long_data or statement.cursor):
+            self.send_ok()  # nothing of it waits on any connection
+            return True
+        if command == COMMAND.COM_STMT_FETCH and not statement.cursor:
+            self.send_error(1421, f"The statement ({statement_id}) has no open cursor")
+            return True
+        return False
+
+    def _upstream_statement_packet(
+        self, packet: Packet, statement: ClientStatement, backend: BackendConnection
+    ) -> tuple[bytes, tuple[bytes] | None] | None:
+        """The client's COM_STMT_* for `backend`: aimed at the statement prepared there,
+        or at the one prepared in the same write (the prepare comes with it). None: that
+        cannot be done (MySQL, long data); prepare first."""
+        upstream: UpstreamSession = backend.session
+        target = upstream.statements.get(statement.sql)
+        prepare: tuple[bytes] | None = None
+        command = packet.payload[0]
+        if target is None:
+            # Long data has no reply, so the client's next command (its execute) comes
+            # before the prepare's answer names the statement: prepare it first.
+            if b"MariaDB" not in self.ctx.server.version or \
+                    command == COMMAND.COM_STMT_SEND_LONG_DATA:
+                return None
+            prepare = (prepare_packet(statement.sql),)
+            server_id, bound = LAST_PREPARED, None
+            self.ctx.statements.prepared_upstream += 1
+        else:
+            server_id, bound = target.server_id, target.bound_types
+        if command == COMMAND.COM_STMT_EXECUTE:
+            self.ctx.statements.executes += 1
+            payload, bound, sent = execute_payload(packet.payload, server_id, statement.params,
+                                                   statement.types, bound)
+            if sent is not None:
+                statement.types = sent
+            if target is not None:
+                target.bound_types = bound
+            statement.long_data = False  # the execute takes it
+            statement.cursor = False  # a new execute closes an open cursor
+        else:
+            payload = with_statement_id(packet.payload, server_id)
+            if command == COMMAND.COM_STMT_SEND_LONG_DATA:
+                statement.long_data = True
+            elif command == COMMAND.COM_STMT_RESET:
+                statement.long_data = statement.cursor = False
+        self._update_statement_pins()
+        return encode_packet(payload, 0)[0], prepare
+
+    async def _prepare_then_forward(self, packet: Packet, command: int,
+                                    backend: BackendConnection, replay: list[bytes] | None,
+                                    statement: ClientStatement) -> None:
+        """Prepare the statement on `backend`, then forward the command (MySQL has no
+        'the statement prepared last' id; long data has no reply to wait for)."""
+        try:
+            if replay:
+                await backend.pipeline(replay)
+            payloads = await backend.command(
+                bytes((COMMAND.COM_STMT_PREPARE,)) + statement.sql)
+            server_id = int.from_bytes(payloads[0][1:5], "little")
+            self.ctx.statements.prepared_upstream += 1
+            self.prepared_upstream(backend, statement.sql, server_id, statement.params, None)
+        except asyncio.CancelledError:
+            return
+        except ServerError as exc:
+            self.send_error(exc.err.code, exc.err.message, exc.err.sqlstate)
+            self._command_over()
+            return
+        except (ConnectionError, OSError) as exc:
+            self._lost(backend, exc, self.in_transaction or bool(self.pins),
+                       "before the statement was sent", -1)
+            self._command_over()
+            return
+        self.task = None
+        self._forward(packet, command, backend)
+
+    def prepared_for_client(self, exchange: ClientExchange, data: bytes, offset: int) -> bytes:
+        """The server prepared the client's statement (its PREPARE_OK starts at `offset`
+        in `data`): record it, and answer the client with an id of mysqlgate's."""
+        _, server_id, columns, params = struct.unpack_from("<BIHH", data, offset)
+        sql = exchange.packet.payload[1:]
+        statement = self.statements.add(sql, params, columns)
+        self.ctx.statements.opened(sql)
+        self.ctx.statements.prepared_upstream += 1
+        exchange.statement = statement
+        self.prepared_upstream(exchange.backend, sql, server_id, params, None)
+        return data[:offset + 1] + statement.id.to_bytes(4, "little") + data[offset + 5:]
+
+    def prepared_upstream(self, backend: BackendConnection, sql: bytes, server_id: int,
+                          params: int, bound_types: bytes | None) -> None:
+        upstream: UpstreamSession = backend.session
+        evicted = upstream.statements.add(sql, server_id, params)
+        target = upstream.statements.get(sql)
+        if target is not None:
+            target.bound_types = bound_types
+        for old in evicted:  # no reply: written behind whatever is in flight
+            backend.send_raw(close_packet(old))
+
+    def note_cursor(self, statement: ClientStatement, command: int, status: int) -> None:
+        if command == COMMAND.COM_STMT_EXECUTE and status & SERVER_STATUS_CURSOR_EXISTS:
+            statement.cursor = True
+        elif command == COMMAND.COM_STMT_FETCH and status & SERVER_STATUS_LAST_ROW_SENT:
+            statement.cursor = False  # the server closed it with the last row
+        else:
+            return
+        self._update_statement_pins()
+
+    def _update_statement_pins(self) -> None:
+        for reason, tied in ((PIN_LONG_DATA, any(s.long_data for s in self.statements)),
+                             (PIN_CURSOR, any(s.cursor for s in self.statements))):
+            if tied:
+                self.pin(reason)
+            else:
+                self.pins.discard(reason)
+
+    def _close_statement(self, statement: ClientStatement) -> None:
+        self.statements.pop(statement.id)
+        self.ctx.statements.closed(statement.sql)
+        if statement.long_data or statement.cursor:
+            self._update_statement_pins()
+
+    def _close_all_statements(self) -> None:
+        for statement in self.statements.clear():
+            self.ctx.statements.closed(statement.sql)
+        self._update_statement_pins()
 
     def _note_effects(self, effects: Effect, backend: BackendConnection) -> None:
         """Before the statement runs: pin for what it may leave behind (even if it
@@ -782,6 +1026,8 @@ class Session:
             self.savepoints = True
         if effects & RESET_AFTER:
             self.left_untracked = True
+        if effects & Effect.SCHEMA_CHANGE:
+            self.ctx.statements.forget_answers()  # a prepare may answer otherwise now
         if effects & PINNING:
             for effect, reason in PIN_REASONS.items():
                 if effects & effect:
@@ -798,6 +1044,10 @@ class Session:
         if exchange.swallow:
             self._replay_failed(exchange)
             return
+        if exchange.answer is not None and exchange.statement is not None:
+            self.ctx.statements.remember_answer(
+                exchange.statement.sql, bool(self.capabilities & CLIENT.DEPRECATE_EOF),
+                bytes(exchange.answer))
         if scanner.event == Event.ERR:
             # An ERR carries no status: keep what we knew. Outside autocommit a failed
             # statement may have opened a transaction, so hold on until we know.
@@ -846,6 +1096,10 @@ class Session:
         err = self.replay_error
         assert err is not None
         self.replay_error = None
+        if self.replay_error_is_own:  # preparing the client's statement failed
+            self.send_error(err.code, err.message, err.sqlstate)
+            self._command_over()
+            return
         log.warning("%s: restoring its session on upstream %s failed (%s %s); the "
                     "statement sent behind it was not answered", self,
                     exchange.backend.thread_id, err.code, err.message)
@@ -940,7 +1194,7 @@ class Session:
         """COM_RESET_CONNECTION: the client's session goes back to its login state."""
         self.state = self.login_state.copy()
         self.pins.clear()
-        self.prepared.clear()
+        self._close_all_statements()
         self.in_transaction = False
         self.hold_next = False
         self.savepoints = False
@@ -967,6 +1221,8 @@ class Session:
         reset = self.left_untracked or final and (
             bool(self.pins) or self.in_transaction or self.hold_next or self.savepoints)
         self.left_untracked = False
+        if not reset:
+            close_unused_statements(backend, self.ctx.statements)
         if final and self.relay_infile:
             backend.abort()
         self.ctx.pool.release(backend, reset=reset)
@@ -1087,7 +1343,9 @@ class Session:
         self.diagnostics = Diagnostics()
         self.relay_infile = False
         self.pins.clear()
-        self.prepared.clear()
+        for statement in self.statements:  # they move; what waited on that connection not
+            statement.long_data = statement.cursor = False
+        self._update_statement_pins()
         seq = last_seq + 1 if last_seq >= 0 else self._last_seq + 1
         self.send_mysqlgate_error(UpstreamLost(message), seq=seq)
 

@@ -49,6 +49,7 @@ class Effect(IntFlag):
     # Every statement only sets session variables to literal values, or selects a
     # database: its outcome does not depend on the session it runs in.
     SETTINGS = 1 << 21
+    SCHEMA_CHANGE = 1 << 22  # CREATE, ALTER, DROP, RENAME, TRUNCATE: prepares may differ
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -79,7 +80,8 @@ _HINT = re.compile(
     rb"@|\b(?:GET_LOCK|ROLE|HANDLER|LAST_INSERT_ID|NEXTVAL|SETVAL|LASTVAL|NEXT|PREVIOUS"
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
-    rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START)\b|;",
+    rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START|CREATE|ALTER|DROP|RENAME"
+    rb"|TRUNCATE)\b|;",
     re.IGNORECASE,
 )
 # A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
@@ -311,6 +313,8 @@ def _statement(toks: list[Token]) -> Effect:
         effects |= Effect.STORED_PROCEDURE
     elif first == b"EXECUTE" and second == b"IMMEDIATE":
         effects |= Effect.DYNAMIC_SQL
+    if first in (b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE"):
+        effects |= Effect.SCHEMA_CHANGE
     elif first == b"SAVEPOINT":
         effects |= Effect.SAVEPOINT
     elif first == b"COMMIT" or first == b"BEGIN" and second != b"NOT" or (

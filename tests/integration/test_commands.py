@@ -113,31 +113,33 @@ def test_prepared_statements_pin_until_closed(
         a.close()
 
 
-def test_binary_prepared_statement_pins_its_client(
+def test_binary_prepared_statement_follows_its_client(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
-    """COM_STMT_PREPARE's statement id is valid only on the upstream connection that
-    prepared it: the client stays there while the statement is open. As above, B
-    holds a connection in a transaction between A's executions, which would take A's
-    connection if A were not pinned; A's COM_STMT_EXECUTE would then reach a
-    connection that never prepared the statement."""
+    """A COM_STMT_PREPARE'd statement no longer ties its client to one upstream
+    connection: B takes A's connection in a transaction between A's executions, and A's
+    statement runs on the other one (prepared there as needed), with the right result."""
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     a = _connector_connect(gate, db)
     b = _connector_connect(gate, db)
     try:
         prepared = a.cursor(prepared=True)
         sql = "SELECT CONNECTION_ID(), ? + 1"
-        a_id = None
+        seen = set()
         for i in range(5):
             # The same SQL each time: the cursor prepares once and then only executes.
             prepared.execute(sql, (i,))
             rows = prepared.fetchall()
-            a_id = rows[0][0] if a_id is None else a_id
-            assert rows == [(a_id, i + 1)]
+            assert len(rows) == 1 and rows[0][1] == i + 1
+            seen.add(rows[0][0])
             b.start_transaction()
-            (b_id,) = _one(b, "SELECT CONNECTION_ID()")
-            assert b_id != a_id, "B got A's connection while A's statement was open"
+            _one(b, "SELECT CONNECTION_ID()")  # B takes the connection A used last
+            prepared.execute(sql, (i + 10,))
+            rows = prepared.fetchall()
+            assert len(rows) == 1 and rows[0][1] == i + 11
+            seen.add(rows[0][0])
             b.commit()
+        assert len(seen) == 2, f"A ran on {seen}: it never moved, the test proves nothing"
         prepared.close()
     finally:
         b.close()

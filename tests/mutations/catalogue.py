@@ -262,15 +262,39 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=leak("user_var_in_trigger", "user_var_execute_immediate", "user_var_in_procedure",
                    "user_var_in_function"),
     ),
+    # Prepared statements: no pin, but long data and cursors keep their connection.
     Mutation(
-        name="pin: prepared statements (COM_STMT_PREPARE)",
-        guarantee="A client with an open binary prepared statement stays on its connection",
-        edits=(_session("            session.pin(PIN_PREPARED)\n",
-                        "            pass  # mutation\n"),),
-        tests=(
-            f"{COMMANDS}::test_binary_prepared_statement_pins_its_client",
-            f"{COMMANDS}::test_binary_protocol_prepared_statements",
-        ),
+        name="pin: long data waiting for its execute",
+        guarantee="Long data stays on the connection its execute will run on",
+        edits=(_session("        for reason, tied in ((PIN_LONG_DATA, any(s.long_data for s in "
+                        "self.statements)),\n",
+                        "        for reason, tied in ((PIN_LONG_DATA, False),  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_connector_prepared.py::test_send_long_data_and_reset",),
+    ),
+    Mutation(
+        name="pin: open cursor",
+        guarantee="A statement's open cursor keeps its client on that connection",
+        edits=(_session("                             (PIN_CURSOR, any(s.cursor for s in "
+                        "self.statements))):\n",
+                        "                             (PIN_CURSOR, False)):  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_connector_prepared.py::test_cursor_fetch",),
+    ),
+    Mutation(
+        name="parameter types not sent to another connection's statement",
+        guarantee="An execute that binds no types runs with the client's, on any connection",
+        edits=(Edit("prepared.py",
+                    "    if client_types is None or client_types == bound_types:\n",
+                    "    if True:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_prepared.py::test_types_bound_once_follow_the_statement_to_"
+               "another_connection",),
+    ),
+    Mutation(
+        name="upstream statements nobody uses are never closed",
+        guarantee="Statements every client closed are closed on the server too",
+        edits=(_session("    for server_id in upstream.statements.drop_unused(registry.open):\n",
+                        "    for server_id in []:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_connector_prepared.py::test_closing_statements_and_the_"
+               "server_limit",),
     ),
     Mutation(
         name="pin() does nothing",
@@ -287,7 +311,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=(
             RESET_BEFORE_ANOTHER,
             f"{COMMANDS}::test_prepared_statements_pin_until_closed",
-            f"{COMMANDS}::test_binary_prepared_statement_pins_its_client",
             PINNED_KEEPS_STATE,
             *leak("user_var_set", "temporary_table"),
         ),
@@ -577,9 +600,8 @@ MUTATIONS += (
         guarantee="ROW_COUNT()/FOUND_ROWS() answer about the client's own previous statement",
         edits=(
             _session(
-                "            if effects & Effect.DIAGNOSTIC_VALUES and upstream.diagnostics_of"
-                " != self.id:\n",
-                "            if False:  # mutation\n",
+                "            if effects & Effect.DIAGNOSTIC_VALUES and \\\n",
+                "            if False and \\\n",
             ),
         ),
         tests=(
