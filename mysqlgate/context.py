@@ -53,3 +53,17 @@ class GateContext:
 
     def next_client_id(self) -> int:
         return next(self._ids)
+
+    def summary(self) -> str:
+        """One line of totals, logged when mysqlgate stops."""
+        stats = self.stats
+        pool = self.pool.stats
+        statements = self.statements
+        pins = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.pins.items()))
+        return (
+            f"clients {stats.clients_accepted}, commands {stats.commands}, answered locally "
+            f"{stats.local_answers}, pins [{pins or 'none'}], upstream connects "
+            f"{pool.connects}, resets {pool.resets}, lost {stats.upstream_lost}, retried "
+            f"{stats.retries}, statements prepared upstream {statements.prepared_upstream}"
+            f" for {statements.executes} executes, auth failures {stats.auth_failures}"
+        )

@@ -233,7 +233,7 @@ class Gate:
         for listener in self.config.listeners:
             if listener.path and os.path.exists(listener.path):
                 os.unlink(listener.path)
-        log.info("stopped")
+        log.info("stopped; totals: %s", ctx.summary())
 
 
 async def _ping_quietly(backend: BackendConnection) -> None:
