@@ -21,8 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["serve", "check-config"], help="what to do (default: serve)")
     parser.add_argument("--version", action="version", version=f"mysqlgate {__version__}")
     parser.add_argument("--config", "-c", help="TOML config file")
-    parser.add_argument("--upstream", dest="upstream.url", metavar="URL",
-                        help="mysql://user:password@host:port/database")
+    parser.add_argument("--upstream", dest="upstream.url", action="append", metavar="URL",
+                        help="mysql://user:password@host:port/database; repeat for several "
+                        "accounts, each with a pool of its own")
     parser.add_argument("--listen", dest="listen.addresses", action="append", metavar="ADDR",
                         help="host:port or unix:/path; repeat for several (default "
                         "127.0.0.1:6033)")
@@ -56,20 +57,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def check_config(cfg: config.Config) -> int:
+    from .accounts import pool_settings, probe
     from .errors import MysqlgateError, ServerError
-    from .server import pool_settings, probe
 
-    try:
-        facts = await probe(cfg)
-    except (MysqlgateError, ServerError, OSError) as exc:
-        print(f"mysqlgate: cannot use upstream {cfg.upstream.address}: {exc}", file=sys.stderr)
-        return 1
-    settings = pool_settings(cfg, facts)
-    print(f"upstream {cfg.upstream.address}: {facts.info.version.decode(errors='replace')}")
-    print(f"  wait_timeout {facts.wait_timeout:g}s, max_user_connections "
-          f"{facts.max_user_connections}, max_connections {facts.max_connections}")
-    print(f"pool: size {settings.size}, idle_timeout {settings.idle_timeout:g}s, "
-          f"queue_timeout {settings.queue_timeout:g}s")
+    for upstream in cfg.upstreams:
+        try:
+            facts = await probe(upstream)
+        except (MysqlgateError, ServerError, OSError) as exc:
+            print(f"mysqlgate: cannot use upstream {upstream.address}: {exc}",
+                  file=sys.stderr)
+            return 1
+        settings = pool_settings(cfg, facts)
+        print(f"upstream {upstream.user}@{upstream.address}: "
+              f"{facts.info.version.decode(errors='replace')}")
+        print(f"  wait_timeout {facts.wait_timeout:g}s, max_user_connections "
+              f"{facts.max_user_connections}, max_connections {facts.max_connections}")
+        print(f"  pool: size {settings.size}, idle_timeout {settings.idle_timeout:g}s, "
+              f"queue_timeout {settings.queue_timeout:g}s")
     print("listen: " + ", ".join(str(listener) for listener in cfg.listeners))
     return 0
 

@@ -63,6 +63,13 @@ def parse_bool(value: Any) -> bool:
     raise ConfigError(f"not a boolean: {value!r}")
 
 
+def parse_urls(value: Any) -> list[str]:
+    """One upstream URL or several: a list, or a string of URLs separated by spaces."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return str(value).split()
+
+
 def parse_list(value: Any) -> list[str]:
     if isinstance(value, list):
         return [str(v) for v in value]
@@ -84,8 +91,9 @@ seconds = non_negative(float)
 size = non_negative(parse_size)
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("upstream.url", str, "mysql://root@127.0.0.1:3306/",
-            "mysql://user:password@host:port/database (?unix_socket=/path for a socket)"),
+    Setting("upstream.url", parse_urls, ["mysql://root@127.0.0.1:3306/"],
+            "mysql://user:password@host:port/database (?unix_socket=/path for a socket); "
+            "several for several accounts, each with a pool of its own"),
     Setting("upstream.password", str, None, "upstream password (overrides the URL's)",
             secret=True),
     Setting("upstream.password_file", str, None, "file holding the upstream password"),
@@ -154,12 +162,17 @@ class Listener:
 
 @dataclass(frozen=True)
 class Config:
-    upstream: Upstream
+    upstreams: tuple[Upstream, ...]  # one account each; clients pick one by user name
     listeners: tuple[Listener, ...]
     values: Mapping[str, Any]
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    @property
+    def upstream(self) -> Upstream:
+        """The first account: its server's greeting is the one clients see first."""
+        return self.upstreams[0]
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show (admin output, logs): secrets masked."""
@@ -167,7 +180,7 @@ class Config:
             name: ("***" if SETTINGS_BY_NAME[name].secret and value else value)
             for name, value in self.values.items()
         }
-        shown["upstream.url"] = mask_url_password(shown["upstream.url"])
+        shown["upstream.url"] = [mask_url_password(url) for url in shown["upstream.url"]]
         return shown
 
 
@@ -192,6 +205,7 @@ def flag_name(setting: str) -> str:
 def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Config:
     """Defaults < file < environment < flags."""
     raw: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+    tables: list[dict[str, Any]] = []  # [[upstream]] entries of the file
     if file:
         with open(file, "rb") as fh:
             try:
@@ -199,6 +213,9 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{file}: {exc}") from None
         for section, items in data.items():
+            if section == "upstream" and isinstance(items, list):
+                tables = _upstream_tables(file, items)
+                continue
             if not isinstance(items, dict):
                 raise ConfigError(f"{file}: [{section}] must be a table")
             for key, value in items.items():
@@ -222,7 +239,10 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
             values[s.name] = None if raw[s.name] is None else s.parse(raw[s.name])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{s.name}: {exc}") from None
-    upstream = parse_upstream(values)
+    if tables and (env_name("upstream.url") in env or env_name("upstream") in env
+                   or flags.get("upstream.url") is not None):
+        tables = []  # the environment or a flag names the accounts now
+    upstreams = parse_upstreams(values, tables)
     listeners = tuple(parse_listener(a) for a in values["listen.addresses"])
     if not listeners:
         raise ConfigError("listen.addresses: at least one listener is needed")
@@ -232,11 +252,56 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
                 f"listener {listener} is not on loopback; set listen.allow_remote = true "
                 f"(or {env_name('listen.allow_remote')}=1) to allow it"
             )
-    if values["upstream.ssl_mode"] not in (
-        "disabled", "preferred", "required", "verify_ca", "verify_identity"
+    for upstream in upstreams:
+        if upstream.ssl_mode not in SSL_MODES:
+            raise ConfigError(f"upstream.ssl_mode: unknown mode {upstream.ssl_mode!r}")
+    return Config(upstreams, listeners, values)
+
+
+SSL_MODES = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
+# What an [[upstream]] entry of the file may set for its own account.
+UPSTREAM_KEYS = ("url", "password", "password_file", "ssl_mode", "ssl_ca", "connect_timeout")
+
+
+def _upstream_tables(file: str, items: list[Any]) -> list[dict[str, Any]]:
+    tables = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "url" not in item:
+            raise ConfigError(f"{file}: [[upstream]] entry {index + 1} needs a url")
+        unknown = set(item) - set(UPSTREAM_KEYS)
+        if unknown:
+            raise ConfigError(f"{file}: [[upstream]] entry {index + 1}: unknown "
+                              f"{', '.join(sorted(unknown))}; known: {', '.join(UPSTREAM_KEYS)}")
+        tables.append(item)
+    return tables
+
+
+def parse_upstreams(values: Mapping[str, Any], tables: list[dict[str, Any]]
+                    ) -> tuple[Upstream, ...]:
+    """Every account: the file's [[upstream]] entries (each may set its own password,
+    TLS and timeout, the [upstream] settings apply otherwise), or the URLs given. A
+    password setting applies to one URL only: with several, put it in each URL."""
+    entries = tables or [{"url": url} for url in values["upstream.url"]]
+    if not entries:
+        raise ConfigError("upstream.url: at least one upstream is needed")
+    if len(entries) > 1 and not tables and (
+        values["upstream.password"] is not None or values["upstream.password_file"]
     ):
-        raise ConfigError(f"upstream.ssl_mode: unknown mode {values['upstream.ssl_mode']!r}")
-    return Config(upstream, listeners, values)
+        raise ConfigError("upstream.password and upstream.password_file apply to one "
+                          "upstream; with several, give each password in its URL (or use "
+                          "[[upstream]] entries in the config file)")
+    upstreams = []
+    for entry in entries:
+        merged = dict(values)
+        for key, value in entry.items():
+            merged[f"upstream.{key}"] = value
+        upstreams.append(parse_upstream(merged))
+    users = [u.user for u in upstreams]
+    duplicates = sorted({user for user in users if users.count(user) > 1})
+    if duplicates:
+        raise ConfigError(f"upstream: user {duplicates[0]!r} is given for more than one "
+                          "upstream; clients choose their account by user name")
+    return tuple(upstreams)
 
 
 def parse_upstream(values: Mapping[str, Any]) -> Upstream:
@@ -264,7 +329,7 @@ def parse_upstream(values: Mapping[str, Any]) -> Upstream:
         database=database,
         ssl_mode=values["upstream.ssl_mode"],
         ssl_ca=values["upstream.ssl_ca"],
-        connect_timeout=values["upstream.connect_timeout"],
+        connect_timeout=float(values["upstream.connect_timeout"]),
     )
 
 

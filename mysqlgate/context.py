@@ -9,12 +9,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .backend import ServerInfo
+from .accounts import Account
 from .config import Config
-from .pool import UpstreamPool
-from .prepared import StatementRegistry
-from .session_state import TRACK_EVERYTHING, Tracking
-from .settings_cache import SettingsCache
 
 if TYPE_CHECKING:
     from .session import Session
@@ -36,20 +32,22 @@ class GateStats:
 @dataclass
 class GateContext:
     config: Config
-    pool: UpstreamPool
-    server: ServerInfo
-    wait_timeout: float
+    accounts: tuple[Account, ...]  # the first one's server greets clients before login
     started: float = field(default_factory=time.monotonic)
     stats: GateStats = field(default_factory=GateStats)
     sessions: set[Session] = field(default_factory=set)
     recent_auth_failures: list[float] = field(default_factory=list)
-    # Databases the server let this account select (checked at a client's login).
-    known_schemas: set[str] = field(default_factory=set)
-    settings: SettingsCache = field(default_factory=SettingsCache)
-    statements: StatementRegistry = field(default_factory=StatementRegistry)
-    # The server's session_track_* defaults: what a new client is told of its session.
-    default_tracking: Tracking = TRACK_EVERYTHING
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def primary(self) -> Account:
+        return self.accounts[0]
+
+    def account_for(self, user: str) -> Account | None:
+        for account in self.accounts:
+            if account.upstream.user == user:
+                return account
+        return None
 
     def next_client_id(self) -> int:
         return next(self._ids)
@@ -57,13 +55,15 @@ class GateContext:
     def summary(self) -> str:
         """One line of totals, logged when mysqlgate stops."""
         stats = self.stats
-        pool = self.pool.stats
-        statements = self.statements
         pins = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.pins.items()))
+        connects = sum(a.pool.stats.connects for a in self.accounts)
+        resets = sum(a.pool.stats.resets for a in self.accounts)
+        prepared = sum(a.statements.prepared_upstream for a in self.accounts)
+        executes = sum(a.statements.executes for a in self.accounts)
         return (
             f"clients {stats.clients_accepted}, commands {stats.commands}, answered locally "
             f"{stats.local_answers}, pins [{pins or 'none'}], upstream connects "
-            f"{pool.connects}, resets {pool.resets}, lost {stats.upstream_lost}, retried "
-            f"{stats.retries}, statements prepared upstream {statements.prepared_upstream}"
-            f" for {statements.executes} executes, auth failures {stats.auth_failures}"
+            f"{connects}, resets {resets}, lost {stats.upstream_lost}, retried "
+            f"{stats.retries}, statements prepared upstream {prepared}"
+            f" for {executes} executes, auth failures {stats.auth_failures}"
         )

@@ -1,6 +1,6 @@
-"""The running daemon: probe the upstream, build the pool, listen, maintain, stop.
+"""The running daemon: probe the upstreams, build their pools, listen, maintain, stop.
 
-serve -> startup (probe, pool, listeners) -> main loop (janitor) -> shutdown
+serve -> startup (probe, pools, listeners) -> main loop (janitor) -> shutdown
 (close listeners, let transactions finish up to a deadline, cancel the rest).
 """
 
@@ -13,84 +13,20 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from .backend import DEFAULT_CHARSET, BackendConnection, ServerInfo, open_backend
-from .config import SETTINGS, Config, ConfigError
+from .accounts import Account, UpstreamFacts, pool_settings, probe
+from .backend import DEFAULT_CHARSET, BackendConnection, open_backend
+from .config import SETTINGS, Config, ConfigError, Upstream
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
-from .pool import PoolSettings, UpstreamPool
+from .pool import UpstreamPool
 from .session import UpstreamSession, close_unused_statements, reset_upstream
-from .session_state import (
-    TRACK_EVERYTHING,
-    SessionState,
-    Tracking,
-    charset_variables,
-    restore_role_statement,
-)
+from .session_state import SessionState, charset_variables, restore_role_statement
 
 log = logging.getLogger("mysqlgate.server")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
-AUTO_SIZE_CAP = 20  # pool.size auto on an account without a connection limit
-
-
-@dataclass(frozen=True)
-class UpstreamFacts:
-    info: ServerInfo
-    wait_timeout: float
-    max_user_connections: int
-    max_connections: int
-    login_role: str | None = None  # CURRENT_ROLE() right after login
-    tracking: Tracking = TRACK_EVERYTHING  # a new session's session_track_* settings
-    max_prepared_stmt_count: int = 16382
-
-
-async def probe(config: Config) -> UpstreamFacts:
-    """Log in once to learn what the greeting must mirror and the pool must obey."""
-    backend = await open_backend(config.upstream, 0)
-    try:
-        row = await backend.query_row(
-            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections,"
-            b" @@max_prepared_stmt_count")
-        try:
-            (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
-        except ServerError:  # a server without roles (MySQL 5.7)
-            role = None
-        tracking = await backend.query_row(
-            b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
-            b" @@global.session_track_state_change")
-    finally:
-        backend.close()
-    assert backend.server is not None
-    return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
-                         int(row[2] or 151), None if role in (None, "NONE") else role,
-                         Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]),
-                         int(row[3] or 16382))
-
-
-def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
-    size = config["pool.size"]
-    if size is None:
-        reserve = config["pool.reserve"]
-        if facts.max_user_connections:
-            size = max(1, facts.max_user_connections - reserve)
-        else:
-            size = max(1, min(AUTO_SIZE_CAP, facts.max_connections - reserve))
-    idle = config["pool.idle_timeout"]
-    if idle is None:
-        # Close idle connections well before the server would (SPEC section 3:
-        # 270 s for the usual 300 s), never later than 10 minutes.
-        wt = facts.wait_timeout
-        idle = min(600.0, max(0.5, min(wt * 0.9, wt - 10)))
-    return PoolSettings(
-        size=size,
-        queue_timeout=config["pool.queue_timeout"],
-        idle_timeout=idle,
-        max_lifetime=config["pool.max_lifetime"],
-        ping_after=min(config["pool.ping_after"], idle),
-    )
 
 
 class Gate:
@@ -105,31 +41,19 @@ class Gate:
 
     async def start(self) -> None:
         config = self.config
-        facts = await self._probe_until_up()
-        settings = pool_settings(config, facts)
-        upstream = config.upstream
-        fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
-        restore_role = restore_role_statement(facts.info.version, facts.login_role)
-        # max_prepared_stmt_count is the whole server's: half of it for this pool.
-        statement_limit = max(8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
-
-        async def connect(key: int) -> BackendConnection:
-            backend = await open_backend(upstream, key)
-            backend.session = UpstreamSession(fresh, restore_role, statement_limit)
-            return backend
-
-        pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
-                            settings)
-        ctx = self.ctx = GateContext(config, pool, facts.info, facts.wait_timeout,
-                                     default_tracking=facts.tracking)
-        if upstream.database:
-            ctx.known_schemas.add(upstream.database)
-        log.info(
-            "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "
-            "idle timeout %gs, queue timeout %gs", upstream.address,
-            facts.info.version.decode(errors="replace"), facts.wait_timeout,
-            facts.max_user_connections, settings.size, settings.idle_timeout,
-            settings.queue_timeout)
+        accounts = []
+        for upstream in config.upstreams:
+            facts = await self._probe_until_up(upstream)
+            accounts.append(self._account(upstream, facts))
+        ctx = self.ctx = GateContext(config, tuple(accounts))
+        for account in accounts:
+            facts, settings = account.facts, account.pool.settings
+            log.info(
+                "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "
+                "idle timeout %gs, queue timeout %gs", account.upstream.address,
+                facts.info.version.decode(errors="replace"), facts.wait_timeout,
+                facts.max_user_connections, settings.size, settings.idle_timeout,
+                settings.queue_timeout)
         loop = asyncio.get_running_loop()
         for listener in config.listeners:
             if listener.path:
@@ -148,36 +72,58 @@ class Gate:
         self._janitor = loop.create_task(self._maintain())
         notify_systemd("READY=1")
 
-    async def _probe_until_up(self) -> UpstreamFacts:
+    def _account(self, upstream: Upstream, facts: UpstreamFacts) -> Account:
+        settings = pool_settings(self.config, facts)
+        fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
+        restore_role = restore_role_statement(facts.info.version, facts.login_role)
+        # max_prepared_stmt_count is the whole server's: half of it for this pool.
+        statement_limit = max(8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
+
+        async def connect(key: int) -> BackendConnection:
+            backend = await open_backend(upstream, key)
+            backend.session = UpstreamSession(fresh, restore_role, statement_limit)
+            return backend
+
+        pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
+                            settings)
+        return Account(upstream, facts, pool)
+
+    async def _probe_until_up(self, upstream: Upstream) -> UpstreamFacts:
         delay = 0.5
         while True:
             try:
-                return await probe(self.config)
+                return await probe(upstream)
             except UpstreamAuthError:
                 raise
             except (MysqlgateError, ServerError, OSError) as exc:
                 log.warning("upstream %s not reachable yet (%s); retrying in %gs",
-                            self.config.upstream.address, exc, delay)
+                            upstream.address, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 
     async def _maintain(self) -> None:
         """The janitor: age out idle connections, keep quiet attached ones alive."""
         assert self.ctx is not None
-        pool = self.ctx.pool
-        interval = max(0.2, min(1.0, pool.settings.idle_timeout / 4))
+        accounts = self.ctx.accounts
+        interval = max(0.2, min(1.0, min(a.pool.settings.idle_timeout for a in accounts) / 4))
         while True:
             await asyncio.sleep(interval)
-            pool.expire_idle()
-            for backend in pool.idle():
-                close_unused_statements(backend, self.ctx.statements)
-            now = time.monotonic()
-            for backend in pool.lent():
-                # A client in a transaction or pinned may stay quiet for long; ping
-                # before the server's wait_timeout would end the connection.
-                if not backend.busy and not backend.closed and \
-                        now - backend.last_active > pool.settings.idle_timeout:
-                    asyncio.ensure_future(_ping_quietly(backend))
+            for account in accounts:
+                self._maintain_account(account)
+
+    @staticmethod
+    def _maintain_account(account: Account) -> None:
+        pool = account.pool
+        pool.expire_idle()
+        for backend in pool.idle():
+            close_unused_statements(backend, account.statements)
+        now = time.monotonic()
+        for backend in pool.lent():
+            # A client in a transaction or pinned may stay quiet for long; ping
+            # before the server's wait_timeout would end the connection.
+            if not backend.busy and not backend.closed and \
+                    now - backend.last_active > pool.settings.idle_timeout:
+                asyncio.ensure_future(_ping_quietly(backend))
 
     def reload(self, load: Callable[[], Config]) -> None:
         """SIGHUP: re-read the settings; reloadable ones apply at once, clients stay."""
@@ -193,10 +139,9 @@ class Gate:
         if fixed:
             log.warning("reload: %s cannot change without a restart; ignored",
                         ", ".join(fixed))
-        if self.ctx is not None:
-            pool = self.ctx.pool
-            facts = UpstreamFacts(self.ctx.server, self.ctx.wait_timeout, 0, 0)
-            fresh = pool_settings(new, facts)
+        for account in self.ctx.accounts if self.ctx is not None else ():
+            pool = account.pool
+            fresh = pool_settings(new, account.facts)
             pool.settings.queue_timeout = fresh.queue_timeout
             pool.settings.idle_timeout = fresh.idle_timeout
             pool.settings.max_lifetime = fresh.max_lifetime
@@ -229,7 +174,8 @@ class Gate:
         await asyncio.sleep(0)
         if self._janitor is not None:
             self._janitor.cancel()
-        await ctx.pool.close()
+        for account in ctx.accounts:
+            await account.pool.close()
         for listener in self.config.listeners:
             if listener.path and os.path.exists(listener.path):
                 os.unlink(listener.path)

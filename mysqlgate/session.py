@@ -19,7 +19,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from .accounts import Account
 from .backend import (
+    DEFAULT_CHARSET,
     RESET_COMMANDS,
     TRACKING_SQL,
     BackendConnection,
@@ -69,6 +71,7 @@ from .protocol.messages import (
     ERR,
     OK,
     AuthSwitchRequest,
+    ChangeUser,
     Handshake,
     HandshakeResponse,
 )
@@ -82,6 +85,7 @@ from .session_state import (
     SessionState,
     apply_tracked,
     charset_variables,
+    collation_id,
     reconcile,
 )
 from .sql_effects import (
@@ -390,7 +394,9 @@ class Session:
         self._retrying = False  # the command being dispatched is a retry
         self.replay_error: ERR | None = None  # of the replay ahead of the statement
         self.replay_error_is_own = False  # a lazy prepare: the statement's own error
-        self.tracking = ctx.default_tracking  # what the client is told of its session
+        self.tracking = ctx.primary.facts.tracking  # what the client is told of its session
+        self.account = ctx.primary  # until it logs in
+        self._nonce = b""  # the login's, for COM_CHANGE_USER
         # The statement changed the connection's tracking settings: ours go back on.
         self.tracking_disturbed = False
         self._paused = False
@@ -427,7 +433,7 @@ class Session:
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self._request is not None:
-            self.ctx.pool.cancel(self._request)
+            self.account.pool.cancel(self._request)
         self.ctx.sessions.discard(self)
         self._close_all_statements()
         self.detach(final=True)
@@ -475,11 +481,8 @@ class Session:
 
     async def authenticate(self) -> bool:
         ctx = self.ctx
-        server = ctx.server
-        plugin = ctx.config["auth.plugin"]
-        if plugin == "auto":
-            plugin = server.auth_plugin if server.auth_plugin in auth.SUPPORTED_PLUGINS \
-                else NATIVE_PASSWORD
+        server = ctx.primary.server
+        plugin = self._offered_plugin()
         nonce = auth.new_nonce()
         caps = server.capabilities & PROXY_CAPABILITIES
         greeting = Handshake(server.version, self.id, nonce, caps, server.charset,
@@ -497,38 +500,14 @@ class Session:
         self.user = user
         client_plugin = response.auth_plugin or (
             plugin if response.capabilities & CLIENT.PLUGIN_AUTH else NATIVE_PASSWORD)
-        proof = response.auth_response
-        upstream = ctx.config.upstream
-        password = upstream.password.encode()
-        if client_plugin not in auth.SUPPORTED_PLUGINS or (
-            client_plugin != plugin and not auth.verify(client_plugin, password, nonce, proof)
-        ):
-            # A plugin we cannot verify, or one other than offered that answered
-            # without data (libmariadb does): ask again (auth switch), fresh nonce.
-            if client_plugin not in auth.SUPPORTED_PLUGINS:
-                client_plugin = NATIVE_PASSWORD
-            nonce = auth.new_nonce()
-            self.client.write(
-                encode_packet(AuthSwitchRequest(client_plugin, nonce).build(), seq)[0])
-            packet = await self._login_packet()
-            proof, seq = packet.payload, packet.seq + 1
-        good = user == upstream.user and auth.verify(client_plugin, password, nonce, proof)
-        if not good:
-            await self._refuse_login(user, bool(proof), seq)
+        account, seq = await self._verify(user, client_plugin, response.auth_response,
+                                          nonce, seq, plugin)
+        if account is None:
             return False
-        if client_plugin == CACHING_SHA2_PASSWORD and password:
-            self.client.write(encode_packet(bytes((1, auth.FAST_AUTH_OK)), seq)[0])
-            seq += 1
         self.capabilities = response.capabilities & caps
         self.key = self.capabilities & RESULT_CHANGING_FLAGS
         self.multi_statements = bool(self.capabilities & CLIENT.MULTI_STATEMENTS)
-        self.state = SessionState(
-            charset_variables(response.charset),
-            response.database.decode() if response.database else None,
-        )
-        self.login_state = self.state.copy()
-        if self.state.schema is not None and not await self._schema_usable(self.state.schema,
-                                                                           seq):
+        if not await self._start_session(account, response.charset, response.database, seq):
             return False
         self.client.write(encode_packet(
             OK(status=SERVER_STATUS_AUTOCOMMIT).build(self.capabilities), seq)[0])
@@ -537,26 +516,73 @@ class Session:
                   self.capabilities)
         return True
 
+    def _offered_plugin(self) -> str:
+        plugin: str = self.ctx.config["auth.plugin"]
+        if plugin == "auto":
+            server = self.ctx.primary.server
+            plugin = server.auth_plugin if server.auth_plugin in auth.SUPPORTED_PLUGINS \
+                else NATIVE_PASSWORD
+        return plugin
+
+    async def _verify(self, user: str, client_plugin: str, proof: bytes, nonce: bytes,
+                      seq: int, offered: str) -> tuple[Account | None, int]:
+        """Check the client's proof against the account named `user` (asking again with
+        a fresh nonce where the proof cannot be checked); the account, or None after
+        the refusal was sent; and the next sequence id."""
+        account = self.ctx.account_for(user)
+        password = account.upstream.password.encode() if account is not None else b""
+        if client_plugin not in auth.SUPPORTED_PLUGINS or (
+            client_plugin != offered and not auth.verify(client_plugin, password, nonce, proof)
+        ):
+            # A plugin we cannot verify, or one other than offered that answered
+            # without data (libmariadb does): ask again, fresh nonce.
+            if client_plugin not in auth.SUPPORTED_PLUGINS:
+                client_plugin = NATIVE_PASSWORD
+            nonce = auth.new_nonce()
+            self.client.write(
+                encode_packet(AuthSwitchRequest(client_plugin, nonce).build(), seq)[0])
+            packet = await self._login_packet()
+            proof, seq = packet.payload, packet.seq + 1
+        self._nonce = nonce  # a COM_CHANGE_USER answers this one, as on the server
+        if account is None or not auth.verify(client_plugin, password, nonce, proof):
+            await self._refuse_login(user, bool(proof), seq)
+            return None, seq
+        if client_plugin == CACHING_SHA2_PASSWORD and password:
+            self.client.write(encode_packet(bytes((1, auth.FAST_AUTH_OK)), seq)[0])
+            seq += 1
+        return account, seq
+
+    async def _start_session(self, account: Account, charset: int, database: bytes | None,
+                             seq: int) -> bool:
+        """A new session for the account the client logged in as (or changed to)."""
+        self.account = account
+        self.user = account.upstream.user
+        self.tracking = account.facts.tracking
+        self.state = SessionState(charset_variables(charset),
+                                  database.decode() if database else None)
+        self.login_state = self.state.copy()
+        return self.state.schema is None or await self._schema_usable(self.state.schema, seq)
+
     async def _schema_usable(self, schema: str, seq: int) -> bool:
         """A database named at login must exist and be the account's, as the server
         would check at login: the first time a name is seen, ask the server (its error
         goes to the client unchanged); names it accepted are remembered."""
-        ctx = self.ctx
-        if schema in ctx.known_schemas:
+        account = self.account
+        if schema in account.known_schemas:
             return True
         try:
-            backend = await ctx.pool.acquire(self.key)
+            backend = await account.pool.acquire(self.key)
         except MysqlgateError as exc:
             self.send_mysqlgate_error(exc, seq=seq)
             return False
         try:
             await backend.command(bytes((COMMAND.COM_INIT_DB,)) + schema.encode())
         except ServerError as exc:
-            ctx.pool.release(backend)
+            account.pool.release(backend)
             self.send_error(exc.err.code, exc.err.message, exc.err.sqlstate, seq=seq)
             return False
         except (ConnectionError, OSError) as exc:
-            ctx.pool.release(backend)
+            account.pool.release(backend)
             self.send_mysqlgate_error(UpstreamLost(
                 f"the upstream connection was lost while checking database {schema!r}: "
                 f"{exc}"), seq=seq)
@@ -564,8 +590,8 @@ class Session:
         upstream: UpstreamSession = backend.session
         upstream.state.schema = schema
         upstream.diagnostics_of = 0
-        ctx.known_schemas.add(schema)
-        ctx.pool.release(backend)
+        account.known_schemas.add(schema)
+        account.pool.release(backend)
         return True
 
     async def _refuse_login(self, user: str, with_password: bool, seq: int) -> None:
@@ -624,10 +650,10 @@ class Session:
                 if command == COMMAND.COM_PING:
                     self.send_ok()
                     return
-                backend = self.ctx.pool.take_ready(self.key)
+                backend = self.account.pool.take_ready(self.key)
                 if backend is None:
                     self.busy = True
-                    self._request = self.ctx.pool.request(
+                    self._request = self.account.pool.request(
                         self.key, partial(self._got_backend, packet, command))
                     return
                 self._attach(packet, command, backend)
@@ -646,6 +672,8 @@ class Session:
             self.set_option(payload)
         elif command == COM_RESET_CONNECTION:
             self.reset_connection()
+        elif command == COMMAND.COM_CHANGE_USER:
+            self._run_task(self._change_user(packet))
         else:
             name = {v: k for k, v in vars(COMMAND).items() if k.startswith("COM_")}.get(
                 command, f"0x{command:02x}")
@@ -659,9 +687,9 @@ class Session:
         server would (its OK packets, session-tracking data and all); the change
         reaches the server ahead of the client's next statement."""
         if command == COMMAND.COM_QUERY and self.effects & Effect.SETTINGS:
-            answers = self.ctx.settings.get(payload)
+            answers = self.account.settings.get(payload)
         elif command == COMMAND.COM_INIT_DB and payload[1:].decode(errors="replace") in \
-                self.ctx.known_schemas:
+                self.account.known_schemas:
             answers = (TrackedChanges(schema=payload[1:].decode(), state_changed=True),)
         else:
             return False
@@ -701,7 +729,7 @@ class Session:
                 self._command_over()
             return
         if self.closed:
-            self.ctx.pool.release(result)
+            self.account.pool.release(result)
             return
         self._attach(packet, command, result)
 
@@ -835,7 +863,7 @@ class Session:
                     raw = encode_packet(rewritten, 0)[0]
         if not effects & Effect.DIAGNOSTICS_READ:
             self.diagnostics.conditions = False  # this statement's own replace them
-        self.ctx.pool.forbid_preemption(backend)
+        self.account.pool.forbid_preemption(backend)
         if command == COMMAND.COM_QUERY or command == COMMAND.COM_STMT_EXECUTE:
             self.statements_run += 1
             upstream.diagnostics_of = (self.id, self.statements_run)
@@ -869,7 +897,7 @@ class Session:
         """COM_STMT_* that mysqlgate answers itself: a prepare the server answered
         before, a close, and what concerns an id the client does not have or nothing
         on a connection (a reset with no long data or cursor)."""
-        registry = self.ctx.statements
+        registry = self.account.statements
         if command == COMMAND.COM_STMT_PREPARE:
             sql = payload[1:]
             framed = registry.answer(sql, bool(self.capabilities & CLIENT.DEPRECATE_EOF))
@@ -911,16 +939,16 @@ class Session:
         if target is None:
             # Long data has no reply, so the client's next command (its execute) comes
             # before the prepare's answer names the statement: prepare it first.
-            if b"MariaDB" not in self.ctx.server.version or \
+            if b"MariaDB" not in self.account.server.version or \
                     command == COMMAND.COM_STMT_SEND_LONG_DATA:
                 return None
             prepare = (prepare_packet(statement.sql),)
             server_id, bound = LAST_PREPARED, None
-            self.ctx.statements.prepared_upstream += 1
+            self.account.statements.prepared_upstream += 1
         else:
             server_id, bound = target.server_id, target.bound_types
         if command == COMMAND.COM_STMT_EXECUTE:
-            self.ctx.statements.executes += 1
+            self.account.statements.executes += 1
             payload, bound, sent = execute_payload(packet.payload, server_id, statement.params,
                                                    statement.types, bound)
             if sent is not None:
@@ -949,7 +977,7 @@ class Session:
             payloads = await backend.command(
                 bytes((COMMAND.COM_STMT_PREPARE,)) + statement.sql)
             server_id = int.from_bytes(payloads[0][1:5], "little")
-            self.ctx.statements.prepared_upstream += 1
+            self.account.statements.prepared_upstream += 1
             self.prepared_upstream(backend, statement.sql, server_id, statement.params, None)
         except asyncio.CancelledError:
             return
@@ -971,8 +999,8 @@ class Session:
         _, server_id, columns, params = struct.unpack_from("<BIHH", data, offset)
         sql = exchange.packet.payload[1:]
         statement = self.statements.add(sql, params, columns)
-        self.ctx.statements.opened(sql)
-        self.ctx.statements.prepared_upstream += 1
+        self.account.statements.opened(sql)
+        self.account.statements.prepared_upstream += 1
         exchange.statement = statement
         self.prepared_upstream(exchange.backend, sql, server_id, params, None)
         return data[:offset + 1] + statement.id.to_bytes(4, "little") + data[offset + 5:]
@@ -1006,13 +1034,13 @@ class Session:
 
     def _close_statement(self, statement: ClientStatement) -> None:
         self.statements.pop(statement.id)
-        self.ctx.statements.closed(statement.sql)
+        self.account.statements.closed(statement.sql)
         if statement.long_data or statement.cursor:
             self._update_statement_pins()
 
     def _close_all_statements(self) -> None:
         for statement in self.statements.clear():
-            self.ctx.statements.closed(statement.sql)
+            self.account.statements.closed(statement.sql)
         self._update_statement_pins()
 
     def _note_effects(self, effects: Effect, backend: BackendConnection) -> None:
@@ -1027,7 +1055,7 @@ class Session:
         if effects & RESET_AFTER:
             self.left_untracked = True
         if effects & Effect.SCHEMA_CHANGE:
-            self.ctx.statements.forget_answers()  # a prepare may answer otherwise now
+            self.account.statements.forget_answers()  # a prepare may answer otherwise now
         if effects & PINNING:
             for effect, reason in PIN_REASONS.items():
                 if effects & effect:
@@ -1045,7 +1073,7 @@ class Session:
             self._replay_failed(exchange)
             return
         if exchange.answer is not None and exchange.statement is not None:
-            self.ctx.statements.remember_answer(
+            self.account.statements.remember_answer(
                 exchange.statement.sql, bool(self.capabilities & CLIENT.DEPRECATE_EOF),
                 bytes(exchange.answer))
         if scanner.event == Event.ERR:
@@ -1089,7 +1117,7 @@ class Session:
             ok.warnings or ok.session_state is None for ok in oks
         ) or len(oks) != exchange.scanner.results:
             return
-        self.ctx.settings.put(exchange.packet.payload,
+        self.account.settings.put(exchange.packet.payload,
                               tuple(ok.session_state for ok in oks if ok.session_state))
 
     def _replay_failed(self, exchange: ClientExchange) -> None:
@@ -1135,7 +1163,7 @@ class Session:
         backend.abort()
         if self.backend is backend:
             self.backend = None
-        self.ctx.pool.release(backend)
+        self.account.pool.release(backend)
         self.busy = False
         self.task = None
         self._retrying = True
@@ -1152,7 +1180,7 @@ class Session:
                 or self.savepoints):
             backend = self.backend
             if backend is not None and self.diagnostics.on_connection_only:
-                self.ctx.pool.allow_preemption(backend, self._give_back, DIAGNOSTICS_GRACE)
+                self.account.pool.allow_preemption(backend, self._give_back, DIAGNOSTICS_GRACE)
             else:
                 self.detach()
         if tail:
@@ -1192,7 +1220,14 @@ class Session:
 
     def reset_connection(self) -> None:
         """COM_RESET_CONNECTION: the client's session goes back to its login state."""
+        self._end_session()
         self.state = self.login_state.copy()
+        self.send_ok()
+
+    def _end_session(self) -> None:
+        """Forget the session, as the server does on COM_RESET_CONNECTION and
+        COM_CHANGE_USER: its transaction, statements and pins go, its connection is
+        reset before anyone else gets it."""
         self.pins.clear()
         self._close_all_statements()
         self.in_transaction = False
@@ -1204,8 +1239,43 @@ class Session:
         backend = self.backend
         if backend is not None:
             self.backend = None
-            self.ctx.pool.release(backend, reset=True)
-        self.send_ok()
+            self.account.pool.release(backend, reset=True)
+
+    async def _change_user(self, packet: Packet) -> None:
+        """COM_CHANGE_USER: log in again, as any configured account, with a proof made
+        from the nonce of the connection's login (as the server checks it), and start a
+        new session, as the server would."""
+        try:
+            request = ChangeUser.parse(packet.payload, self.capabilities)
+        except ProtocolViolation as exc:
+            self.protocol_violation(exc)
+            return
+        self._end_session()
+        user = request.user.decode("utf-8", "replace")
+        try:
+            plugin = request.auth_plugin or NATIVE_PASSWORD
+            account, seq = await self._verify(user, plugin, request.auth_response, self._nonce,
+                                              packet.seq + 1, plugin)
+            if account is None:
+                self.on_client_gone()  # refused: the server ends the connection too
+                return
+            charset = request.charset or self._charset_id()
+            if not await self._start_session(account, charset, request.database, seq):
+                self._command_over()
+                return
+        except (ClientGone, asyncio.CancelledError):
+            self.on_client_gone()
+            return
+        self.client.write(encode_packet(OK(status=self._status()).build(self.capabilities),
+                                        seq)[0])
+        log.debug("%s: changed user to %r", self, user)
+        self._command_over()
+
+    def _charset_id(self) -> int:
+        """The collation id of the session's connection collation (for a change of user
+        that names none)."""
+        return collation_id(self.state.variables.get("collation_connection")) or \
+            DEFAULT_CHARSET
 
     def detach(self, final: bool = False) -> None:
         backend = self.backend
@@ -1222,10 +1292,10 @@ class Session:
             bool(self.pins) or self.in_transaction or self.hold_next or self.savepoints)
         self.left_untracked = False
         if not reset:
-            close_unused_statements(backend, self.ctx.statements)
+            close_unused_statements(backend, self.account.statements)
         if final and self.relay_infile:
             backend.abort()
-        self.ctx.pool.release(backend, reset=reset)
+        self.account.pool.release(backend, reset=reset)
 
     # -- what responses say ----------------------------------------------------------------
 
@@ -1330,7 +1400,7 @@ class Session:
         backend.abort()
         if self.backend is backend:
             self.backend = None
-        self.ctx.pool.release(backend)
+        self.account.pool.release(backend)
         lost_state = bool(self.pins)
         message = lost_message(was_in_transaction and not lost_state, during)
         if lost_state:
@@ -1358,11 +1428,11 @@ class Session:
             status |= SERVER_STATUS_IN_TRANS
         sql_mode = self.state.variables.get("sql_mode")
         if sql_mode is None:  # the server's default, as its greeting showed
-            return status | self.ctx.server.status & SQL_MODE_STATUS
+            return status | self.account.server.status & SQL_MODE_STATUS
         modes = sql_mode.split(",")
         if "NO_BACKSLASH_ESCAPES" in modes:
             status |= SERVER_STATUS_NO_BACKSLASH_ESCAPES
-        if "ANSI_QUOTES" in modes and b"MariaDB" in self.ctx.server.version:
+        if "ANSI_QUOTES" in modes and b"MariaDB" in self.account.server.version:
             status |= SERVER_STATUS_ANSI_QUOTES
         return status
 

@@ -10,6 +10,7 @@ never set (SPEC section 2, "Session state follows the client").
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -91,6 +92,23 @@ def charset_variables(charset_id: int) -> dict[str, str]:
     values = dict.fromkeys(CHARSET_VARIABLES, name)
     values["collation_connection"] = cs.collation.replace("utf8_", "utf8mb3_", 1)
     return values
+
+
+@functools.cache
+def _collation_ids() -> dict[str, int]:
+    ids = {}
+    for charset_id in range(1, 2048):
+        try:
+            cs = charset_by_id(charset_id)
+        except KeyError:
+            continue
+        ids[cs.collation.replace("utf8_", "utf8mb3_", 1)] = charset_id
+    return ids
+
+
+def collation_id(collation: str | None) -> int | None:
+    """The id a handshake would give for `collation_connection` (None: unknown)."""
+    return _collation_ids().get(collation or "")
 
 
 def _default_collation(charset: str) -> str | None:

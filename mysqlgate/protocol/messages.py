@@ -244,6 +244,32 @@ class HandshakeResponse:
 
 
 @dataclass(slots=True)
+class ChangeUser:
+    """COM_CHANGE_USER: a new login on an open connection."""
+
+    user: bytes
+    auth_response: bytes
+    database: bytes | None
+    charset: int  # 0: not given
+    auth_plugin: str
+
+    @classmethod
+    def parse(cls, payload: bytes, capabilities: int) -> ChangeUser:
+        r = Reader(payload, 1)
+        user = r.nul_str()
+        if capabilities & CLIENT.SECURE_CONNECTION:
+            auth = r.take(r.u8())
+        else:
+            auth = r.nul_str()
+        database = r.nul_str() if r.remaining() else b""
+        charset = r.uint(2) if r.remaining() >= 2 else 0
+        plugin = ""
+        if capabilities & CLIENT.PLUGIN_AUTH and r.remaining():
+            plugin = (r.nul_str() if b"\x00" in payload[r.pos:] else r.rest()).decode()
+        return cls(user, auth, database or None, charset, plugin)
+
+
+@dataclass(slots=True)
 class AuthSwitchRequest:
     plugin: str
     data: bytes

@@ -308,11 +308,74 @@ def test_public_masks_a_password_given_in_the_url() -> None:
     cfg = load(None, {}, {"upstream.url": "mysql://app:hunter2@db:3306/shop"})
     public = cfg.public()
     assert "hunter2" not in repr(public)
-    assert "db:3306/shop" in public["upstream.url"]  # the rest stays useful
+    assert public["upstream.url"] == ["mysql://app:***@db:3306/shop"]  # the rest stays
 
 
 def test_config_is_frozen() -> None:
     cfg = load(None, {}, {})
     assert isinstance(cfg, Config)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        cfg.upstream = cfg.upstream  # type: ignore[misc]
+        cfg.upstreams = cfg.upstreams  # type: ignore[misc]
+
+
+# -- several accounts --------------------------------------------------------------
+
+
+def test_several_upstreams_from_flags_and_environment() -> None:
+    flags = {"upstream.url": ["mysql://a:pa@db1/x", "mysql://b:pb@db2:3307/y"]}
+    cfg = load(None, {}, flags)
+    assert [(u.user, u.password, u.host, u.port, u.database) for u in cfg.upstreams] == [
+        ("a", "pa", "db1", 3306, "x"), ("b", "pb", "db2", 3307, "y")]
+    assert cfg.upstream is cfg.upstreams[0]
+    env = {"MYSQLGATE_UPSTREAM": "mysql://c@h/ mysql://d@h/"}
+    assert [u.user for u in load(None, env, {}).upstreams] == ["c", "d"]
+
+
+def test_upstream_entries_in_the_file_have_their_own_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    path = write_toml(tmp_path, f"""
+[upstream]
+ssl_mode = "required"
+
+[[upstream]]
+url = "mysql://shop@db/shop"
+password_file = "{secret}"
+
+[[upstream]]
+url = "mysql://blog:pw@db/blog"
+ssl_mode = "disabled"
+connect_timeout = 2
+""")
+    with pytest.raises(ConfigError):  # a TOML file cannot have both; error, not a guess
+        load(path, {}, {})
+    path = write_toml(tmp_path, f"""
+[[upstream]]
+url = "mysql://shop@db/shop"
+password_file = "{secret}"
+ssl_mode = "required"
+
+[[upstream]]
+url = "mysql://blog:pw@db/blog"
+connect_timeout = 2
+""")
+    shop, blog = load(path, {}, {}).upstreams
+    assert (shop.user, shop.password, shop.ssl_mode) == ("shop", "from-file", "required")
+    assert (blog.user, blog.password, blog.ssl_mode, blog.connect_timeout) == (
+        "blog", "pw", "preferred", 2.0)
+    # A flag names the accounts instead of the file's entries.
+    assert [u.user for u in load(path, {}, {"upstream.url": "mysql://x@h/"}).upstreams] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"upstream.url": ["mysql://a@h1/", "mysql://a@h2/"]}, "more than one upstream"),
+        ({"upstream.url": ["mysql://a@h/", "mysql://b@h/"], "upstream.password": "x"},
+         "apply to one upstream"),
+        ({"upstream.url": []}, "at least one upstream"),
+    ],
+)
+def test_several_upstreams_refused(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(None, {}, flags)

@@ -1,0 +1,103 @@
+"""Upstream accounts: what mysqlgate learns of each one's server when it logs in, and
+what it keeps per account (its pool, the databases and settings the server accepted,
+its prepared statements).
+
+Each `--upstream` is an account with a pool of its own, sized from its own limit; a
+client logs in as one of them by user name (issue 6, several accounts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .backend import ServerInfo, open_backend
+from .config import Config, Upstream
+from .errors import ServerError
+from .pool import PoolSettings, UpstreamPool
+from .prepared import StatementRegistry
+from .session_state import TRACK_EVERYTHING, Tracking
+from .settings_cache import SettingsCache
+
+AUTO_SIZE_CAP = 20  # pool.size auto on an account without a connection limit
+
+
+@dataclass(frozen=True)
+class UpstreamFacts:
+    info: ServerInfo
+    wait_timeout: float
+    max_user_connections: int
+    max_connections: int
+    login_role: str | None = None  # CURRENT_ROLE() right after login
+    tracking: Tracking = TRACK_EVERYTHING  # a new session's session_track_* settings
+    max_prepared_stmt_count: int = 16382
+
+
+async def probe(upstream: Upstream) -> UpstreamFacts:
+    """Log in once to learn what the greeting must mirror and the pool must obey."""
+    backend = await open_backend(upstream, 0)
+    try:
+        row = await backend.query_row(
+            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections,"
+            b" @@max_prepared_stmt_count")
+        try:
+            (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
+        except ServerError:  # a server without roles (MySQL 5.7)
+            role = None
+        tracking = await backend.query_row(
+            b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
+            b" @@global.session_track_state_change")
+    finally:
+        backend.close()
+    assert backend.server is not None
+    return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
+                         int(row[2] or 151), None if role in (None, "NONE") else role,
+                         Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]),
+                         int(row[3] or 16382))
+
+
+def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
+    size = config["pool.size"]
+    if size is None:
+        reserve = config["pool.reserve"]
+        if facts.max_user_connections:
+            size = max(1, facts.max_user_connections - reserve)
+        else:
+            size = max(1, min(AUTO_SIZE_CAP, facts.max_connections - reserve))
+    idle = config["pool.idle_timeout"]
+    if idle is None:
+        # Close idle connections well before the server would (SPEC section 3:
+        # 270 s for the usual 300 s), never later than 10 minutes.
+        wt = facts.wait_timeout
+        idle = min(600.0, max(0.5, min(wt * 0.9, wt - 10)))
+    return PoolSettings(
+        size=size,
+        queue_timeout=config["pool.queue_timeout"],
+        idle_timeout=idle,
+        max_lifetime=config["pool.max_lifetime"],
+        ping_after=min(config["pool.ping_after"], idle),
+    )
+
+
+@dataclass(eq=False)
+class Account:
+    """One upstream account and everything mysqlgate keeps for it."""
+
+    upstream: Upstream
+    facts: UpstreamFacts
+    pool: UpstreamPool
+    # Databases the server let this account select (checked at a client's login).
+    known_schemas: set[str] = field(default_factory=set)
+    settings: SettingsCache = field(default_factory=SettingsCache)
+    statements: StatementRegistry = field(default_factory=StatementRegistry)
+
+    def __post_init__(self) -> None:
+        if self.upstream.database:
+            self.known_schemas.add(self.upstream.database)
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
+
+    @property
+    def server(self) -> ServerInfo:
+        return self.facts.info
