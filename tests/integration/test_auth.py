@@ -237,6 +237,13 @@ def test_account_with_empty_password(
         _query_works(gate.connect(password=""), empty)
 
 
+class LoginOnly(pymysql.connections.Connection):  # type: ignore[misc]
+    """PyMySQL without its SET NAMES after the login: nothing but the login itself."""
+
+    def set_character_set(self, charset: str, collation: str | None = None) -> None:
+        pass
+
+
 def test_database_named_at_login_is_checked_at_login(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
@@ -257,6 +264,12 @@ def test_database_named_at_login_is_checked_at_login(
                     gate.connect(database=name, ssl_disabled=True)
                 assert excinfo.value.args == exc.args
                 assert type(excinfo.value) is type(exc)
+                # A client that sends nothing after its login (PyMySQL sends SET NAMES,
+                # whose replay would fail the same way): the login itself must fail.
+                with pytest.raises(pymysql.err.MySQLError) as login_only:
+                    LoginOnly(host=gate.host, port=gate.port, user=db.user,
+                              password=db.password, database=name, autocommit=None)
+                assert login_only.value.args == exc.args
                 continue
             direct_conn.close()
             for _ in range(2):

@@ -155,12 +155,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="COM_RESET_CONNECTION resets the upstream session the client held",
         edits=(
             _session(
-                "            self.backend = None\n"
-                "            self.ctx.pool.release(backend, reset=True)\n"
-                "        self.send_ok()\n",
-                "            self.backend = None\n"
-                "            self.ctx.pool.release(backend, reset=False)  # mutation\n"
-                "        self.send_ok()\n",
+                "            self.account.pool.release(backend, reset=True)\n",
+                "            self.account.pool.release(backend, reset=False)  # mutation\n",
             ),
         ),
         tests=(
@@ -519,14 +515,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="Clients log in only with the upstream account's own user and password",
         edits=(
             _session(
-                "        good = user == upstream.user and auth.verify(client_plugin, password,"
-                " nonce, proof)\n",
-                "        good = user == upstream.user  # mutation\n",
+                "        if account is None or not auth.verify(client_plugin, password, nonce,"
+                " proof):\n",
+                "        if account is None:  # mutation\n",
             ),
         ),
         tests=(
             f"{AUTH}::test_wrong_password_is_refused_without_an_upstream_connection",
             f"{AUTH}::test_wrong_user_and_missing_password_are_refused",
+            f"{INTEGRATION}/test_accounts.py",
         ),
     ),
     # 14. SET STATEMENT ... FOR: its variables are temporary.
@@ -687,7 +684,7 @@ MUTATIONS += (
     Mutation(
         name="database at login not checked",
         guarantee="An unusable database fails the login with the server's own error",
-        edits=(_session("        if schema in ctx.known_schemas:\n",
+        edits=(_session("        if schema in account.known_schemas:\n",
                         "        if True:  # mutation\n"),),
         tests=(f"{AUTH}::test_database_named_at_login_is_checked_at_login",),
     ),
