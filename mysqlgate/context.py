@@ -35,7 +35,7 @@ class GateContext:
     accounts: tuple[Account, ...]  # the first one's server greets clients before login
     started: float = field(default_factory=time.monotonic)
     stats: GateStats = field(default_factory=GateStats)
-    sessions: set[Session] = field(default_factory=set)
+    sessions: dict[int, Session] = field(default_factory=dict)  # by client id
     recent_auth_failures: list[float] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 

@@ -110,6 +110,9 @@ class Gate:
             await asyncio.sleep(interval)
             for account in accounts:
                 self._maintain_account(account)
+            now = time.monotonic()
+            for session in list(self.ctx.sessions.values()):
+                session.check_idle(now)
 
     @staticmethod
     def _maintain_account(account: Account) -> None:
@@ -165,11 +168,11 @@ class Gate:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         # Sessions not in a transaction can go now; the others may finish theirs.
         while time.monotonic() < deadline:
-            busy = [s for s in ctx.sessions if s.backend is not None]
+            busy = [s for s in ctx.sessions.values() if s.backend is not None]
             if not busy:
                 break
             await asyncio.sleep(0.1)
-        for session in list(ctx.sessions):
+        for session in list(ctx.sessions.values()):
             session.on_client_gone()
         await asyncio.sleep(0)
         if self._janitor is not None:

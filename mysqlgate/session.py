@@ -93,6 +93,7 @@ from .sql_effects import (
     PINNING,
     RESET_AFTER,
     Effect,
+    kill_target,
     read_only,
     statement_effects,
     with_diagnostic_values,
@@ -397,6 +398,11 @@ class Session:
         self.tracking = ctx.primary.facts.tracking  # what the client is told of its session
         self.account = ctx.primary  # until it logs in
         self._nonce = b""  # the login's, for COM_CHANGE_USER
+        self.last_command_at = time.monotonic()
+        # KILL QUERYs aimed at this client's statement, not run yet: it keeps its
+        # connection until they have.
+        self.kill_pending = 0
+        self._killing: Session | None = None  # the client this one's KILL QUERY aims at
         # The statement changed the connection's tracking settings: ours go back on.
         self.tracking_disturbed = False
         self._paused = False
@@ -434,7 +440,7 @@ class Session:
             self.task.cancel()
         if self._request is not None:
             self.account.pool.cancel(self._request)
-        self.ctx.sessions.discard(self)
+        self.ctx.sessions.pop(self.id, None)
         self._close_all_statements()
         self.detach(final=True)
         self.client.close()
@@ -455,7 +461,7 @@ class Session:
 
     async def run(self) -> None:
         """Login; then hand over to the callbacks."""
-        self.ctx.sessions.add(self)
+        self.ctx.sessions[self.id] = self
         try:
             if not await self.authenticate():
                 self.on_client_gone()
@@ -636,35 +642,20 @@ class Session:
             return
         command = payload[0]
         self._last_seq = packet.last_seq
+        self.last_command_at = time.monotonic()
         self.ctx.stats.commands += 1
         if command in FORWARDED:
             self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
                 else Effect.NONE
-            backend = self.backend
-            if backend is None and self._answered_locally(command, payload):
+            if self.effects & Effect.KILL:
+                self._kill(*kill_target(payload, 1))
+                return
+            if self.backend is None and self._answered_locally(command, payload):
                 return
             if (command in STATEMENT_COMMANDS or command == COMMAND.COM_STMT_PREPARE) and \
                     self._statement_here(command, payload):
                 return
-            if backend is None:
-                if command == COMMAND.COM_PING:
-                    self.send_ok()
-                    return
-                backend = self.account.pool.take_ready(self.key)
-                if backend is None:
-                    self.busy = True
-                    self._request = self.account.pool.request(
-                        self.key, partial(self._got_backend, packet, command))
-                    return
-                self._attach(packet, command, backend)
-                return
-            if self.multi_statements != backend.multi_statements and \
-                    command == COMMAND.COM_QUERY:
-                backend.multi_statements = self.multi_statements
-                self._forward(packet, command, backend,
-                              [set_option_packet(self.multi_statements)])
-                return
-            self._forward(packet, command, backend)
+            self._run_upstream(packet, command)
             return
         if command == COMMAND.COM_QUIT:
             self.on_client_gone()
@@ -674,12 +665,119 @@ class Session:
             self.reset_connection()
         elif command == COMMAND.COM_CHANGE_USER:
             self._run_task(self._change_user(packet))
+        elif command == COMMAND.COM_PROCESS_KILL and len(payload) >= 5:
+            self._kill("connection", int.from_bytes(payload[1:5], "little"))
         else:
             name = {v: k for k, v in vars(COMMAND).items() if k.startswith("COM_")}.get(
                 command, f"0x{command:02x}")
             self.send_error(errors.ER_UNKNOWN_COM_ERROR,
                             f"mysqlgate: command {name} is not supported through the proxy",
                             "08S01")
+
+    def _run_upstream(self, packet: Packet, command: int) -> None:
+        """Run a command on the client's connection, or on one from the pool."""
+        backend = self.backend
+        if backend is None:
+            if command == COMMAND.COM_PING:
+                self.send_ok()
+                return
+            backend = self.account.pool.take_ready(self.key)
+            if backend is None:
+                self.busy = True
+                self._request = self.account.pool.request(
+                    self.key, partial(self._got_backend, packet, command))
+                return
+            self._attach(packet, command, backend)
+            return
+        if self.multi_statements != backend.multi_statements and \
+                command == COMMAND.COM_QUERY:
+            backend.multi_statements = self.multi_statements
+            self._forward(packet, command, backend,
+                          [set_option_packet(self.multi_statements)])
+            return
+        self._forward(packet, command, backend)
+
+    # -- KILL -----------------------------------------------------------------------------
+
+    def _kill(self, kind: str, target_id: int | None) -> None:
+        """KILL [CONNECTION|QUERY] n, COM_PROCESS_KILL n: n is a client's id (its
+        greeting's, or the upstream thread id its CONNECTION_ID() showed while it held
+        that connection). KILL QUERY interrupts that client's running statement on its
+        upstream connection; KILL ends that client. Never an upstream connection that
+        serves someone else, so no other form of KILL is passed on."""
+        if target_id is None:
+            self.send_error(errors.ER_NOT_SUPPORTED_YET,
+                            "mysqlgate: only KILL [CONNECTION | QUERY] <id> is supported "
+                            "through the proxy (KILL USER and KILL QUERY ID would reach "
+                            "connections that serve other clients)", "42000")
+            return
+        target = self._client_with_id(target_id)
+        if target is None:
+            self.send_error(errors.ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}")
+            return
+        if target.account is not self.account:
+            self.send_error(errors.ER_KILL_DENIED_ERROR,
+                            f"You are not owner of thread {target_id}")
+            return
+        backend = target.backend
+        running = target.busy and backend is not None
+        if target is self:
+            if kind == "query":
+                self.send_ok()
+            else:
+                self.send_error(errors.ER_CONNECTION_KILLED, "Connection was killed", "70100")
+                self.on_client_gone()
+            return
+        log.info("%s: KILL %s of %s", self, kind.upper(), target)
+        if kind == "connection":
+            target.on_client_gone()  # its upstream connection is closed if a statement ran
+        if not running:
+            self.send_ok()  # nothing runs upstream for it: nothing more to stop
+            return
+        assert backend is not None
+        if kind == "query":
+            # Until the KILL has run, the connection stays the target's: handed to
+            # another client, the KILL would interrupt that one's statement.
+            target.kill_pending += 1
+            self._killing = target
+        sql = b"\x03KILL QUERY %d" % backend.thread_id
+        self.effects = Effect.NONE
+        self._run_upstream(Packet(0, sql, encode_packet(sql, 0)[0]), COMMAND.COM_QUERY)
+
+    def _client_with_id(self, client_id: int) -> Session | None:
+        session = self.ctx.sessions.get(client_id)
+        if session is not None:
+            return session
+        for session in self.ctx.sessions.values():
+            if session.backend is not None and session.backend.thread_id == client_id:
+                return session
+        return None
+
+    def _kill_done(self) -> None:
+        target = self._killing
+        self._killing = None
+        if target is not None:
+            target.kill_pending -= 1
+            if not target.busy and not target.kill_pending and not target.closed:
+                target._command_over()  # it may give its connection back now
+
+    def check_idle(self, now: float) -> None:
+        """The client's own wait_timeout (interactive_timeout for an interactive client),
+        if it set one: it is disconnected after that long without a command, as the
+        server would. The server's own default never applies: that is the point."""
+        name = "interactive_timeout" if self.capabilities & CLIENT.INTERACTIVE \
+            else "wait_timeout"
+        value = self.state.variables.get(name)
+        if value is None or self.busy or self.closed:
+            return
+        try:
+            timeout = float(value)
+        except ValueError:
+            return
+        if now - self.last_command_at > timeout:
+            log.info("%s: idle for more than its %s of %gs; disconnecting it", self, name,
+                     timeout)
+            self.on_client_gone()
 
     def _answered_locally(self, command: int, payload: bytes) -> bool:
         """A settings statement the server accepted before, or a database it let this
@@ -1176,8 +1274,10 @@ class Session:
         self.task = None
         if self.closed:
             return
+        if self._killing is not None:
+            self._kill_done()
         if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile
-                or self.savepoints):
+                or self.savepoints or self.kill_pending):
             backend = self.backend
             if backend is not None and self.diagnostics.on_connection_only:
                 self.account.pool.allow_preemption(backend, self._give_back, DIAGNOSTICS_GRACE)

@@ -50,6 +50,7 @@ class Effect(IntFlag):
     # database: its outcome does not depend on the session it runs in.
     SETTINGS = 1 << 21
     SCHEMA_CHANGE = 1 << 22  # CREATE, ALTER, DROP, RENAME, TRUNCATE: prepares may differ
+    KILL = 1 << 23  # KILL ...: its id is one mysqlgate gave (see kill_target)
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -81,7 +82,7 @@ _HINT = re.compile(
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
     rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START|CREATE|ALTER|DROP|RENAME"
-    rb"|TRUNCATE)\b|;",
+    rb"|TRUNCATE|KILL)\b|;",
     re.IGNORECASE,
 )
 # A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
@@ -315,6 +316,8 @@ def _statement(toks: list[Token]) -> Effect:
         effects |= Effect.DYNAMIC_SQL
     if first in (b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE"):
         effects |= Effect.SCHEMA_CHANGE
+    elif first == b"KILL":
+        effects |= Effect.KILL
     elif first == b"SAVEPOINT":
         effects |= Effect.SAVEPOINT
     elif first == b"COMMIT" or first == b"BEGIN" and second != b"NOT" or (
@@ -427,3 +430,28 @@ def _diagnostic_calls(sql: bytes, start: int, backslash_escapes: bool
             )
             calls.append((text, begin, end, whole))
     return calls
+
+
+# -- KILL ---------------------------------------------------------------------------------
+
+
+def kill_target(sql: bytes, start: int = 0) -> tuple[str, int | None]:
+    """What `KILL [HARD|SOFT] [CONNECTION|QUERY] n` asks: ('connection' or 'query', n).
+    ('other', None) for any other form (KILL USER, KILL QUERY ID, an expression, several
+    statements): those would reach connections that serve other clients."""
+    toks = tokens(sql, start)
+    if toks and toks[-1] == ("punct", b";"):
+        toks = toks[:-1]
+    words = [text for kind, text in toks if kind == "word"]
+    if len(words) != len(toks) or not words or words[0] != b"KILL":
+        return "other", None
+    rest = words[1:]
+    if rest[:1] in ([b"HARD"], [b"SOFT"]):
+        rest = rest[1:]
+    kind = "connection"
+    if rest[:1] in ([b"CONNECTION"], [b"QUERY"]):
+        kind = rest[0].decode().lower()
+        rest = rest[1:]
+    if len(rest) == 1 and rest[0].isdigit():
+        return kind, int(rest[0])
+    return "other", None

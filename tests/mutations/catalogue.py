@@ -704,6 +704,30 @@ MUTATIONS += (
             "        return tracked  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_local_answers.py",),
     ),
+    # 27. KILL from clients aims at clients, never at a connection serving another.
+    Mutation(
+        name="KILL QUERY in flight does not hold the victim's connection",
+        guarantee="A KILL QUERY never interrupts another client's statement",
+        edits=(_session("                or self.savepoints or self.kill_pending):\n",
+                        "                or self.savepoints):  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_kill.py::test_kill_query_keeps_the_connection_until_it_ran",),
+    ),
+    Mutation(
+        name="KILL of a CONNECTION_ID() value not resolved to its client",
+        guarantee="KILL QUERY <the id CONNECTION_ID() showed> reaches that client",
+        edits=(_session("            if session.backend is not None and session.backend.thread_id"
+                        " == client_id:\n",
+                        "            if False:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_kill.py::test_kill_query_interrupts_only_its_clients_"
+               "statement",),
+    ),
+    Mutation(
+        name="a client's own wait_timeout ignored",
+        guarantee="A client that set wait_timeout is disconnected after that long idle",
+        edits=(_session("        if now - self.last_command_at > timeout:\n",
+                        "        if False:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_kill.py::test_a_clients_own_wait_timeout",),
+    ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
     Mutation(
         name="EXECUTE IMMEDIATE's string not read",
