@@ -97,6 +97,7 @@ from .sql_effects import (
     read_only,
     statement_effects,
     with_diagnostic_values,
+    with_session_scope,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ FORWARDED = frozenset({
     COMMAND.COM_STMT_SEND_LONG_DATA,
 })
 NO_REPLY = frozenset({COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA})
+# Commands after which ROW_COUNT() is 0 (measured on MariaDB 10.11; mysql-connector
+# pings before every cursor and resets every prepared statement before executing it).
+ZEROES_ROW_COUNT = frozenset({COMMAND.COM_PING, COMMAND.COM_STMT_RESET, COMMAND.COM_INIT_DB})
 # Commands on a statement id the client got from mysqlgate.
 STATEMENT_COMMANDS = frozenset({
     COMMAND.COM_STMT_EXECUTE, COMMAND.COM_STMT_FETCH, COMMAND.COM_STMT_RESET,
@@ -121,7 +125,7 @@ STATEMENT_COMMANDS = frozenset({
 # How long a client keeps its connection after a statement that left warnings, an
 # error or SQL_CALC_FOUND_ROWS behind, before a waiting client may take it: a SHOW
 # WARNINGS or FOUND_ROWS() comes right after, if at all.
-DIAGNOSTICS_GRACE = 0.05
+DIAGNOSTICS_GRACE = 0.2
 
 # A read-only statement whose connection died this soon after it was sent, before any
 # answer, is run again: the connection was dead already (closed by the server while
@@ -370,9 +374,6 @@ class Session:
         self.backend: BackendConnection | None = None
         self.in_transaction = False
         self.autocommit = True
-        # Set by the statement that just ran when the next one must run on the same
-        # connection (SET TRANSACTION: it applies to the next transaction only).
-        self.hold_next = False
         # A SAVEPOINT with autocommit off: it lives on the connection while the status
         # flags may say "no transaction" (PROTOCOL-NOTES), until the transaction ends.
         self.savepoints = False
@@ -405,6 +406,7 @@ class Session:
         self._killing: Session | None = None  # the client this one's KILL QUERY aims at
         # The statement changed the connection's tracking settings: ours go back on.
         self.tracking_disturbed = False
+        self.insert_id_unknown = False  # an upsert updated: LAST_INSERT_ID() to be read
         self._paused = False
         self._last_seq = 0
         self.task: asyncio.Task[None] | None = None
@@ -644,6 +646,10 @@ class Session:
         self._last_seq = packet.last_seq
         self.last_command_at = time.monotonic()
         self.ctx.stats.commands += 1
+        if command in ZEROES_ROW_COUNT:
+            # Answered here or by the server, ROW_COUNT() says 0 afterwards (measured).
+            self.diagnostics.row_count = 0
+            self.statements_run += 1
         if command in FORWARDED:
             self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
                 else Effect.NONE
@@ -944,12 +950,18 @@ class Session:
                                   packet, self._retrying)
         exchange.statement = statement
         self._retrying = False
-        self.hold_next = False
         payload = packet.payload
         effects = self.effects
         upstream: UpstreamSession = backend.session
         if effects:
             self._note_effects(effects, backend)
+            if effects & Effect.UNREPORTED_SET:
+                if effects & Effect.SETTINGS:
+                    # Written with @@session., the trackers report the change.
+                    payload = with_session_scope(payload, 1)
+                    raw = encode_packet(payload, 0)[0]
+                else:
+                    self.pin(PIN_SESSION_STATE)
             if effects & Effect.DIAGNOSTIC_VALUES and \
                     upstream.diagnostics_of != (self.id, self.statements_run):
                 # Another statement ran on this connection since the client's previous
@@ -959,8 +971,11 @@ class Session:
                     payload, 1, diagnostics.row_count, diagnostics.found_rows)
                 if rewritten is not None:
                     raw = encode_packet(rewritten, 0)[0]
-        if not effects & Effect.DIAGNOSTICS_READ:
-            self.diagnostics.conditions = False  # this statement's own replace them
+        if effects & Effect.TABLES and not effects & Effect.DIAGNOSTICS_READ or \
+                command == COMMAND.COM_STMT_EXECUTE:
+            # A statement that uses a table empties the diagnostics area; one that does
+            # not (SELECT 1, SET, COMMIT, COM_PING) leaves the client's conditions there.
+            self.diagnostics.conditions = False
         self.account.pool.forbid_preemption(backend)
         if command == COMMAND.COM_QUERY or command == COMMAND.COM_STMT_EXECUTE:
             self.statements_run += 1
@@ -1144,8 +1159,6 @@ class Session:
     def _note_effects(self, effects: Effect, backend: BackendConnection) -> None:
         """Before the statement runs: pin for what it may leave behind (even if it
         then fails: a multi-statement or a procedure may have done part of it)."""
-        if effects & Effect.NEXT_TRANSACTION:
-            self.hold_next = True
         if effects & Effect.TRANSACTION_END:
             self.savepoints = False
         elif effects & Effect.SAVEPOINT and (self.in_transaction or not self.autocommit):
@@ -1185,21 +1198,29 @@ class Session:
             self.in_transaction = bool(scanner.status & SERVER_STATUS_IN_TRANS)
             if exchange.settings and scanner.event == Event.OK:
                 self._remember_settings(exchange)
-        if self.tracking_disturbed:
-            self.tracking_disturbed = False
-            self._run_task(self._track_again(exchange.backend, exchange.tail))
+        if self.tracking_disturbed or self.insert_id_unknown:
+            self._run_task(self._learn_after(exchange.backend, exchange.tail))
             return
         self._command_over(exchange.tail)
 
-    async def _track_again(self, backend: BackendConnection, tail: bytes) -> None:
-        """The client changed session_track_* on the connection: mysqlgate's own
-        tracking goes back on before anything else runs there, or state changes would
-        go unseen."""
+    async def _learn_after(self, backend: BackendConnection, tail: bytes) -> None:
+        """Before anything else runs on the connection: mysqlgate's own tracking goes
+        back on if the client changed session_track_* (or state changes would go
+        unseen), and LAST_INSERT_ID() is read where no packet says what it is now."""
         try:
-            await backend.query(TRACKING_SQL)
+            if self.tracking_disturbed:
+                self.tracking_disturbed = False
+                await backend.query(TRACKING_SQL)
+            if self.insert_id_unknown:
+                self.insert_id_unknown = False
+                (value,) = await backend.query_row(b"SELECT LAST_INSERT_ID()")
+                self.state.last_insert_id = int(value or 0)
+                upstream: UpstreamSession = backend.session
+                upstream.state.last_insert_id = self.state.last_insert_id
+                upstream.diagnostics_of = 0
         except (ServerError, ConnectionError, OSError) as exc:
-            log.warning("%s: could not turn session tracking back on for upstream %s "
-                        "(%s); closing it", self, backend.thread_id, exc)
+            log.warning("%s: could not restore upstream %s after a statement (%s); "
+                        "closing it", self, backend.thread_id, exc)
             backend.abort(exc)
         self._command_over(tail)
 
@@ -1276,7 +1297,7 @@ class Session:
             return
         if self._killing is not None:
             self._kill_done()
-        if not (self.in_transaction or self.pins or self.hold_next or self.relay_infile
+        if not (self.in_transaction or self.pins or self.relay_infile
                 or self.savepoints or self.kill_pending):
             backend = self.backend
             if backend is not None and self.diagnostics.on_connection_only:
@@ -1331,7 +1352,6 @@ class Session:
         self.pins.clear()
         self._close_all_statements()
         self.in_transaction = False
-        self.hold_next = False
         self.savepoints = False
         self.left_untracked = False
         self.diagnostics = Diagnostics()
@@ -1389,7 +1409,7 @@ class Session:
             upstream.last_client = self.id
         # Unmovable state or an open transaction must not reach another client.
         reset = self.left_untracked or final and (
-            bool(self.pins) or self.in_transaction or self.hold_next or self.savepoints)
+            bool(self.pins) or self.in_transaction or self.savepoints)
         self.left_untracked = False
         if not reset:
             close_unused_statements(backend, self.account.statements)
@@ -1430,13 +1450,18 @@ class Session:
                 diagnostics.found_rows_exact = True
         else:
             diagnostics.row_count = affected_rows
+            if self.effects & Effect.DO:
+                diagnostics.found_rows = 1  # DO counts as one row found (measured)
 
     def note_ok(self, ok: OK, backend: BackendConnection) -> None:
         upstream: UpstreamSession = backend.session
         self.note_status(ok.status, ok.warnings)
         if ok.last_insert_id:
-            self.state.last_insert_id = ok.last_insert_id
-            upstream.state.last_insert_id = ok.last_insert_id
+            if self.effects & Effect.UPSERT and ok.affected_rows != 1:
+                self.insert_id_unknown = True  # it updated: read LAST_INSERT_ID() itself
+            else:
+                self.state.last_insert_id = ok.last_insert_id
+                upstream.state.last_insert_id = ok.last_insert_id
         if not ok.status & SERVER_SESSION_STATE_CHANGED:
             return
         tracked = ok.session_state
@@ -1507,7 +1532,6 @@ class Session:
             message += (" Session state that lived only on that connection (user variables,"
                         " temporary tables, prepared statements, locks) is gone.")
         self.in_transaction = False
-        self.hold_next = False
         self.savepoints = False
         self.left_untracked = False
         self.diagnostics = Diagnostics()

@@ -51,6 +51,16 @@ class Effect(IntFlag):
     SETTINGS = 1 << 21
     SCHEMA_CHANGE = 1 << 22  # CREATE, ALTER, DROP, RENAME, TRUNCATE: prepares may differ
     KILL = 1 << 23  # KILL ...: its id is one mysqlgate gave (see kill_target)
+    # SET @@name = ... (no scope): a session change MariaDB's trackers do not report
+    # (measured on 10.11; @@session.name, SET name, SET SESSION name are reported).
+    UNREPORTED_SET = 1 << 24
+    # The statement uses a table: it empties the diagnostics area, which statements
+    # without tables (SELECT 1, DO, SET, COMMIT) leave as it is (measured).
+    TABLES = 1 << 25
+    DO = 1 << 26  # DO ...: FOUND_ROWS() says 1 afterwards (measured)
+    # INSERT ... ON DUPLICATE KEY UPDATE: when it updates, its OK packet's insert id
+    # is the row's, and LAST_INSERT_ID() does not change (measured).
+    UPSERT = 1 << 27
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -66,6 +76,9 @@ PIN_REASONS: dict[Effect, str] = {
     Effect.XA: "xa_transaction",
     Effect.TEMPORARY_TABLES: "temporary_tables",
     Effect.SQL_PREPARE: "sql_prepare",
+    # SET TRANSACTION waits on the connection for the next statement that starts a
+    # transaction, which SELECT 1 or a refused write are not (measured): no telling.
+    Effect.NEXT_TRANSACTION: "next_transaction",
 }
 PINNING = Effect.NONE
 for _effect in PIN_REASONS:
@@ -82,7 +95,7 @@ _HINT = re.compile(
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
     rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START|CREATE|ALTER|DROP|RENAME"
-    rb"|TRUNCATE|KILL)\b|;",
+    rb"|TRUNCATE|KILL|FROM|INSERT|UPDATE|DELETE|REPLACE|LOAD|DO|DUPLICATE)\b|;",
     re.IGNORECASE,
 )
 # A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
@@ -185,6 +198,13 @@ def _effects(toks: list[Token]) -> Effect:
     return effects
 
 
+# Statements that use tables whatever else they say.
+_TABLE_STATEMENTS = frozenset({
+    b"INSERT", b"REPLACE", b"UPDATE", b"DELETE", b"LOAD", b"TRUNCATE", b"CREATE", b"ALTER",
+    b"DROP", b"RENAME", b"ANALYZE", b"OPTIMIZE", b"REPAIR", b"CHECK", b"CHECKSUM", b"LOCK",
+    b"HANDLER",
+})
+
 # SET's scope words that keep it a session setting, and the words a value may be.
 _SESSION_SCOPE = frozenset({b"SESSION", b"LOCAL"})
 _NOT_A_SETTING = frozenset({
@@ -232,6 +252,45 @@ def _settings_only(toks: list[Token]) -> bool:
         if len(value) > 1 or value and value[0][0] != "word":
             return False
     return True
+
+
+def _plain_svar_targets(toks: list[Token]) -> list[int]:
+    """Indexes of `@@name` tokens (no session./local./global.) that a SET assigns."""
+    found = []
+    expect_target = True  # after SET, or after a comma
+    for index, (kind, text) in enumerate(toks[1:], 1):
+        if kind == "punct" and text == b",":
+            expect_target = True
+        elif expect_target:
+            # (SET SESSION @@name is no SQL: after a scope word nothing is counted.)
+            if kind == "svar" and b"." not in text:
+                found.append(index)
+            expect_target = False
+    return found
+
+
+def with_session_scope(sql: bytes, start: int = 0) -> bytes:
+    """SET @@name = ... written SET @@session.name = ...: the same change, which the
+    trackers then report."""
+    spans = _spans(sql, start, True)
+    if b"\\" in sql and _spans(sql, start, False) != spans:
+        return sql  # ambiguous: left as it is (the client stays pinned instead)
+    statements: list[list[tuple[str, bytes, int, int]]] = [[]]
+    for span in spans:
+        if span[:2] == ("punct", b";"):
+            statements.append([])
+        else:
+            statements[-1].append(span)
+    out = bytearray()
+    last = 0
+    for statement in statements:
+        if not statement or statement[0][:2] != ("word", b"SET"):
+            continue
+        for index in _plain_svar_targets([(kind, text) for kind, text, _, _ in statement]):
+            begin = statement[index][2]
+            out += sql[last:begin + 2] + b"session."
+            last = begin + 2
+    return bytes(out + sql[last:])
 
 
 def _comma_separated(toks: list[Token]) -> list[list[Token]]:
@@ -291,6 +350,8 @@ def _statement(toks: list[Token]) -> Effect:
     if any(kind == "svar" and _svar_name(text) in _DIAGNOSTIC_VARIABLES for kind, text in toks):
         effects |= Effect.DIAGNOSTICS_READ
 
+    if first == b"SET" and any(_plain_svar_targets(toks)):
+        effects |= Effect.UNREPORTED_SET
     if first == b"SET":
         if second == b"ROLE":
             effects |= Effect.ROLE
@@ -314,6 +375,15 @@ def _statement(toks: list[Token]) -> Effect:
         effects |= Effect.STORED_PROCEDURE
     elif first == b"EXECUTE" and second == b"IMMEDIATE":
         effects |= Effect.DYNAMIC_SQL
+    if first in _TABLE_STATEMENTS or any(
+        toks[i] == ("word", b"FROM") and toks[i + 1] != ("word", b"DUAL")
+        for i in range(len(toks) - 1)
+    ):
+        effects |= Effect.TABLES
+    if first == b"DO":
+        effects |= Effect.DO
+    elif first == b"INSERT" and {b"DUPLICATE", b"KEY"} <= word_set:
+        effects |= Effect.UPSERT
     if first in (b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE"):
         effects |= Effect.SCHEMA_CHANGE
     elif first == b"KILL":
@@ -333,6 +403,9 @@ _READ_ONLY_FIRST_WORDS = frozenset({b"SELECT", b"SHOW", b"DESCRIBE", b"DESC", b"
 _WRITING_WORDS = frozenset({b"INTO", b"ANALYZE", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE"})
 
 
+_READS = Effect.DIAGNOSTICS_READ | Effect.DIAGNOSTIC_VALUES | Effect.TABLES
+
+
 def read_only(sql: bytes, start: int = 0) -> bool:
     """Whether sql[start:] is one statement that reads and writes nothing: safe to run
     again when the connection it was sent on died before any answer (SPEC section 4).
@@ -342,7 +415,7 @@ def read_only(sql: bytes, start: int = 0) -> bool:
         words = {text for kind, text in toks if kind == "word"}
         if (not toks or toks[0][0] != "word" or toks[0][1] not in _READ_ONLY_FIRST_WORDS
                 or not words.isdisjoint(_WRITING_WORDS)
-                or _effects(toks) & ~(Effect.DIAGNOSTICS_READ | Effect.DIAGNOSTIC_VALUES)):
+                or _effects(toks) & ~_READS):
             return False
     return True
 
@@ -408,8 +481,10 @@ def _diagnostic_calls(sql: bytes, start: int, backslash_escapes: bool
             elif text == b")":
                 depth = max(0, depth - 1)
             elif text == b";":
-                depth = 0
-                in_select_list = {0: False}
+                # Later statements of the packet read what the ones before them left,
+                # which the server knows: only the first one's calls are the client's
+                # previous statement's.
+                break
             continue
         if kind != "word":
             continue
