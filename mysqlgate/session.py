@@ -1361,6 +1361,11 @@ class Session:
             self.backend = None
             self.account.pool.release(backend, reset=True)
 
+    def _leaves_state(self) -> bool:
+        """Whether the client leaves on its connection what no other client may see:
+        state that cannot move, or a transaction (one with savepoints only included)."""
+        return bool(self.pins) or self.in_transaction or self.savepoints
+
     async def _change_user(self, packet: Packet) -> None:
         """COM_CHANGE_USER: log in again, as any configured account, with a proof made
         from the nonce of the connection's login (as the server checks it), and start a
@@ -1408,8 +1413,7 @@ class Session:
         if upstream is not None:
             upstream.last_client = self.id
         # Unmovable state or an open transaction must not reach another client.
-        reset = self.left_untracked or final and (
-            bool(self.pins) or self.in_transaction or self.savepoints)
+        reset = self.left_untracked or final and self._leaves_state()
         self.left_untracked = False
         if not reset:
             close_unused_statements(backend, self.account.statements)

@@ -102,13 +102,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="no reset on detach: pins",
         guarantee="A client leaving with unmovable state gets its connection reset",
         edits=(
-            _session(
-                "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next"
-                " or self.savepoints)\n",
-                "        reset = self.left_untracked or final and (\n"
-                "            self.in_transaction or self.hold_next or self.savepoints)\n",
-            ),
+            _session("        return bool(self.pins) or self.in_transaction or self.savepoints\n",
+                     "        return self.in_transaction or self.savepoints  # mutation\n"),
         ),
         tests=(
             RESET_BEFORE_ANOTHER,
@@ -121,33 +116,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="no reset on detach: open transaction",
         guarantee="A client leaving inside a transaction gets its connection reset",
         edits=(
-            _session(
-                "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next"
-                " or self.savepoints)\n",
-                "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.hold_next or self.savepoints)\n",
-            ),
+            _session("        return bool(self.pins) or self.in_transaction or self.savepoints\n",
+                     "        return bool(self.pins) or self.savepoints  # mutation\n"),
         ),
         tests=(
             *leak("transaction_open", "autocommit_off_open"),
             *leak("transaction_open", leave="killed"),
             *leak("transaction_open", leave="after_error"),
         ),
-    ),
-    Mutation(
-        name="no reset on detach: held next statement",
-        guarantee="A client leaving after SET TRANSACTION gets its connection reset",
-        edits=(
-            _session(
-                "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.hold_next"
-                " or self.savepoints)\n",
-                "        reset = self.left_untracked or final and (\n"
-                "            bool(self.pins) or self.in_transaction or self.savepoints)\n",
-            ),
-        ),
-        tests=leak("isolation_next_transaction", "read_only_next_transaction"),
     ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
@@ -218,6 +194,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         (*leak("prepare"), f"{COMMANDS}::test_prepared_statements_pin_until_closed",
          PINNED_KEEPS_STATE),
     ),
+    _pin_detection("next_transaction", "            effects |= Effect.NEXT_TRANSACTION\n",
+                   leak("isolation_next_transaction", "read_only_next_transaction")),
     # SQL_CALC_FOUND_ROWS no longer pins: the client keeps its connection until someone
     # waits, then mysqlgate reads FOUND_ROWS() for it (Diagnostics.found_rows_exact).
     Mutation(
@@ -444,11 +422,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="detach inside a transaction",
         guarantee="A client keeps its connection while the server says a transaction is open",
         edits=(
-            _session(
-                "        if not (self.in_transaction or self.pins or self.hold_next"
-                " or self.relay_infile\n",
-                "        if not (self.pins or self.hold_next or self.relay_infile  # mutation\n",
-            ),
+            _session("        if not (self.in_transaction or self.pins or self.relay_infile\n",
+                     "        if not (self.pins or self.relay_infile  # mutation\n"),
         ),
         tests=(
             f"{POOL_LIMITS}::test_queue_timeout_error_then_recovery",
@@ -575,19 +550,6 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=leak("warnings", "warnings_insert_ignore", "error"),
     ),
     # Not in the original brief, same family: SET TRANSACTION applies to the next one.
-    Mutation(
-        name="no hold after SET TRANSACTION",
-        guarantee="SET TRANSACTION keeps the client on its connection for its next transaction",
-        edits=(
-            _session(
-                "        if effects & Effect.NEXT_TRANSACTION:\n"
-                "            self.hold_next = True\n",
-                "        if effects & Effect.NEXT_TRANSACTION:\n"
-                "            pass  # mutation\n",
-            ),
-        ),
-        tests=leak("isolation_next_transaction", "read_only_next_transaction"),
-    ),
 )
 
 MUTATIONS += (
