@@ -113,6 +113,8 @@ FORWARDED = frozenset({
     COMMAND.COM_STMT_SEND_LONG_DATA,
 })
 NO_REPLY = frozenset({COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA})
+KEEP = object()  # a statement leaves FOUND_ROWS() as it was
+
 # Commands after which ROW_COUNT() is 0 (measured on MariaDB 10.11; mysql-connector
 # pings before every cursor and resets every prepared statement before executing it).
 ZEROES_ROW_COUNT = frozenset({COMMAND.COM_PING, COMMAND.COM_STMT_RESET, COMMAND.COM_INIT_DB})
@@ -147,7 +149,7 @@ class ClientGone(Exception):
 class UpstreamSession:
     """The session layer's record of one upstream connection's state."""
 
-    __slots__ = ("state", "fresh", "restore_role", "last_client", "diagnostics_of",
+    __slots__ = ("state", "fresh", "restore_role", "last_client", "values",
                  "conditions", "role_changed", "unresettable", "statements")
 
     def __init__(self, fresh: SessionState, restore_role: bytes,
@@ -157,9 +159,11 @@ class UpstreamSession:
         self.state = fresh.copy()
         self.statements = UpstreamStatements(statement_limit)
         self.last_client = 0  # client id of the last client served; 0 after a reset
-        # Whose statement's ROW_COUNT()/FOUND_ROWS() the connection holds: the client's
-        # id and its statement's number (0: one of mysqlgate's own).
-        self.diagnostics_of: tuple[int, int] | int = 0
+        # The ROW_COUNT() and FOUND_ROWS() the server holds for this connection now, as
+        # the packets told (None: unknown, after one of mysqlgate's own commands). The
+        # server changes them only partly per statement (an error leaves FOUND_ROWS()),
+        # so they are followed per connection as well as per client.
+        self.values: tuple[int, int | None] | None = None
         # Its diagnostics area may hold a client's warnings or error.
         self.conditions = False
         # COM_RESET_CONNECTION keeps the role SET ROLE chose (measured on MariaDB 10.11)
@@ -173,7 +177,7 @@ class UpstreamSession:
         self.state = self.fresh.copy()
         self.state.schema = schema
         self.last_client = 0
-        self.diagnostics_of = 0
+        self.values = None
         self.conditions = False
         self.role_changed = False
         self.statements.clear()  # a reset closes the connection's prepared statements
@@ -378,8 +382,6 @@ class Session:
         # flags may say "no transaction" (PROTOCOL-NOTES), until the transaction ends.
         self.savepoints = False
         self.diagnostics = Diagnostics()
-        # Statements run, answered locally included: which one is the client's previous.
-        self.statements_run = 0
         self.effects = Effect.NONE  # what the statement in progress may leave behind
         # Its connection may hold untracked state of its own: reset it on detach.
         self.left_untracked = False
@@ -597,7 +599,7 @@ class Session:
             return False
         upstream: UpstreamSession = backend.session
         upstream.state.schema = schema
-        upstream.diagnostics_of = 0
+        upstream.values = None
         account.known_schemas.add(schema)
         account.pool.release(backend)
         return True
@@ -649,7 +651,6 @@ class Session:
         if command in ZEROES_ROW_COUNT:
             # Answered here or by the server, ROW_COUNT() says 0 afterwards (measured).
             self.diagnostics.row_count = 0
-            self.statements_run += 1
         if command in FORWARDED:
             self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
                 else Effect.NONE
@@ -815,7 +816,6 @@ class Session:
                 self.capabilities), seq)[0])
             seq += 1
         self.diagnostics.row_count = 0
-        self.statements_run += 1  # no connection holds its diagnostics now
         self.current = b""
         self.client.write(b"".join(out))
         return True
@@ -864,7 +864,7 @@ class Session:
             commands.append(set_option_packet(self.multi_statements))
             backend.multi_statements = self.multi_statements
         upstream.state = self.state.copy()
-        upstream.diagnostics_of = 0
+        upstream.values = None
         if plan.changes_schema and not (command == COMMAND.COM_QUERY
                                         and read_only(packet.payload, 1)):
             self._run_task(self._replay_then_forward(packet, command, backend, commands))
@@ -962,11 +962,11 @@ class Session:
                     raw = encode_packet(payload, 0)[0]
                 else:
                     self.pin(PIN_SESSION_STATE)
-            if effects & Effect.DIAGNOSTIC_VALUES and \
-                    upstream.diagnostics_of != (self.id, self.statements_run):
-                # Another statement ran on this connection since the client's previous
-                # one: give the values that one left.
-                diagnostics = self.diagnostics
+            diagnostics = self.diagnostics
+            if effects & Effect.DIAGNOSTIC_VALUES and upstream.values != diagnostics.values \
+                    and diagnostics.found_rows is not None:
+                # The server holds values other statements left (another client's, or
+                # mysqlgate's own): give the ones the client's own statements left.
                 rewritten = with_diagnostic_values(
                     payload, 1, diagnostics.row_count, diagnostics.found_rows)
                 if rewritten is not None:
@@ -977,9 +977,8 @@ class Session:
             # not (SELECT 1, SET, COMMIT, COM_PING) leaves the client's conditions there.
             self.diagnostics.conditions = False
         self.account.pool.forbid_preemption(backend)
-        if command == COMMAND.COM_QUERY or command == COMMAND.COM_STMT_EXECUTE:
-            self.statements_run += 1
-            upstream.diagnostics_of = (self.id, self.statements_run)
+        if command in ZEROES_ROW_COUNT and upstream.values is not None:
+            upstream.values = (0, upstream.values[1])
         self.current = payload
         self.busy = True
         try:
@@ -1192,7 +1191,10 @@ class Session:
             # statement may have opened a transaction, so hold on until we know.
             if not self.autocommit:
                 self.in_transaction = True
-            self.diagnostics.row_count = -1
+            if scanner.command in (COMMAND.COM_QUERY, COMMAND.COM_STMT_EXECUTE):
+                self._note_values(exchange.backend, -1, KEEP)
+            else:
+                exchange.backend.session.values = None
             self._note_conditions(exchange.backend)
         elif scanner.event == Event.OK or scanner.event == Event.EOF:
             self.in_transaction = bool(scanner.status & SERVER_STATUS_IN_TRANS)
@@ -1217,7 +1219,7 @@ class Session:
                 self.state.last_insert_id = int(value or 0)
                 upstream: UpstreamSession = backend.session
                 upstream.state.last_insert_id = self.state.last_insert_id
-                upstream.diagnostics_of = 0
+                upstream.values = None
         except (ServerError, ConnectionError, OSError) as exc:
             log.warning("%s: could not restore upstream %s after a statement (%s); "
                         "closing it", self, backend.thread_id, exc)
@@ -1316,7 +1318,7 @@ class Session:
         if self.busy or self.closed or self.backend is None:
             return  # re-offered when the command in progress is over
         self.diagnostics.conditions = False
-        if self.diagnostics.found_rows_exact:
+        if self.diagnostics.found_rows is not None:
             self.detach()
         else:
             self._run_task(self._learn_found_rows(self.backend))
@@ -1325,11 +1327,12 @@ class Session:
         try:
             (value,) = await backend.query_row(b"SELECT FOUND_ROWS()")
             self.diagnostics.found_rows = int(value or 0)
-            backend.session.diagnostics_of = 0
+            backend.session.values = None
         except (ServerError, ConnectionError, OSError) as exc:
             log.info("%s: could not read FOUND_ROWS() before giving up upstream %s: %s",
                      self, backend.thread_id, exc)
-        self.diagnostics.found_rows_exact = True
+        if self.diagnostics.found_rows is None:
+            self.diagnostics.found_rows = 0  # could not be read: the least wrong guess
         self._command_over()
 
     def set_option(self, payload: bytes) -> None:
@@ -1444,18 +1447,33 @@ class Session:
         about it afterwards."""
         if scanner.command != COMMAND.COM_QUERY and scanner.command != COMMAND.COM_STMT_EXECUTE:
             return
-        diagnostics = self.diagnostics
         if scanner.result_set:
-            diagnostics.row_count = -1
             if self.effects & Effect.CALC_FOUND_ROWS:
-                diagnostics.found_rows_exact = False
+                found: int | None | object = None  # only the server knows
+            elif self.effects & Effect.SHOW_CONDITIONS:
+                found = KEEP  # SHOW WARNINGS / ERRORS leave it (measured)
             else:
-                diagnostics.found_rows = scanner.rows
-                diagnostics.found_rows_exact = True
+                found = scanner.rows
+            self._note_values(self.backend, -1, found)
         else:
-            diagnostics.row_count = affected_rows
-            if self.effects & Effect.DO:
-                diagnostics.found_rows = 1  # DO counts as one row found (measured)
+            self._note_values(self.backend, affected_rows, KEEP)
+
+    def _note_values(self, backend: BackendConnection | None, row_count: int,
+                     found_rows: int | None | object) -> None:
+        """A statement's new ROW_COUNT() and FOUND_ROWS() (KEEP: it leaves that one as
+        it was), for the client and for the connection it ran on."""
+        diagnostics = self.diagnostics
+        diagnostics.row_count = row_count
+        if found_rows is not KEEP:
+            diagnostics.found_rows = found_rows  # type: ignore[assignment]
+        if backend is None:
+            return
+        upstream: UpstreamSession = backend.session
+        if found_rows is KEEP:
+            upstream.values = None if upstream.values is None else (row_count,
+                                                                     upstream.values[1])
+        else:
+            upstream.values = (row_count, found_rows)  # type: ignore[assignment]
 
     def note_ok(self, ok: OK, backend: BackendConnection) -> None:
         upstream: UpstreamSession = backend.session

@@ -170,15 +170,20 @@ class Diagnostics:
     on another connection), and whether its connection holds conditions (warnings or
     an error) for a SHOW WARNINGS, which no packet carries."""
 
-    row_count: int = 0  # a fresh session's values (measured on MariaDB 10.11)
-    found_rows: int = 0
-    found_rows_exact: bool = True  # not after SQL_CALC_FOUND_ROWS: only the server knows
+    row_count: int = 0  # a fresh session's (measured on MariaDB 10.11)
+    # None: after SQL_CALC_FOUND_ROWS, only the server knows. (A fresh session's is
+    # whatever its server thread counted last: MariaDB reuses threads; 0 is as good.)
+    found_rows: int | None = 0
     conditions: bool = False
+
+    @property
+    def values(self) -> tuple[int, int | None]:
+        return self.row_count, self.found_rows
 
     @property
     def on_connection_only(self) -> bool:
         """Whether only the client's current connection can answer a read of them."""
-        return self.conditions or not self.found_rows_exact
+        return self.conditions or self.found_rows is None
 
 
 @dataclass

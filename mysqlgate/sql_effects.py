@@ -57,10 +57,12 @@ class Effect(IntFlag):
     # The statement uses a table: it empties the diagnostics area, which statements
     # without tables (SELECT 1, DO, SET, COMMIT) leave as it is (measured).
     TABLES = 1 << 25
-    DO = 1 << 26  # DO ...: FOUND_ROWS() says 1 afterwards (measured)
     # INSERT ... ON DUPLICATE KEY UPDATE: when it updates, its OK packet's insert id
     # is the row's, and LAST_INSERT_ID() does not change (measured).
     UPSERT = 1 << 27
+    # SHOW WARNINGS / SHOW ERRORS: they leave FOUND_ROWS() as it was (measured), unlike
+    # SHOW COUNT(*) WARNINGS and every other result set.
+    SHOW_CONDITIONS = 1 << 28
 
 
 # The effects that tie the client to its connection, and the name each pin has in the
@@ -95,7 +97,7 @@ _HINT = re.compile(
     rb"|LOCK|XA|PREPARE|TEMPORARY|SQL_CALC_FOUND_ROWS|STATEMENT|TRANSACTION|CALL|BACKUP"
     rb"|FLUSH|SAVEPOINT|WARNINGS|ERRORS|WARNING_COUNT|ERROR_COUNT|DIAGNOSTICS|ROW_COUNT"
     rb"|FOUND_ROWS|IMMEDIATE|COMMIT|ROLLBACK|BEGIN|START|CREATE|ALTER|DROP|RENAME"
-    rb"|TRUNCATE|KILL|FROM|INSERT|UPDATE|DELETE|REPLACE|LOAD|DO|DUPLICATE)\b|;",
+    rb"|TRUNCATE|KILL|FROM|INSERT|UPDATE|DELETE|REPLACE|LOAD|DUPLICATE)\b|;",
     re.IGNORECASE,
 )
 # A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
@@ -347,6 +349,8 @@ def _statement(toks: list[Token]) -> Effect:
             effects |= Effect.DIAGNOSTIC_VALUES
         elif text in (b"WARNINGS", b"ERRORS") and first == b"SHOW" or text == b"DIAGNOSTICS":
             effects |= Effect.DIAGNOSTICS_READ
+            if first == b"SHOW" and second in (b"WARNINGS", b"ERRORS"):
+                effects |= Effect.SHOW_CONDITIONS
     if any(kind == "svar" and _svar_name(text) in _DIAGNOSTIC_VARIABLES for kind, text in toks):
         effects |= Effect.DIAGNOSTICS_READ
 
@@ -380,9 +384,7 @@ def _statement(toks: list[Token]) -> Effect:
         for i in range(len(toks) - 1)
     ):
         effects |= Effect.TABLES
-    if first == b"DO":
-        effects |= Effect.DO
-    elif first == b"INSERT" and {b"DUPLICATE", b"KEY"} <= word_set:
+    if first == b"INSERT" and {b"DUPLICATE", b"KEY"} <= word_set:
         effects |= Effect.UPSERT
     if first in (b"CREATE", b"ALTER", b"DROP", b"RENAME", b"TRUNCATE"):
         effects |= Effect.SCHEMA_CHANGE

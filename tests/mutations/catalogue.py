@@ -559,8 +559,9 @@ MUTATIONS += (
         guarantee="ROW_COUNT()/FOUND_ROWS() answer about the client's own previous statement",
         edits=(
             _session(
-                "            if effects & Effect.DIAGNOSTIC_VALUES and \\\n",
-                "            if False and \\\n",
+                "            if effects & Effect.DIAGNOSTIC_VALUES and upstream.values !="
+                " diagnostics.values \\\n",
+                "            if False \\\n",
             ),
         ),
         tests=(

@@ -21,8 +21,8 @@ from mysqlgate.sql_effects import (
 )
 
 E = Effect
-# Whether a statement uses tables (and is a DO) has tests of its own below.
-IGNORED = E.TABLES | E.DO
+# Whether a statement uses tables has tests of its own below.
+IGNORED = E.TABLES
 
 
 @pytest.mark.parametrize(
@@ -97,8 +97,8 @@ IGNORED = E.TABLES | E.DO
         (b"ROLLBACK WORK TO s1", E.NONE),
         (b"RELEASE SAVEPOINT s1", E.NONE),
         # The previous statement's diagnostics.
-        (b"SHOW WARNINGS", E.DIAGNOSTICS_READ),
-        (b"show errors limit 1", E.DIAGNOSTICS_READ),
+        (b"SHOW WARNINGS", E.DIAGNOSTICS_READ | E.SHOW_CONDITIONS),
+        (b"show errors limit 1", E.DIAGNOSTICS_READ | E.SHOW_CONDITIONS),
         (b"SHOW COUNT(*) WARNINGS", E.DIAGNOSTICS_READ),
         (b"SELECT @@warning_count, @@session.error_count", E.DIAGNOSTICS_READ),
         (b"SELECT ROW_COUNT()", E.DIAGNOSTIC_VALUES),
