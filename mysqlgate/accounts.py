@@ -10,15 +10,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .backend import ServerInfo, open_backend
+from .backend import DEFAULT_CHARSET, BackendConnection, ServerInfo, open_backend
 from .config import Config, Upstream
 from .errors import ServerError
 from .pool import PoolSettings, UpstreamPool
 from .prepared import StatementRegistry
-from .session_state import TRACK_EVERYTHING, Tracking
+from .protocol.constants import NATIVE_PASSWORD, PROXY_CAPABILITIES, SERVER_STATUS_AUTOCOMMIT
+from .session_state import (
+    TRACK_EVERYTHING,
+    SessionState,
+    Tracking,
+    charset_variables,
+    restore_role_statement,
+)
 from .settings_cache import SettingsCache
 
 AUTO_SIZE_CAP = 20  # pool.size auto on an account without a connection limit
+
+# What clients are greeted with before the server was ever reached (mysqlgate starts
+# before its server, e.g. as a sidecar): they can log in; their statements get an error
+# until the server answers, and their next connection gets the server's own greeting.
+UNREACHED_SERVER = ServerInfo(b"5.5.5-mysqlgate-upstream-not-reached-yet", PROXY_CAPABILITIES,
+                              DEFAULT_CHARSET, SERVER_STATUS_AUTOCOMMIT, NATIVE_PASSWORD, 0)
+# The servers' own defaults (MariaDB 10.11, MySQL 8): what a client is told of its session.
+DEFAULT_TRACKING = Tracking(
+    ("autocommit", "character_set_client", "character_set_connection",
+     "character_set_results", "time_zone"), schema=True, state_change=False)
 
 
 @dataclass(frozen=True)
@@ -36,18 +53,23 @@ async def probe(upstream: Upstream) -> UpstreamFacts:
     """Log in once to learn what the greeting must mirror and the pool must obey."""
     backend = await open_backend(upstream, 0)
     try:
-        row = await backend.query_row(
-            b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections,"
-            b" @@max_prepared_stmt_count")
-        try:
-            (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
-        except ServerError:  # a server without roles (MySQL 5.7)
-            role = None
-        tracking = await backend.query_row(
-            b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
-            b" @@global.session_track_state_change")
+        return await read_facts(backend)
     finally:
         backend.close()
+
+
+async def read_facts(backend: BackendConnection) -> UpstreamFacts:
+    """What the server says of itself and of the account, on a connection logged in."""
+    row = await backend.query_row(
+        b"SELECT @@wait_timeout, @@max_user_connections, @@max_connections,"
+        b" @@max_prepared_stmt_count")
+    try:
+        (role,) = await backend.query_row(b"SELECT CURRENT_ROLE()")
+    except ServerError:  # a server without roles (MySQL 5.7)
+        role = None
+    tracking = await backend.query_row(
+        b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
+        b" @@global.session_track_state_change")
     assert backend.server is not None
     return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
                          int(row[2] or 151), None if role in (None, "NONE") else role,
@@ -55,11 +77,15 @@ async def probe(upstream: Upstream) -> UpstreamFacts:
                          int(row[3] or 16382))
 
 
-def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
+def pool_settings(config: Config, facts: UpstreamFacts | None) -> PoolSettings:
+    """The pool's settings; before the server was reached (facts None), `auto` means one
+    connection and the idle timeout of a server with the usual wait_timeout."""
     size = config["pool.size"]
     if size is None:
         reserve = config["pool.reserve"]
-        if facts.max_user_connections:
+        if facts is None:
+            size = 1
+        elif facts.max_user_connections:
             size = max(1, facts.max_user_connections - reserve)
         else:
             size = max(1, min(AUTO_SIZE_CAP, facts.max_connections - reserve))
@@ -67,7 +93,7 @@ def pool_settings(config: Config, facts: UpstreamFacts) -> PoolSettings:
     if idle is None:
         # Close idle connections well before the server would (SPEC section 3:
         # 270 s for the usual 300 s), never later than 10 minutes.
-        wt = facts.wait_timeout
+        wt = facts.wait_timeout if facts is not None else 300.0
         idle = min(600.0, max(0.5, min(wt * 0.9, wt - 10)))
     return PoolSettings(
         size=size,
@@ -83,16 +109,37 @@ class Account:
     """One upstream account and everything mysqlgate keeps for it."""
 
     upstream: Upstream
-    facts: UpstreamFacts
+    config: Config
+    facts: UpstreamFacts | None  # None until the server was reached once
     pool: UpstreamPool
     # Databases the server let this account select (checked at a client's login).
     known_schemas: set[str] = field(default_factory=set)
     settings: SettingsCache = field(default_factory=SettingsCache)
     statements: StatementRegistry = field(default_factory=StatementRegistry)
+    # What a connection's session is right after login or a reset, and how to restore
+    # the login's role (which a reset does not): set with the facts.
+    fresh: SessionState = field(default_factory=SessionState)
+    restore_role: bytes = b""
+    statement_limit: int = 256  # prepared statements kept per upstream connection
 
     def __post_init__(self) -> None:
         if self.upstream.database:
             self.known_schemas.add(self.upstream.database)
+        self.fresh = SessionState(charset_variables(DEFAULT_CHARSET), self.upstream.database)
+        if self.facts is not None:
+            self.learned(self.facts)
+
+    def learned(self, facts: UpstreamFacts) -> None:
+        """The server's facts, now known: the pool's size and timeouts follow them."""
+        first = self.facts is None
+        self.facts = facts
+        self.restore_role = restore_role_statement(facts.info.version, facts.login_role)
+        settings = pool_settings(self.config, facts)
+        # max_prepared_stmt_count is the whole server's: half of it for this pool.
+        self.statement_limit = max(
+            8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
+        if first:
+            self.pool.resize(settings)
 
     @property
     def name(self) -> str:
@@ -100,4 +147,9 @@ class Account:
 
     @property
     def server(self) -> ServerInfo:
-        return self.facts.info
+        return self.facts.info if self.facts is not None else UNREACHED_SERVER
+
+    @property
+    def tracking(self) -> Tracking:
+        """What a new session is told of itself through session-state tracking."""
+        return self.facts.tracking if self.facts is not None else DEFAULT_TRACKING

@@ -25,6 +25,8 @@ from .errors import PoolTimeout, ServerError, UpstreamAuthError, UpstreamUnavail
 log = logging.getLogger("mysqlgate.pool")
 
 Connector = Callable[[int], Awaitable[BackendConnection]]
+UNREACHABLE_LOG_EVERY = 30.0  # seconds between "still unreachable" log lines
+RECHECK_MAX = 5.0  # seconds between attempts at most, while the server is unreachable
 # Brings a connection back to a fresh session; raises when it cannot (then it is closed).
 Resetter = Callable[[BackendConnection], Awaitable[None]]
 
@@ -95,6 +97,10 @@ class UpstreamPool:
         # on, and how to ask.
         self._preemptible: dict[BackendConnection, tuple[float, Callable[[], None]]] = {}
         self._preempt_timer: asyncio.TimerHandle | None = None
+        # Why the server cannot be reached, while it cannot: clients get an error at
+        # once instead of waiting their whole queue timeout; a watcher keeps trying.
+        self.unreachable: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- numbers -------------------------------------------------------------------
 
@@ -176,6 +182,51 @@ class UpstreamPool:
         self.stats.acquires += 1
         return backend
 
+    def mark_unreachable(self, reason: str, key: int = 0) -> None:
+        """The server did not answer a connect: fail new requests at once with
+        `reason`, and try again now and then (with `key`) until it answers."""
+        if self.unreachable is None:
+            log.warning("%s: upstream unreachable: %s; clients get an error until it "
+                        "answers (checking every %gs at most)", self.name, reason, RECHECK_MAX)
+        self.unreachable = reason
+        if self._watcher is None and not self._closing:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(key))
+
+    async def _watch(self, key: int) -> None:
+        delay = 0.5
+        logged = time.monotonic()
+        try:
+            while self.unreachable is not None and not self._closing:
+                await asyncio.sleep(delay)
+                if self.open_count >= self.effective_size:
+                    continue  # nothing to try with: a slot frees up first
+                self._opening += 1
+                try:
+                    backend = await self._connect(key)
+                except (UpstreamUnavailable, OSError, ServerError) as exc:
+                    self.unreachable = str(exc)
+                    delay = min(delay * 2, RECHECK_MAX)
+                    if time.monotonic() - logged > UNREACHABLE_LOG_EVERY:
+                        logged = time.monotonic()
+                        log.warning("%s: upstream still unreachable: %s", self.name, exc)
+                    continue
+                finally:
+                    self._opening -= 1
+                log.info("%s: upstream reachable again", self.name)
+                self.unreachable = None
+                self.stats.connects += 1
+                backend.on_close(self._on_backend_closed)
+                self._lent.add(backend)
+                self.release(backend)  # to a waiter, or idle
+        finally:
+            self._watcher = None
+
+    def unreachable_error(self) -> UpstreamUnavailable:
+        return UpstreamUnavailable(
+            f"the upstream server of pool '{self.name}' cannot be reached: {self.unreachable}. "
+            "mysqlgate keeps trying and serves this connection as soon as it answers; "
+            "check that the server runs and upstream.url points at it.")
+
     def _serve(self, req: Request, probe: bool = False) -> None:
         """Satisfy `req` now, start opening or checking a connection for it, or queue it.
         `probe`: a retry after the server said the account was full; it may try a
@@ -197,6 +248,9 @@ class UpstreamPool:
             # At the limit with idle connections of another key: replace the oldest.
             self.stats.key_evictions += 1
             self._idle.popleft().close()
+        if self.unreachable is not None:
+            self._fail(req, self.unreachable_error())
+            return
         if self.open_count < (self.settings.size if probe else self.effective_size):
             self._opening += 1
             self._spawn(self._open_then_deliver(req))
@@ -339,12 +393,10 @@ class UpstreamPool:
         except (UpstreamUnavailable, OSError) as exc:
             self._opening -= 1
             self.stats.connect_failures += 1
-            if time.monotonic() + self._backoff >= req.deadline:
-                self._fail(req, UpstreamUnavailable(str(exc)))
-            else:
-                log.warning("%s: %s; retrying", self.name, exc)
-                self._retry_later(req)
-            self._wake_for_slot()
+            self.mark_unreachable(str(exc), req.key)
+            self._fail(req, self.unreachable_error())
+            for waiter in list(self._waiters):  # they would only wait to fail
+                self._fail(waiter, self.unreachable_error())
             return
         except UpstreamAuthError as exc:
             self._opening -= 1
@@ -488,8 +540,16 @@ class UpstreamPool:
     def idle(self) -> list[BackendConnection]:
         return list(self._idle)
 
+    def resize(self, settings: PoolSettings) -> None:
+        """New settings (the server's limits became known): the size bound with them."""
+        self.settings = settings
+        self.effective_size = settings.size
+        self._wake_for_slot()
+
     async def close(self) -> None:
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
         for req in list(self._waiters):
             self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()

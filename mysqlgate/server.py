@@ -14,15 +14,14 @@ import socket
 import time
 from collections.abc import Callable
 
-from .accounts import Account, UpstreamFacts, pool_settings, probe
-from .backend import DEFAULT_CHARSET, BackendConnection, open_backend
+from .accounts import Account, pool_settings, probe, read_facts
+from .backend import BackendConnection, open_backend
 from .config import SETTINGS, Config, ConfigError, Upstream
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .pool import UpstreamPool
 from .session import UpstreamSession, close_unused_statements, reset_upstream
-from .session_state import SessionState, charset_variables, restore_role_statement
 
 log = logging.getLogger("mysqlgate.server")
 
@@ -40,14 +39,22 @@ class Gate:
         self._janitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Reach each upstream once, then listen whether or not it answered: a sidecar or
+        a service may start before its database (clients get a clear error until it
+        answers, and the pool keeps trying)."""
         config = self.config
-        accounts = []
-        for upstream in config.upstreams:
-            facts = await self._probe_until_up(upstream)
-            accounts.append(self._account(upstream, facts))
+        accounts = [self._account(upstream) for upstream in config.upstreams]
         ctx = self.ctx = GateContext(config, tuple(accounts))
         for account in accounts:
+            try:
+                account.learned(await probe(account.upstream))
+            except UpstreamAuthError:
+                raise
+            except (MysqlgateError, ServerError, OSError) as exc:
+                account.pool.mark_unreachable(str(exc))
+                continue
             facts, settings = account.facts, account.pool.settings
+            assert facts is not None
             log.info(
                 "upstream %s: %s, wait_timeout %gs, max_user_connections %d; pool size %d, "
                 "idle timeout %gs, queue timeout %gs", account.upstream.address,
@@ -72,34 +79,26 @@ class Gate:
         self._janitor = loop.create_task(self._maintain())
         notify_systemd("READY=1")
 
-    def _account(self, upstream: Upstream, facts: UpstreamFacts) -> Account:
-        settings = pool_settings(self.config, facts)
-        fresh = SessionState(charset_variables(DEFAULT_CHARSET), upstream.database)
-        restore_role = restore_role_statement(facts.info.version, facts.login_role)
-        # max_prepared_stmt_count is the whole server's: half of it for this pool.
-        statement_limit = max(8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
-
+    def _account(self, upstream: Upstream) -> Account:
         async def connect(key: int) -> BackendConnection:
             backend = await open_backend(upstream, key)
-            backend.session = UpstreamSession(fresh, restore_role, statement_limit)
+            if account.facts is None:  # the server answers for the first time
+                try:
+                    account.learned(await read_facts(backend))
+                except BaseException:
+                    backend.abort()
+                    raise
+                log.info("upstream %s: %s; pool size %d", upstream.address,
+                         account.server.version.decode(errors="replace"),
+                         account.pool.settings.size)
+            backend.session = UpstreamSession(account.fresh, account.restore_role,
+                                              account.statement_limit)
             return backend
 
         pool = UpstreamPool(f"{upstream.user}@{upstream.address}", connect, reset_upstream,
-                            settings)
-        return Account(upstream, facts, pool)
-
-    async def _probe_until_up(self, upstream: Upstream) -> UpstreamFacts:
-        delay = 0.5
-        while True:
-            try:
-                return await probe(upstream)
-            except UpstreamAuthError:
-                raise
-            except (MysqlgateError, ServerError, OSError) as exc:
-                log.warning("upstream %s not reachable yet (%s); retrying in %gs",
-                            upstream.address, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+                            pool_settings(self.config, None))
+        account = Account(upstream, self.config, None, pool)
+        return account
 
     async def _maintain(self) -> None:
         """The janitor: age out idle connections, keep quiet attached ones alive."""
@@ -144,6 +143,7 @@ class Gate:
                         ", ".join(fixed))
         for account in self.ctx.accounts if self.ctx is not None else ():
             pool = account.pool
+            account.config = new
             fresh = pool_settings(new, account.facts)
             pool.settings.queue_timeout = fresh.queue_timeout
             pool.settings.idle_timeout = fresh.idle_timeout

@@ -398,7 +398,7 @@ class Session:
         self._retrying = False  # the command being dispatched is a retry
         self.replay_error: ERR | None = None  # of the replay ahead of the statement
         self.replay_error_is_own = False  # a lazy prepare: the statement's own error
-        self.tracking = ctx.primary.facts.tracking  # what the client is told of its session
+        self.tracking = ctx.primary.tracking  # what the client is told of its session
         self.account = ctx.primary  # until it logs in
         self._nonce = b""  # the login's, for COM_CHANGE_USER
         self.last_command_at = time.monotonic()
@@ -567,7 +567,7 @@ class Session:
         """A new session for the account the client logged in as (or changed to)."""
         self.account = account
         self.user = account.upstream.user
-        self.tracking = account.facts.tracking
+        self.tracking = account.tracking
         self.state = SessionState(charset_variables(charset),
                                   database.decode() if database else None)
         self.login_state = self.state.copy()
@@ -686,7 +686,10 @@ class Session:
         backend = self.backend
         if backend is None:
             if command == COMMAND.COM_PING:
-                self.send_ok()
+                if self.account.pool.unreachable is not None:  # the server is down: say so
+                    self.send_mysqlgate_error(self.account.pool.unreachable_error())
+                else:
+                    self.send_ok()
                 return
             backend = self.account.pool.take_ready(self.key)
             if backend is None:

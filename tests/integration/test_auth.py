@@ -12,7 +12,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, ScratchDb
+from harness import Gate, LoginOnly, ScratchDb
 from pymysql.constants import ER
 
 PLUGINS = ("mysql_native_password", "caching_sha2_password")
@@ -235,13 +235,6 @@ def test_account_with_empty_password(
 
     for _ in range(2):
         _query_works(gate.connect(password=""), empty)
-
-
-class LoginOnly(pymysql.connections.Connection):  # type: ignore[misc]
-    """PyMySQL without its SET NAMES after the login: nothing but the login itself."""
-
-    def set_character_set(self, charset: str, collation: str | None = None) -> None:
-        pass
 
 
 def test_database_named_at_login_is_checked_at_login(

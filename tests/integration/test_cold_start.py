@@ -1,0 +1,73 @@
+"""Cold start (issue 7): mysqlgate starts and listens while its server is still down, as
+a sidecar or a service started before its database would. Clients get a clear
+mysqlgate: error at once while the server is down, and are served as soon as it
+answers, without restarting mysqlgate; SIGTERM ends it promptly meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+import pymysql
+import pytest
+from harness import Gate, LoginOnly, MariaDBServer, ScratchDb
+from pymysql.constants import CR
+
+
+def test_server_started_after_mysqlgate(
+    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    private_mariadb.stop()
+    gate = gate_factory("--pool-size", "2")  # returns once mysqlgate listens
+    # A driver that runs a statement at connect (PyMySQL's SET NAMES) is told at once.
+    started = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as excinfo:
+        gate.connect(ssl_disabled=True)
+    assert time.monotonic() - started < 3
+    code, message = excinfo.value.args
+    assert code == CR.CR_SERVER_LOST and message.startswith("mysqlgate:"), message
+    assert "cannot be reached" in message
+    assert "unreachable" in gate.log_text()
+    # One that logs in only is in; its statements and pings get the error until the
+    # server answers, then run.
+    early = LoginOnly(host=gate.host, port=gate.port, user=db.user, password=db.password,
+                      database=db.database, autocommit=None)
+    with contextlib.closing(early):
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            with early.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        assert excinfo.value.args[0] == CR.CR_SERVER_LOST
+        with pytest.raises(pymysql.err.OperationalError):
+            early.ping(reconnect=False)
+
+        time.sleep(5)  # the server comes up 5 s after mysqlgate
+        private_mariadb.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with early.cursor() as cursor:
+                    cursor.execute("SELECT DATABASE(), 42")
+                    assert cursor.fetchone() == (db.database, 42)
+                break
+            except pymysql.err.OperationalError:
+                assert time.monotonic() < deadline, "not served after the server came up"
+                time.sleep(0.2)
+    # A new client gets the server's own greeting now.
+    with contextlib.closing(gate.connect(ssl_disabled=True)) as late:
+        assert "MariaDB" in late.get_server_info()
+        with late.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+
+
+def test_sigterm_while_the_server_is_down(
+    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    private_mariadb.stop()
+    gate = gate_factory()
+    started = time.monotonic()
+    gate.send_signal(signal.SIGTERM)
+    assert gate.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
