@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from .config import Upstream
-from .errors import ServerError, UpstreamAuthError, UpstreamUnavailable
+from .errors import ServerError, UpstreamAuthError, UpstreamTLSError, UpstreamUnavailable
 from .protocol import auth
 from .protocol.constants import (
     CACHING_SHA2_PASSWORD,
@@ -470,6 +470,12 @@ async def open_backend(upstream: Upstream, key: int, charset: int = DEFAULT_CHAR
             f"connecting to upstream {upstream.address} took longer than "
             f"{upstream.connect_timeout:g}s (upstream.connect_timeout)"
         ) from None
+    except ssl.SSLCertVerificationError as exc:
+        backend.abort()
+        raise UpstreamTLSError(
+            f"the certificate of upstream {upstream.address} failed verification "
+            f"(upstream.ssl_mode = {upstream.ssl_mode}): {exc.verify_message}; check "
+            "upstream.ssl_ca and the host name in upstream.url") from None
     except OSError as exc:
         backend.abort()
         raise UpstreamUnavailable(f"cannot connect to upstream {upstream.address}: {exc}") from exc

@@ -52,6 +52,19 @@ def non_negative(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return check
 
 
+def parse_seconds_auto_or_off(value: Any) -> float | str | None:
+    """seconds, `auto` (None) or `off`."""
+    if str(value).lower() == "off":
+        return "off"
+    return parse_seconds_or_auto(value)
+
+
+def parse_address_or_off(value: Any) -> str | None:
+    """host:port, unix:/path, or `off` (None)."""
+    text = str(value).strip()
+    return None if text.lower() in ("off", "") else text
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -105,6 +118,10 @@ SETTINGS: tuple[Setting, ...] = (
             "host:port and/or unix:/path listeners"),
     Setting("listen.allow_remote", parse_bool, False,
             "allow listening on non-loopback addresses"),
+    Setting("listen.tls_cert", str, None, "certificate (PEM) offered to clients asking for TLS"),
+    Setting("listen.tls_key", str, None, "its private key (PEM)"),
+    Setting("listen.require_tls", parse_bool, False,
+            "refuse clients without TLS on listeners beyond loopback"),
     Setting("pool.size", non_negative(parse_int_or_auto), None,
             "upstream connections at most; auto = max_user_connections - reserve"),
     Setting("pool.reserve", count, 1, "connections left free for humans when size is auto"),
@@ -118,6 +135,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool.ping_after", float, 5.0,
             "ping an idle connection idle longer than this before handing it out",
             reloadable=True),
+    Setting("pool.idle_transaction_timeout", parse_seconds_auto_or_off, None,
+            "roll back a transaction (or end a pin) idle this long while clients wait for a "
+            "connection; auto = the server's wait_timeout; off = never", reloadable=True),
     Setting("pool.result_buffer", size, 16 << 20,
             "bytes read ahead from the server per client before back-pressure"),
     Setting("limits.max_clients", count, 10000, "client connections at most"),
@@ -125,6 +145,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auth.plugin", str, "auto",
             "plugin offered to clients: auto (as upstream) | mysql_native_password | "
             "caching_sha2_password"),
+    Setting("admin.listen", parse_address_or_off, "127.0.0.1:6032",
+            "admin console: host:port or unix:/path, or off"),
+    Setting("admin.user", str, "admin", "admin console user"),
+    Setting("admin.password", str, None,
+            "admin console password; without one, only this OS user may log in", secret=True),
+    Setting("admin.password_file", str, None, "file holding the admin console password"),
+    Setting("metrics.listen", parse_address_or_off, None,
+            "Prometheus /metrics and /healthz over HTTP: host:port, or off"),
     Setting("log.level", str, "info", "debug | info | warning | error", reloadable=True),
     Setting("log.format", str, "text", "text | json"),
 )
@@ -255,6 +283,26 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
     for upstream in upstreams:
         if upstream.ssl_mode not in SSL_MODES:
             raise ConfigError(f"upstream.ssl_mode: unknown mode {upstream.ssl_mode!r}")
+    if bool(values["listen.tls_cert"]) != bool(values["listen.tls_key"]):
+        raise ConfigError("listen.tls_cert and listen.tls_key go together")
+    if values["listen.require_tls"] and not values["listen.tls_cert"]:
+        raise ConfigError("listen.require_tls needs listen.tls_cert and listen.tls_key")
+    if values["admin.password_file"]:
+        with open(values["admin.password_file"], encoding="utf-8") as fh:
+            values["admin.password"] = fh.read().rstrip("\r\n")
+    for name in ("admin.listen", "metrics.listen"):
+        if values[name] is None:
+            continue
+        listener = parse_listener(values[name])
+        beyond_loopback = listener.host is not None and not is_loopback(listener.host)
+        if beyond_loopback and not values["listen.allow_remote"]:
+            raise ConfigError(f"{name} {listener} is not on loopback; set "
+                              "listen.allow_remote = true to allow it")
+        if name == "admin.listen" and beyond_loopback and not values["admin.password"]:
+            raise ConfigError("admin.listen is beyond loopback: set admin.password (the "
+                              "console never listens there unauthenticated)")
+        if name == "metrics.listen" and listener.path is not None:
+            raise ConfigError("metrics.listen: host:port (HTTP), not a unix socket")
     return Config(upstreams, listeners, values)
 
 

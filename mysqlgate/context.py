@@ -4,6 +4,7 @@ neither imports the other)."""
 from __future__ import annotations
 
 import itertools
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class GateContext:
     sessions: dict[int, Session] = field(default_factory=dict)  # by client id
     recent_auth_failures: list[float] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    tls: ssl.SSLContext | None = None  # offered to clients (listen.tls_cert/tls_key)
 
     @property
     def primary(self) -> Account:

@@ -21,6 +21,7 @@ ER_NOT_SUPPORTED_YET = 1235
 ER_NO_SUCH_THREAD = 1094
 ER_KILL_DENIED_ERROR = 1095
 ER_CONNECTION_KILLED = 1927
+ER_SECURE_TRANSPORT_REQUIRED = 3159
 
 
 class MysqlgateError(Exception):
@@ -62,6 +63,13 @@ class UpstreamAuthError(MysqlgateError):
 
     code = ER_ACCESS_DENIED_ERROR
     sqlstate = "28000"
+
+
+class UpstreamTLSError(UpstreamAuthError):
+    """The upstream's certificate failed verification: a setting to fix, like a password."""
+
+    code = CR_SERVER_LOST
+    sqlstate = "08S01"
 
 
 class ServerError(Exception):

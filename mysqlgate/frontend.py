@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import cast
 
 from .context import GateContext
@@ -23,8 +24,9 @@ log = logging.getLogger("mysqlgate.frontend")
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, ctx: GateContext) -> None:
+    def __init__(self, ctx: GateContext, local: bool) -> None:
         self.ctx = ctx
+        self.local = local  # on a unix socket or a loopback listener
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.closed = False
@@ -84,6 +86,16 @@ class ClientConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.session is not None:
             self.session.resume_upstream()
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """The client sent an SSLRequest: the rest of the connection is TLS."""
+        assert self.transport is not None
+        transport = await asyncio.get_running_loop().start_tls(
+            self.transport, self, context, server_side=True)
+        if transport is None:
+            raise ConnectionResetError("TLS handshake with the client failed")
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.ctx.config["pool.result_buffer"])
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:

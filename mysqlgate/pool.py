@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backend import BackendConnection
-from .errors import PoolTimeout, ServerError, UpstreamAuthError, UpstreamUnavailable
+from .errors import (
+    MysqlgateError,
+    PoolTimeout,
+    ServerError,
+    UpstreamAuthError,
+    UpstreamUnavailable,
+)
 
 log = logging.getLogger("mysqlgate.pool")
 
@@ -203,7 +209,7 @@ class UpstreamPool:
                 self._opening += 1
                 try:
                     backend = await self._connect(key)
-                except (UpstreamUnavailable, OSError, ServerError) as exc:
+                except (MysqlgateError, OSError, ServerError) as exc:
                     self.unreachable = str(exc)
                     delay = min(delay * 2, RECHECK_MAX)
                     if time.monotonic() - logged > UNREACHABLE_LOG_EVERY:

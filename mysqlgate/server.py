@@ -11,12 +11,14 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 
 from .accounts import Account, pool_settings, probe, read_facts
 from .backend import BackendConnection, open_backend
-from .config import SETTINGS, Config, ConfigError, Upstream
+from .config import SETTINGS, Config, ConfigError, Upstream, is_loopback
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
@@ -44,7 +46,7 @@ class Gate:
         answers, and the pool keeps trying)."""
         config = self.config
         accounts = [self._account(upstream) for upstream in config.upstreams]
-        ctx = self.ctx = GateContext(config, tuple(accounts))
+        ctx = self.ctx = GateContext(config, tuple(accounts), tls=client_tls(config))
         for account in accounts:
             try:
                 account.learned(await probe(account.upstream))
@@ -67,12 +69,12 @@ class Gate:
                 if os.path.exists(listener.path):
                     os.unlink(listener.path)
                 server = await loop.create_unix_server(
-                    lambda: ClientConnection(ctx), listener.path)
+                    partial(ClientConnection, ctx, True), listener.path)
                 os.chmod(listener.path, 0o660)
             else:
                 assert listener.port is not None
                 server = await loop.create_server(
-                    lambda: ClientConnection(ctx),
+                    partial(ClientConnection, ctx, is_loopback(listener.host or "")),
                     listener.host, listener.port, reuse_address=True, backlog=1024)
             self.servers.append(server)
             log.info("listening on %s", listener)
@@ -185,6 +187,18 @@ class Gate:
         log.info("stopped; totals: %s", ctx.summary())
 
 
+def client_tls(config: Config) -> ssl.SSLContext | None:
+    """The TLS mysqlgate offers clients, when listen.tls_cert and tls_key are set."""
+    if not config["listen.tls_cert"]:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config["listen.tls_cert"], config["listen.tls_key"])
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"listen.tls_cert / listen.tls_key: {exc}") from None
+    return context
+
+
 async def _ping_quietly(backend: BackendConnection) -> None:
     try:
         await backend.ping()
@@ -218,6 +232,9 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
         await gate.start()
     except UpstreamAuthError as exc:
         log.error("%s", exc.message)
+        return 2
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
         return 2
     await gate.wait_stopped()
     log.info("shutting down")

@@ -494,7 +494,8 @@ class Session:
         server = ctx.primary.server
         plugin = self._offered_plugin()
         nonce = auth.new_nonce()
-        caps = server.capabilities & PROXY_CAPABILITIES
+        tls = ctx.tls
+        caps = server.capabilities & PROXY_CAPABILITIES | (CLIENT.SSL if tls else 0)
         greeting = Handshake(server.version, self.id, nonce, caps, server.charset,
                              SERVER_STATUS_AUTOCOMMIT, plugin, 0)
         self.client.write(encode_packet(greeting.build(), 0)[0])
@@ -502,9 +503,21 @@ class Session:
         response = HandshakeResponse.parse(packet.payload)
         seq = packet.seq + 1
         if response.ssl_request:
-            self.send_error(errors.ER_NOT_SUPPORTED_YET,
-                            "mysqlgate: TLS from clients is not enabled; connect without "
-                            "TLS (ssl-mode=DISABLED) on this local listener", "08004", seq=seq)
+            if tls is None:
+                self.send_error(errors.ER_NOT_SUPPORTED_YET,
+                                "mysqlgate: TLS from clients is not enabled (set "
+                                "listen.tls_cert and listen.tls_key); connect without TLS "
+                                "(ssl-mode=DISABLED) on this local listener", "08004", seq=seq)
+                return False
+            await self.client.start_tls(tls)
+            packet = await self._login_packet()
+            response = HandshakeResponse.parse(packet.payload)
+            seq = packet.seq + 1
+        elif ctx.config["listen.require_tls"] and not self.client.local:
+            self.send_error(errors.ER_SECURE_TRANSPORT_REQUIRED,
+                            "mysqlgate: connections without TLS are refused beyond loopback "
+                            "(listen.require_tls); connect with TLS (ssl-mode=REQUIRED)",
+                            "HY000", seq=seq)
             return False
         user = response.user.decode("utf-8", "replace")
         self.user = user
