@@ -26,6 +26,7 @@ class GateStats:
     upstream_lost: int = 0
     retries: int = 0  # commands run again after their connection was lost
     local_answers: int = 0  # settings statements answered without the server
+    idle_transaction_timeouts: int = 0  # quiet clients whose transaction was rolled back
     pins: Counter[str] = field(default_factory=Counter)
     errors_sent: Counter[int] = field(default_factory=Counter)
 

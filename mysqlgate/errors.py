@@ -22,6 +22,7 @@ ER_NO_SUCH_THREAD = 1094
 ER_KILL_DENIED_ERROR = 1095
 ER_CONNECTION_KILLED = 1927
 ER_SECURE_TRANSPORT_REQUIRED = 3159
+ER_LOCK_DEADLOCK = 1213  # "try restarting transaction": what ORMs retry on
 
 
 class MysqlgateError(Exception):

@@ -11,12 +11,13 @@ matches; else made idle. A waiter needing another key gets the freed slot instea
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import BackendConnection
@@ -49,6 +50,10 @@ class PoolSettings:
     ping_after: float
 
 
+# Upper bounds of the wait-time histogram (seconds); the last bucket is everything above.
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
 @dataclass
 class PoolStats:
     connects: int = 0
@@ -64,6 +69,16 @@ class PoolStats:
     closed_broken: int = 0
     key_evictions: int = 0
     preemptions: int = 0
+    # How long requests waited for a connection: counts per WAIT_BUCKETS bound (and
+    # one more for longer waits), their sum, and how many.
+    wait_buckets: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
+    wait_seconds: float = 0.0
+    waited: int = 0
+
+    def observe_wait(self, seconds: float) -> None:
+        self.wait_buckets[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
+        self.wait_seconds += seconds
+        self.waited += 1
 
 
 Delivery = Callable[[BackendConnection | BaseException], None]
@@ -79,6 +94,7 @@ class Request:
     deadline: float
     timer: asyncio.TimerHandle | None = None
     done: bool = False
+    since: float = field(default_factory=time.monotonic)
 
 
 class UpstreamPool:
@@ -107,6 +123,9 @@ class UpstreamPool:
         # once instead of waiting their whole queue timeout; a watcher keeps trying.
         self.unreachable: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        # PAUSE (admin console): no connection is handed out; requests wait, without
+        # their queue timeout, until RESUME.
+        self.paused = False
 
     # -- numbers -------------------------------------------------------------------
 
@@ -125,6 +144,13 @@ class UpstreamPool:
     @property
     def waiting_count(self) -> int:
         return len(self._waiters)
+
+    @property
+    def longest_wait(self) -> float:
+        """Seconds the longest-waiting request has waited (0: none waits)."""
+        if not self._waiters:
+            return 0.0
+        return time.monotonic() - min(req.since for req in self._waiters)
 
     def describe(self) -> str:
         return (
@@ -177,7 +203,7 @@ class UpstreamPool:
     def take_ready(self, key: int) -> BackendConnection | None:
         """The fast path: an idle connection that needs no check, when no one is
         queued ahead; None otherwise (then use request)."""
-        if self._waiters or not self._idle:
+        if self._waiters or not self._idle or self.paused:
             return None
         backend = self._idle[-1]
         if backend.key != key or backend.closed or \
@@ -186,6 +212,7 @@ class UpstreamPool:
         self._idle.pop()
         self._lent.add(backend)
         self.stats.acquires += 1
+        self.stats.observe_wait(0.0)
         return backend
 
     def mark_unreachable(self, reason: str, key: int = 0) -> None:
@@ -242,6 +269,9 @@ class UpstreamPool:
             if self._closing:
                 self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
             return
+        if self.paused:
+            self._enqueue(req)
+            return
         backend = self._take_idle(req.key)
         if backend is not None:
             if time.monotonic() - backend.last_active <= self.settings.ping_after:
@@ -269,11 +299,30 @@ class UpstreamPool:
         else:
             self.stats.waits += 1
             self._waiters.append(req)
-        if req.timer is None:
+        if req.timer is None and not self.paused:
             req.timer = asyncio.get_running_loop().call_at(
                 asyncio.get_running_loop().time() + max(0.0, req.deadline - time.monotonic()),
                 self._expire, req)
-        self._preempt()
+        if not self.paused:
+            self._preempt()
+
+    def pause(self) -> None:
+        """Hand out no connection until resume() (e.g. during a server upgrade): requests
+        wait, however long, and statements already running go on."""
+        self.paused = True
+        for req in self._waiters:
+            if req.timer is not None:
+                req.timer.cancel()
+                req.timer = None
+
+    def resume(self) -> None:
+        self.paused = False
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        now = time.monotonic()
+        for req in waiters:  # in their order; each with a fresh queue timeout
+            req.deadline = now + self.settings.queue_timeout
+            self._serve(req)
 
     # -- preemption -----------------------------------------------------------------
 
@@ -325,6 +374,7 @@ class UpstreamPool:
         if req.timer is not None:
             req.timer.cancel()
         self._lent.add(backend)
+        self.stats.observe_wait(time.monotonic() - req.since)
         req.deliver(backend)
 
     def _fail(self, req: Request, exc: BaseException) -> None:
@@ -492,6 +542,9 @@ class UpstreamPool:
             self._return(backend)
 
     def _return(self, backend: BackendConnection) -> None:
+        if self.paused:
+            self._idle.append(backend)
+            return
         for req in self._waiters:
             if req.key == backend.key:
                 self._waiters.remove(req)
@@ -506,7 +559,7 @@ class UpstreamPool:
         self._idle.append(backend)
 
     def _wake_for_slot(self) -> None:
-        while self._waiters and self.open_count < self.effective_size:
+        while self._waiters and self.open_count < self.effective_size and not self.paused:
             self._serve(self._waiters.popleft())
 
     def _on_backend_closed(self, backend: BackendConnection) -> None:

@@ -405,6 +405,8 @@ class Session:
         # KILL QUERYs aimed at this client's statement, not run yet: it keeps its
         # connection until they have.
         self.kill_pending = 0
+        # Set when its idle transaction was ended: the error its next command gets.
+        self._aborted: tuple[int, str, str] | None = None
         self._killing: Session | None = None  # the client this one's KILL QUERY aims at
         # The statement changed the connection's tracking settings: ours go back on.
         self.tracking_disturbed = False
@@ -660,6 +662,11 @@ class Session:
         command = payload[0]
         self._last_seq = packet.last_seq
         self.last_command_at = time.monotonic()
+        if self._aborted is not None and command not in (COMMAND.COM_QUIT, COMMAND.COM_PING):
+            code, sqlstate, message = self._aborted
+            self._aborted = None
+            self.send_error(code, message, sqlstate)
+            return
         self.ctx.stats.commands += 1
         if command in ZEROES_ROW_COUNT:
             # Answered here or by the server, ROW_COUNT() says 0 afterwards (measured).
@@ -785,22 +792,64 @@ class Session:
                 target._command_over()  # it may give its connection back now
 
     def check_idle(self, now: float) -> None:
-        """The client's own wait_timeout (interactive_timeout for an interactive client),
-        if it set one: it is disconnected after that long without a command, as the
-        server would. The server's own default never applies: that is the point."""
+        """The janitor's look at a quiet client.
+
+        Its own wait_timeout (interactive_timeout for an interactive client), if it set
+        one: it is disconnected after that long without a command, as the server would.
+        The server's own default never applies: that is the point.
+
+        A client that holds a connection in a transaction (or pinned by session state)
+        and goes quiet: after pool.idle_transaction_timeout the transaction is rolled
+        back and the connection goes back to the pool; `auto` does so only while other
+        clients wait for a connection, and only after the server's own wait_timeout,
+        never sooner than a direct connection would have failed (issue 7)."""
+        if self.busy or self.closed:
+            return
+        idle = now - self.last_command_at
         name = "interactive_timeout" if self.capabilities & CLIENT.INTERACTIVE \
             else "wait_timeout"
         value = self.state.variables.get(name)
-        if value is None or self.busy or self.closed:
+        if value is not None:
+            try:
+                timeout = float(value)
+            except ValueError:
+                timeout = 0.0
+            if timeout and idle > timeout:
+                log.info("%s: idle for more than its %s of %gs; disconnecting it", self,
+                         name, timeout)
+                self.on_client_gone()
+                return
+        if self.backend is None or not self._leaves_state():
             return
-        try:
-            timeout = float(value)
-        except ValueError:
+        setting = self.ctx.config["pool.idle_transaction_timeout"]
+        if setting == "off":
             return
-        if now - self.last_command_at > timeout:
-            log.info("%s: idle for more than its %s of %gs; disconnecting it", self, name,
-                     timeout)
-            self.on_client_gone()
+        if setting is None:  # auto
+            facts = self.account.facts
+            if not self.account.pool.waiting_count or facts is None:
+                return
+            limit = facts.wait_timeout
+        else:
+            limit = float(setting)
+        if idle > limit:
+            self._end_idle_transaction(idle)
+
+    def _end_idle_transaction(self, idle: float) -> None:
+        """Roll the quiet client's transaction back (by a reset of its connection, which
+        goes back to the pool); its next statement is told why."""
+        transaction = self.in_transaction or self.savepoints
+        what = "transaction was rolled back" if transaction else (
+            "session state (" + ", ".join(sorted(self.pins)) + ") was dropped")
+        log.warning("%s: idle %.0fs holding an upstream connection while clients wait; "
+                    "its %s (pool.idle_transaction_timeout)", self, idle, what)
+        self.ctx.stats.idle_transaction_timeouts += 1
+        self._aborted = (
+            errors.ER_LOCK_DEADLOCK if transaction else errors.CR_SERVER_LOST,
+            "40001" if transaction else "HY000",
+            f"mysqlgate: this connection's {what}: it stayed idle for {idle:.0f}s holding "
+            "an upstream connection while other clients waited for one "
+            "(pool.idle_transaction_timeout). Start again; keep transactions short.")
+        self._end_session()
 
     def _answered_locally(self, command: int, payload: bytes) -> bool:
         """A settings statement the server accepted before, or a database it let this
