@@ -142,6 +142,11 @@ class UpstreamPool:
         return len(self._lent)
 
     @property
+    def opening_count(self) -> int:
+        """Connections being opened, checked or reset: they count against the size."""
+        return self._opening
+
+    @property
     def waiting_count(self) -> int:
         return len(self._waiters)
 

@@ -18,10 +18,11 @@ from functools import partial
 
 from .accounts import Account, pool_settings, probe, read_facts
 from .backend import BackendConnection, open_backend
-from .config import SETTINGS, Config, ConfigError, Upstream, is_loopback
+from .config import SETTINGS, Config, ConfigError, Upstream, is_loopback, parse_listener
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
+from .metrics import MetricsServer
 from .pool import UpstreamPool
 from .session import UpstreamSession, close_unused_statements, reset_upstream
 
@@ -39,6 +40,7 @@ class Gate:
         self.servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
+        self.metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         """Reach each upstream once, then listen whether or not it answered: a sidecar or
@@ -78,8 +80,24 @@ class Gate:
                     listener.host, listener.port, reuse_address=True, backlog=1024)
             self.servers.append(server)
             log.info("listening on %s", listener)
+        if config["metrics.listen"]:
+            address = parse_listener(config["metrics.listen"])
+            assert address.host is not None and address.port is not None
+            self.metrics = MetricsServer(ctx, self.health_problem)
+            await self.metrics.start(address.host, address.port)
+            log.info("metrics on http://%s/metrics (health: /healthz)", address)
         self._janitor = loop.create_task(self._maintain())
         notify_systemd("READY=1")
+
+    def health_problem(self) -> str | None:
+        """Why mysqlgate is not healthy, or None: it accepts clients and every upstream
+        answers (a busy pool with clients waiting is healthy)."""
+        if self._stop.is_set() or not self.servers:
+            return "not accepting clients (stopping)"
+        assert self.ctx is not None
+        down = [f"{a.name}: {a.pool.unreachable}" for a in self.ctx.accounts
+                if a.pool.unreachable is not None]
+        return "upstream unreachable: " + "; ".join(down) if down else None
 
     def _account(self, upstream: Upstream) -> Account:
         async def connect(key: int) -> BackendConnection:
@@ -164,6 +182,8 @@ class Gate:
         notify_systemd("STOPPING=1")
         for server in self.servers:
             server.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         ctx = self.ctx
         if ctx is None:
             return

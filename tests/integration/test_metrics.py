@@ -1,0 +1,158 @@
+"""Metrics and health (issue 7): /metrics in Prometheus' text format says what a known
+load is doing (connections in use, clients waiting, pins, wait times, errors sent), and
+/healthz answers 200 while mysqlgate serves and 503 with the reason once its server
+cannot be reached."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pymysql
+import pytest
+from harness import Gate, MariaDBServer, ScratchDb
+from harness.mariadb import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    status, kind, text = _get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200 and kind.startswith("text/plain"), (status, kind)
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _sample(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql)
+        return tuple(cursor.fetchall())
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    port = free_port()
+    gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "20",
+                        "--metrics-listen", f"127.0.0.1:{port}")
+    # The harness's readiness probes (connect, close) are gone soon after it returns.
+    _wait_for(lambda: _sample(_scrape(port), "mysqlgate_client_connections") == 0,
+              "no clients")
+    idle = _scrape(port)
+    pools = [dict(labels)["pool"] for name, labels in idle if name == "mysqlgate_pool_size"]
+    assert len(pools) == 1 and pools[0].startswith(db.user + "@"), pools
+    pool = pools[0]  # user@host:port
+    assert _sample(idle, "mysqlgate_pool_size", pool=pool) == 2
+    assert _sample(idle, "mysqlgate_upstream_reachable", pool=pool) == 1
+
+    with contextlib.closing(db.connect()) as direct:
+        _rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
+    holders = [gate.connect(autocommit=False, ssl_disabled=True) for _ in range(2)]
+    pinned = gate.connect(ssl_disabled=True)
+    waiter_done = threading.Event()
+    try:
+        for conn in holders:  # two transactions hold both upstream connections
+            _rows(conn, "SELECT v FROM t")
+        result: list[Any] = []
+
+        def third() -> None:
+            try:
+                result.append(_rows(pinned, "SELECT GET_LOCK('metrics', 0)"))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                result.append(exc)
+            waiter_done.set()
+
+        thread = threading.Thread(target=third)
+        thread.start()
+        _wait_for(lambda: _sample(_scrape(port), "mysqlgate_queue_length", pool=pool) == 1,
+                  "a client waiting for a connection")
+        busy = _scrape(port)
+        assert _sample(busy, "mysqlgate_client_connections") == 3
+        assert _sample(busy, "mysqlgate_upstream_connections", pool=pool, state="in_use") == 2
+        assert _sample(busy, "mysqlgate_upstream_connections", pool=pool, state="idle") == 0
+        assert not waiter_done.is_set()
+
+        time.sleep(0.3)
+        holders[0].commit()  # its connection goes to the waiting client
+        thread.join(10)
+        assert result == [((1,),)], result
+        served = _scrape(port)
+        assert _sample(served, "mysqlgate_queue_length", pool=pool) == 0
+        assert _sample(served, "mysqlgate_clients_pinned") == 1  # the named lock
+        assert _sample(served, "mysqlgate_pins_total", reason="named_locks") == 1
+        # The waiter's 0.3 s or more is in the histogram, above the 0.1 s bucket.
+        assert _sample(served, "mysqlgate_queue_wait_seconds_count", pool=pool) >= 4
+        assert _sample(served, "mysqlgate_queue_wait_seconds_bucket", pool=pool,
+                       le="0.1") < _sample(served, "mysqlgate_queue_wait_seconds_bucket",
+                                            pool=pool, le="+Inf")
+        assert _sample(served, "mysqlgate_queue_wait_seconds_sum", pool=pool) >= 0.3
+        assert (_sample(served, "mysqlgate_commands_total")
+                >= _sample(idle, "mysqlgate_commands_total") + 4)
+        assert _sample(served, "mysqlgate_upstream_connects_total", pool=pool) >= 2
+    finally:
+        for conn in (*holders, pinned):
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # An error mysqlgate itself sends is counted by its code.
+    with pytest.raises(pymysql.err.OperationalError):
+        gate.connect(password="wrong", ssl_disabled=True)
+    _wait_for(lambda: _sample(_scrape(port), "mysqlgate_auth_failures_total") == 1,
+              "the failed login in the metrics")
+
+
+def test_healthz_follows_the_server(
+    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    port = free_port()
+    gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/healthz"
+    assert _get(url)[0] == 200
+    assert _get(f"http://127.0.0.1:{port}/nothing")[0] == 404
+
+    private_mariadb.stop()
+    with pytest.raises(pymysql.err.OperationalError):
+        gate.connect(ssl_disabled=True)  # mysqlgate learns the server is gone
+    status, _, body = _get(url)
+    assert status == 503 and "unreachable" in body, (status, body)
+    reachable = [value for (name, _), value in _scrape(port).items()
+                 if name == "mysqlgate_upstream_reachable"]
+    assert reachable == [0]
+
+    private_mariadb.start()
+    _wait_for(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
+    with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
+        assert _rows(conn, "SELECT 1") == ((1,),)
+
+
+def test_metrics_listen_is_checked_at_startup(gate_factory: Callable[..., Gate]) -> None:
+    from harness.gate import GateError
+
+    with pytest.raises(GateError) as excinfo:
+        gate_factory("--metrics-listen", "unix:/tmp/metrics.sock")
+    assert "metrics.listen" in str(excinfo.value)
