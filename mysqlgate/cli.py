@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. MYSQLGATE_POOL_SIZE) or from the config file's [section] key.",
     )
     parser.add_argument("command", nargs="?", default="serve",
-                        choices=["serve", "check-config"], help="what to do (default: serve)")
+                        choices=["serve", "check-config", "status"],
+                        help="what to do (default: serve); status: what a running mysqlgate's "
+                        "admin console says (pools, clients, servers, stats)")
     parser.add_argument("--version", action="version", version=f"mysqlgate {__version__}")
     parser.add_argument("--config", "-c", help="TOML config file")
     parser.add_argument("--upstream", dest="upstream.url", action="append", metavar="URL",
@@ -27,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", dest="listen.addresses", action="append", metavar="ADDR",
                         help="host:port or unix:/path; repeat for several (default "
                         "127.0.0.1:6033)")
+    parser.add_argument("--admin", metavar="ADDR",
+                        help="status: the admin console's host:port or unix:/path (default: "
+                        "admin.listen)")
+    parser.add_argument("--json", action="store_true", help="status: JSON, for scripts")
     for setting in config.SETTINGS:
         if setting.name in ("upstream.url", "listen.addresses"):
             continue
@@ -48,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(cfg["log.level"], cfg["log.format"])
     if args.command == "check-config":
         return run(check_config(cfg))
+    if args.command == "status":
+        from .status import main as status
+
+        return status(cfg, args.admin, args.json)
     from .server import serve
 
     def reload() -> config.Config:

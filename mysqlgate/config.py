@@ -52,6 +52,16 @@ def non_negative(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return check
 
 
+def choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value).lower()
+        if text not in options:
+            raise ConfigError(f"{value!r} is not one of {' | '.join(options)}")
+        return text
+
+    return check
+
+
 def parse_seconds_auto_or_off(value: Any) -> float | str | None:
     """seconds, `auto` (None) or `off`."""
     if str(value).lower() == "off":
@@ -153,8 +163,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin.password_file", str, None, "file holding the admin console password"),
     Setting("metrics.listen", parse_address_or_off, None,
             "Prometheus /metrics and /healthz over HTTP: host:port, or off"),
-    Setting("log.level", str, "info", "debug | info | warning | error", reloadable=True),
-    Setting("log.format", str, "text", "text | json"),
+    Setting("log.level", choice("debug", "info", "warning", "error"), "info",
+            "debug | info | warning | error", reloadable=True),
+    Setting("log.format", choice("text", "json"), "text", "text | json"),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -230,6 +241,14 @@ def flag_name(setting: str) -> str:
     return "--" + setting.replace(".", "-").replace("_", "-")
 
 
+def parse_setting(name: str, raw: Any) -> Any:
+    """One setting's value from text (or TOML); ConfigError naming the setting."""
+    try:
+        return None if raw is None else SETTINGS_BY_NAME[name].parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Config:
     """Defaults < file < environment < flags."""
     raw: dict[str, Any] = {s.name: s.default for s in SETTINGS}
@@ -261,12 +280,7 @@ def load(file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> 
     for name, value in flags.items():
         if value is not None:
             raw[name] = value
-    values: dict[str, Any] = {}
-    for s in SETTINGS:
-        try:
-            values[s.name] = None if raw[s.name] is None else s.parse(raw[s.name])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{s.name}: {exc}") from None
+    values = {s.name: parse_setting(s.name, raw[s.name]) for s in SETTINGS}
     if tables and (env_name("upstream.url") in env or env_name("upstream") in env
                    or flags.get("upstream.url") is not None):
         tables = []  # the environment or a flag names the accounts now

@@ -132,8 +132,9 @@ class GateCollector(Collector):
             timeouts.add_metric([name], stats.wait_timeouts)
             resets.add_metric([name], stats.resets)
             for cause, count in (("idle", stats.closed_idle), ("lifetime", stats.closed_lifetime),
-                                 ("ping", stats.pings_failed), ("broken", stats.closed_broken),
-                                 ("evicted", stats.key_evictions)):
+                                 ("ping", stats.pings_failed), ("lost", stats.closed_broken),
+                                 ("evicted", stats.key_evictions),
+                                 ("paused", stats.closed_paused)):
                 closed.add_metric([name, cause], count)
         yield from (connections, size, effective, waiting, reachable, wait, connects, failures,
                     limited, timeouts, resets, closed)

@@ -68,6 +68,7 @@ class PoolStats:
     closed_lifetime: int = 0
     closed_broken: int = 0
     key_evictions: int = 0
+    closed_paused: int = 0
     preemptions: int = 0
     # How long requests waited for a connection: counts per WAIT_BUCKETS bound (and
     # one more for longer waits), their sum, and how many.
@@ -313,12 +314,17 @@ class UpstreamPool:
 
     def pause(self) -> None:
         """Hand out no connection until resume() (e.g. during a server upgrade): requests
-        wait, however long, and statements already running go on."""
+        wait, however long, and statements already running go on. Idle connections are
+        closed now, and connections given back while paused, so that once in_use is 0
+        nothing holds the server (as PgBouncer's PAUSE); resume() opens new ones."""
         self.paused = True
         for req in self._waiters:
             if req.timer is not None:
                 req.timer.cancel()
                 req.timer = None
+        while self._idle:
+            self._idle.pop().close()
+            self.stats.closed_paused += 1
 
     def resume(self) -> None:
         self.paused = False
@@ -525,7 +531,7 @@ class UpstreamPool:
             backend.close()
             self._wake_for_slot()
             return
-        if reset:
+        if reset and not self.paused:  # paused, _return closes it: no reset needed
             self._opening += 1
             asyncio.ensure_future(self._reset_then_return(backend))
             return
@@ -548,7 +554,8 @@ class UpstreamPool:
 
     def _return(self, backend: BackendConnection) -> None:
         if self.paused:
-            self._idle.append(backend)
+            backend.close()
+            self.stats.closed_paused += 1
             return
         for req in self._waiters:
             if req.key == backend.key:

@@ -13,12 +13,25 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from functools import partial
+from typing import Any, TypeVar
 
 from .accounts import Account, pool_settings, probe, read_facts
+from .admin import AdminConsole
+from .admin.views import show_value
 from .backend import BackendConnection, open_backend
-from .config import SETTINGS, Config, ConfigError, Upstream, is_loopback, parse_listener
+from .config import (
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Config,
+    ConfigError,
+    Upstream,
+    is_loopback,
+    parse_listener,
+    parse_setting,
+)
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
@@ -27,6 +40,7 @@ from .pool import UpstreamPool
 from .session import UpstreamSession, close_unused_statements, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
+T = TypeVar("T")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
 
@@ -34,13 +48,15 @@ SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
 class Gate:
     """One running mysqlgate."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self.load = load  # reads the configuration again (SIGHUP, RELOAD)
         self.ctx: GateContext | None = None
         self.servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
         self.metrics: MetricsServer | None = None
+        self.admin: AdminConsole | None = None
 
     async def start(self) -> None:
         """Reach each upstream once, then listen whether or not it answered: a sidecar or
@@ -70,21 +86,29 @@ class Gate:
             if listener.path:
                 if os.path.exists(listener.path):
                     os.unlink(listener.path)
-                server = await loop.create_unix_server(
-                    partial(ClientConnection, ctx, True), listener.path)
+                server = await _bind("listen.addresses", listener, loop.create_unix_server(
+                    partial(ClientConnection, ctx, True), listener.path))
                 os.chmod(listener.path, 0o660)
             else:
                 assert listener.port is not None
-                server = await loop.create_server(
+                server = await _bind("listen.addresses", listener, loop.create_server(
                     partial(ClientConnection, ctx, is_loopback(listener.host or "")),
-                    listener.host, listener.port, reuse_address=True, backlog=1024)
+                    listener.host, listener.port, reuse_address=True, backlog=1024))
             self.servers.append(server)
             log.info("listening on %s", listener)
+        if config["admin.listen"]:
+            address = parse_listener(config["admin.listen"])
+            self.admin = AdminConsole(ctx, self)
+            await _bind("admin.listen", address, self.admin.start(address))
+            log.info("admin console on %s (user %s, %s)", address, config["admin.user"],
+                     "password" if config["admin.password"] else
+                     "no password: this OS user only")
         if config["metrics.listen"]:
             address = parse_listener(config["metrics.listen"])
             assert address.host is not None and address.port is not None
             self.metrics = MetricsServer(ctx, self.health_problem)
-            await self.metrics.start(address.host, address.port)
+            await _bind("metrics.listen", address, self.metrics.start(address.host,
+                                                                      address.port))
             log.info("metrics on http://%s/metrics (health: /healthz)", address)
         self._janitor = loop.create_task(self._maintain())
         notify_systemd("READY=1")
@@ -147,30 +171,65 @@ class Gate:
                     now - backend.last_active > pool.settings.idle_timeout:
                 asyncio.ensure_future(_ping_quietly(backend))
 
-    def reload(self, load: Callable[[], Config]) -> None:
+    def reload(self) -> None:
         """SIGHUP: re-read the settings; reloadable ones apply at once, clients stay."""
         try:
-            new = load()
+            self.reload_config()
         except (ConfigError, OSError) as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
-            return
-        fixed = [
-            s.name for s in SETTINGS
-            if not s.reloadable and new.values[s.name] != self.config.values[s.name]
-        ]
+
+    def reload_config(self) -> str:
+        """Re-read the configuration; apply the reloadable settings that changed; say
+        which changed and which would need a restart."""
+        if self.load is None:
+            raise ConfigError("no configuration source to reload from")
+        new = self.load()
+        fixed = [s.name for s in SETTINGS
+                 if not s.reloadable and new.values[s.name] != self.config.values[s.name]]
         if fixed:
             log.warning("reload: %s cannot change without a restart; ignored",
                         ", ".join(fixed))
-        for account in self.ctx.accounts if self.ctx is not None else ():
+        changed = {s.name: new.values[s.name] for s in SETTINGS
+                   if s.reloadable and new.values[s.name] != self.config.values[s.name]}
+        self._apply(changed)
+        log.info("configuration reloaded%s",
+                 f": {', '.join(changed)} changed" if changed else ", nothing changed")
+        outcome = f"reloaded; changed: {', '.join(changed) or 'nothing'}"
+        if fixed:
+            outcome += f"; needing a restart (ignored): {', '.join(fixed)}"
+        return outcome
+
+    def set_setting(self, name: str, raw: str) -> str:
+        """SET from the admin console: one reloadable setting, now (until the next
+        reload or restart, which read the configuration again)."""
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown setting {name}")
+        if not setting.reloadable:
+            raise ConfigError(f"{name} cannot change without a restart (settings SET can "
+                              "change: those SHOW CONFIG marks reloadable)")
+        value = parse_setting(name, raw)
+        self._apply({name: value})
+        return show_value(value) or "auto"
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        """Reloadable settings take effect: the pools' timeouts, the sessions' view of
+        the configuration, the log level."""
+        if not changes:
+            return
+        config = self.config = replace(self.config, values={**self.config.values, **changes})
+        if self.ctx is None:
+            return
+        self.ctx.config = config
+        for account in self.ctx.accounts:
             pool = account.pool
-            account.config = new
-            fresh = pool_settings(new, account.facts)
+            account.config = config
+            fresh = pool_settings(config, account.facts)
             pool.settings.queue_timeout = fresh.queue_timeout
             pool.settings.idle_timeout = fresh.idle_timeout
             pool.settings.max_lifetime = fresh.max_lifetime
             pool.settings.ping_after = fresh.ping_after
-        logging.getLogger("mysqlgate").setLevel(new["log.level"].upper())
-        log.info("configuration reloaded")
+        logging.getLogger("mysqlgate").setLevel(config["log.level"].upper())
 
     def stop(self) -> None:
         self._stop.set()
@@ -184,6 +243,8 @@ class Gate:
             server.close()
         if self.metrics is not None:
             await self.metrics.close()
+        if self.admin is not None:
+            await self.admin.close()
         ctx = self.ctx
         if ctx is None:
             return
@@ -219,6 +280,15 @@ def client_tls(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+async def _bind(setting: str, address: object, start: Coroutine[Any, Any, T]) -> T:
+    """Start a listener of `setting`; a port in use is a configuration error."""
+    try:
+        return await start
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot listen on {address}: {exc.strerror or exc}")\
+            from None
+
+
 async def _ping_quietly(backend: BackendConnection) -> None:
     try:
         await backend.ping()
@@ -242,12 +312,12 @@ def notify_systemd(message: str) -> None:
 
 async def serve(config: Config, load: Callable[[], Config] | None = None) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP re-reads the configuration with `load`."""
-    gate = Gate(config)
+    gate = Gate(config, load)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gate.stop)
     if load is not None:
-        loop.add_signal_handler(signal.SIGHUP, gate.reload, load)
+        loop.add_signal_handler(signal.SIGHUP, gate.reload)
     try:
         await gate.start()
     except UpstreamAuthError as exc:

@@ -419,6 +419,20 @@ class Session:
     def __repr__(self) -> str:
         return f"client {self.id} ({self.peer})"
 
+    def activity(self) -> str:
+        """What the client is doing now, in a word or three (SHOW CLIENTS)."""
+        if not self.authenticated:
+            return "login"
+        if self._request is not None:
+            return "waiting"
+        if self.busy:
+            return "running"
+        if self.backend is None:
+            return "idle"
+        if self.in_transaction or self.savepoints:
+            return "idle in transaction"
+        return "pinned" if self.pins else "holding"
+
     # -- from the frontend -------------------------------------------------------------
 
     def on_packet(self, packet: Packet) -> None:
@@ -714,6 +728,7 @@ class Session:
             backend = self.account.pool.take_ready(self.key)
             if backend is None:
                 self.busy = True
+                self.current = packet.payload
                 self._request = self.account.pool.request(
                     self.key, partial(self._got_backend, packet, command))
                 return
@@ -1558,9 +1573,11 @@ class Session:
         if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):
             self.pin(PIN_SESSION_STATE)
         self._apply_tracked(tracked, upstream)
-        if tracked.state_changed and not (tracked.variables or tracked.schema is not None):
+        if tracked.state_changed and not (tracked.variables or tracked.schema is not None
+                                          or self.effects & Effect.USER_VARIABLES):
             # "Something changed", and no variable or schema says what: state that
             # cannot move (a user variable set inside a procedure, function or trigger).
+            # A statement that sets user variables itself is pinned for them already.
             self.pin(PIN_SESSION_STATE)
 
     def client_tracked(self, tracked: TrackedChanges | None) -> TrackedChanges | None:

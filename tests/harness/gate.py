@@ -54,6 +54,8 @@ class Gate(Managed):
         self.ready_timeout = ready_timeout
         self.host = "127.0.0.1"
         self.port = free_port()
+        # The admin console's default port (6032) would be shared by every gate of a test.
+        self.admin_port = free_port()
         # The socket gets its own short dir: unix socket paths are limited to 107 bytes and
         # pytest's tmp_path can be long.
         self._socket_dir = Path(tempfile.mkdtemp(prefix="mysqlgate-gate-"))
@@ -100,6 +102,7 @@ class Gate(Managed):
             **os.environ,
             "MYSQLGATE_LOG_LEVEL": "debug",
             "PYTHONUNBUFFERED": "1",  # log lines reach the file as they are written
+            "MYSQLGATE_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
             **self.extra_env,
         }
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,115 @@
+"""`mysqlgate status`: what the admin console says, as tables on a terminal or as JSON.
+
+It is a client of the console like any other (PyMySQL), so it shows exactly what
+SHOW POOLS, SHOW CLIENTS, SHOW SERVERS and SHOW STATS return, from a running mysqlgate
+found through the same configuration (file, environment, flags) as the daemon's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import pymysql
+import pymysql.cursors
+
+from .config import Config, parse_listener
+
+SECTIONS = ("POOLS", "CLIENTS", "SERVERS", "STATS")
+# Columns shown on a terminal (JSON has them all), with their headings.
+TERMINAL_COLUMNS = {
+    "POOLS": ("pool", "size", "effective_size", "in_use", "idle", "opening", "waiting",
+              "longest_wait_s", "clients", "pinned", "in_transaction", "paused", "status"),
+    "CLIENTS": ("id", "user", "address", "state", "idle_s", "connected_s", "pins",
+                "upstream_thread", "statement"),
+    "SERVERS": ("pool", "thread_id", "state", "client", "age_s", "idle_s"),
+    "STATS": ("stat", "total", "per_second_recent", "per_second_average"),
+}
+
+
+def read(config: Config, address: str | None, timeout: float = 5.0) -> dict[str, Any]:
+    """Every section as a list of rows (dicts), plus `version`."""
+    target = parse_listener(address or config["admin.listen"] or "127.0.0.1:6032")
+    params: dict[str, Any] = {
+        "user": config["admin.user"], "password": config["admin.password"] or "",
+        "connect_timeout": timeout, "read_timeout": timeout, "autocommit": True,
+        "cursorclass": pymysql.cursors.DictCursor,
+    }
+    if target.path:
+        params["unix_socket"] = target.path
+    else:
+        params.update(host=target.host, port=target.port)
+    out: dict[str, Any] = {}
+    with pymysql.connect(**params) as conn, conn.cursor() as cursor:
+        cursor.execute("SHOW VERSION")
+        out["version"] = cursor.fetchone()
+        for section in SECTIONS:
+            cursor.execute(f"SHOW {section}")
+            out[section.lower()] = list(cursor.fetchall())
+    return out
+
+
+def main(config: Config, address: str | None, as_json: bool, out: TextIO = sys.stdout) -> int:
+    where = address or config["admin.listen"]
+    if not where:
+        print("mysqlgate status: admin.listen is off; give the console's address with "
+              "--admin host:port", file=sys.stderr)
+        return 2
+    try:
+        facts = read(config, address)
+    except pymysql.err.MySQLError as exc:
+        code = exc.args[0] if exc.args else ""
+        detail = exc.args[1] if len(exc.args) > 1 else exc
+        print(f"mysqlgate status: cannot read the admin console at {where}: ({code}) {detail}",
+              file=sys.stderr)
+        return 1
+    if as_json:
+        json.dump(facts, out, indent=2, default=str)
+        out.write("\n")
+        return 0
+    version = facts["version"]
+    out.write(f"{version['version']} ({version['python']}, {version['event_loop']}), up "
+              f"{_duration(version['uptime_s'])}, admin console {where}\n")
+    for section in SECTIONS:
+        rows = facts[section.lower()]
+        out.write(f"\n{section} ({len(rows)})\n")
+        if rows:
+            out.write(render(TERMINAL_COLUMNS[section], rows))
+    return 0
+
+
+def render(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """An aligned text table: numbers right, text left, NULL as '-'."""
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    numeric = [all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows)
+               for c in columns]
+    widths = [max(len(columns[i]), *(len(line[i]) for line in cells))
+              for i in range(len(columns))]
+    lines = []
+    for line in [list(columns), *cells]:
+        parts = [text.rjust(w) if num else text.ljust(w)
+                 for text, w, num in zip(line, widths, numeric, strict=True)]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if value >= 10 or value == 0 else f"{value:.2f}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s"
