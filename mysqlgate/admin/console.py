@@ -3,7 +3,7 @@ so that `mariadb -h 127.0.0.1 -P 6032 -u admin` and any driver can look inside a
 mysqlgate and steer it (SHOW POOLS, PAUSE, SET ..., SHUTDOWN).
 
 Login: admin.user with admin.password (mysql_native_password); with no password set,
-only the OS user mysqlgate runs as, over a unix socket or loopback (peer.py). The
+only the OS user mysqlgate runs as (or root), over a unix socket or loopback (peer.py). The
 configuration never lets the console listen beyond loopback without a password.
 
 The console reads the gate's state and changes it only through its pools (PAUSE,
@@ -257,10 +257,12 @@ class AdminConnection:
             return None
         if self.user != expected_user:
             return f"the console's user is {expected_user!r} (admin.user)"
+        # Root too: it can read and signal the process anyway, and under systemd's
+        # DynamicUser no one else shares the service's uid (`sudo mysqlgate status`).
         uid = peer_uid(self.writer.get_extra_info("socket"))
-        if uid is None or uid != os.getuid():
+        if uid is None or uid not in (os.getuid(), 0):
             return (f"admin.password is not set, so only OS user {_user_name(os.getuid())} "
-                    "may log in, over the console's unix socket or loopback")
+                    "(or root) may log in, over the console's unix socket or loopback")
         return None
 
     # -- commands ---------------------------------------------------------------------

@@ -334,7 +334,7 @@ def test_other_os_users_are_refused_without_a_password(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=30, cwd="/")
     assert done.stdout.startswith("1045 mysqlgate:"), (done.stdout, done.stderr)
-    assert "only OS user" in done.stdout
+    assert "only OS user root (or root) may log in" in done.stdout
 
 
 def test_admin_listen_checks(gate_factory: Callable[..., Gate]) -> None:
