@@ -1,12 +1,19 @@
-# syntax=docker/dockerfile:1
 # mysqlgate container image: a wheel built in one stage, installed into a clean slim image.
 #
 #   docker build -t mysqlgate .
 #   docker run --rm -p 127.0.0.1:6033:6033 \
 #       -e MYSQLGATE_UPSTREAM=mysql://app@db.example.com:3306/app \
 #       -e MYSQLGATE_UPSTREAM_PASSWORD=... mysqlgate
+#   docker inspect --format '{{.State.Health.Status}}' <container>   # healthy / unhealthy
+#   docker exec <container> mysqlgate status                           # pools, clients, stats
 #
 # Arguments after the image name go to mysqlgate (e.g. `mysqlgate --config /etc/...`).
+#
+# No "# syntax=" line on purpose: it makes BuildKit fetch a frontend image from Docker Hub
+# before the first step, which fails where no registry is reachable. The built-in frontend
+# of Docker >= 20.10 handles everything here (RUN --mount). Without Docker Hub, pass a
+# local base image: --build-arg PYTHON_IMAGE=local/python-venv:3.11-bookworm
+# (../shared/container/README.md; tests/integration/test_image.py builds and tests it).
 
 # Pin a digest (python:3.11-slim@sha256:...) for byte-for-byte reproducible builds.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -45,11 +52,24 @@ USER 10001:10001
 # listener unless told it is intended (listen.allow_remote). A sidecar sharing the app's
 # network namespace sets MYSQLGATE_LISTEN=127.0.0.1:6033 instead
 # (deploy/docker-compose.sidecar.yml).
+#
+# Metrics and health: GET /metrics (Prometheus) and GET /healthz (200 "ok", or 503 with the
+# reason, e.g. the upstream is unreachable) on metrics.listen, on all interfaces as well.
+# The admin console (admin.listen) stays on its default 127.0.0.1:6032: without
+# admin.password only the same OS user on loopback may log in, which is what
+# `docker exec <container> mysqlgate status` is (same uid 10001, same network namespace).
 ENV MYSQLGATE_LISTEN=0.0.0.0:6033 \
     MYSQLGATE_LISTEN_ALLOW_REMOTE=1 \
+    MYSQLGATE_METRICS_LISTEN=0.0.0.0:9033 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-EXPOSE 6033
+EXPOSE 6033 9033
+
+# `mysqlgate health` asks /healthz at metrics.listen, read from the same configuration
+# as the daemon's (environment, flags, --config file); it prints the answer (`docker
+# inspect` shows it in .State.Health.Log) and exits 1 unless it is 200.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["mysqlgate", "health"]
 
 # Exec form: mysqlgate is PID 1 and receives SIGTERM (drain) and SIGHUP (reload) itself.
 # Give `docker stop` a grace period over the 30 s drain deadline: docker stop -t 35.

@@ -18,9 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. MYSQLGATE_POOL_SIZE) or from the config file's [section] key.",
     )
     parser.add_argument("command", nargs="?", default="serve",
-                        choices=["serve", "check-config", "status"],
+                        choices=["serve", "check-config", "status", "health"],
                         help="what to do (default: serve); status: what a running mysqlgate's "
-                        "admin console says (pools, clients, servers, stats)")
+                        "admin console says (pools, clients, servers, stats); health: its "
+                        "/healthz answer, exit status 0 when healthy")
     parser.add_argument("--version", action="version", version=f"mysqlgate {__version__}")
     parser.add_argument("--config", "-c", help="TOML config file")
     parser.add_argument("--upstream", dest="upstream.url", action="append", metavar="URL",
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="status: the admin console's host:port or unix:/path (default: "
                         "admin.listen)")
     parser.add_argument("--json", action="store_true", help="status: JSON, for scripts")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="health: where /healthz is served (default: metrics.listen)")
     for setting in config.SETTINGS:
         if setting.name in ("upstream.url", "listen.addresses"):
             continue
@@ -58,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from .status import main as status
 
         return status(cfg, args.admin, args.json)
+    if args.command == "health":
+        from .status import health
+
+        return health(cfg, args.metrics)
     from .server import serve
 
     def reload() -> config.Config:

@@ -1,12 +1,16 @@
-"""`mysqlgate status`: what the admin console says, as tables on a terminal or as JSON.
+"""Asking a running mysqlgate, found through the same configuration (file, environment,
+flags) as the daemon's:
 
-It is a client of the console like any other (PyMySQL), so it shows exactly what
-SHOW POOLS, SHOW CLIENTS, SHOW SERVERS and SHOW STATS return, from a running mysqlgate
-found through the same configuration (file, environment, flags) as the daemon's.
+- `mysqlgate status`: what the admin console says, as tables on a terminal or as JSON.
+  It is a client of the console like any other (PyMySQL), so it shows exactly what SHOW
+  POOLS, SHOW CLIENTS, SHOW SERVERS and SHOW STATS return.
+- `mysqlgate health`: GET /healthz on metrics.listen; exit status 0 when healthy (the
+  container image's HEALTHCHECK).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
 from collections.abc import Sequence
@@ -113,3 +117,25 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{seconds:02d}s"
+
+
+def health(config: Config, address: str | None, timeout: float = 3.0,
+           out: TextIO = sys.stdout) -> int:
+    """0 when /healthz answers 200; 1 otherwise, saying why."""
+    where = address or config["metrics.listen"]
+    if not where:
+        print("mysqlgate health: metrics.listen is off; set it (the health check is served "
+              "there) or give --metrics host:port", file=sys.stderr)
+        return 2
+    target = parse_listener(where)
+    host = target.host if target.host not in (None, "", "0.0.0.0", "::") else "127.0.0.1"
+    try:
+        conn = http.client.HTTPConnection(host, target.port, timeout=timeout)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace").strip()
+    except OSError as exc:
+        print(f"mysqlgate health: no answer from {where}: {exc}", file=out)
+        return 1
+    print(f"{response.status} {body}", file=out)
+    return 0 if response.status == 200 else 1

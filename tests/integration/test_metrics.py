@@ -6,6 +6,9 @@ cannot be reached."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -16,6 +19,7 @@ from typing import Any
 import pymysql
 import pytest
 from harness import Gate, MariaDBServer, ScratchDb
+from harness.gate import REPO_ROOT
 from harness.mariadb import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -133,6 +137,7 @@ def test_healthz_follows_the_server(
     gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}/healthz"
     assert _get(url)[0] == 200
+    assert _health_command(port) == (0, "200 ok")
     assert _get(f"http://127.0.0.1:{port}/nothing")[0] == 404
 
     private_mariadb.stop()
@@ -140,6 +145,8 @@ def test_healthz_follows_the_server(
         gate.connect(ssl_disabled=True)  # mysqlgate learns the server is gone
     status, _, body = _get(url)
     assert status == 503 and "unreachable" in body, (status, body)
+    code, said = _health_command(port)  # the container image's HEALTHCHECK
+    assert code == 1 and said.startswith("503 upstream unreachable"), said
     reachable = [value for (name, _), value in _scrape(port).items()
                  if name == "mysqlgate_upstream_reachable"]
     assert reachable == [0]
@@ -148,6 +155,14 @@ def test_healthz_follows_the_server(
     _wait_for(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
     with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
         assert _rows(conn, "SELECT 1") == ((1,),)
+
+
+def _health_command(port: int) -> tuple[int, str]:
+    """`mysqlgate health`, finding /healthz through metrics.listen in the environment."""
+    env = {**os.environ, "MYSQLGATE_METRICS_LISTEN": f"127.0.0.1:{port}"}
+    done = subprocess.run([sys.executable, "-m", "mysqlgate", "health"], capture_output=True,
+                          text=True, timeout=60, cwd=REPO_ROOT, env=env)
+    return done.returncode, done.stdout.strip()
 
 
 def test_metrics_listen_is_checked_at_startup(gate_factory: Callable[..., Gate]) -> None:
