@@ -514,6 +514,7 @@ class Session:
         caps = server.capabilities & PROXY_CAPABILITIES | (CLIENT.SSL if tls else 0)
         greeting = Handshake(server.version, self.id, nonce, caps, server.charset,
                              SERVER_STATUS_AUTOCOMMIT, plugin, 0)
+        self.client.tls_offer = tls
         self.client.write(encode_packet(greeting.build(), 0)[0])
         packet = await self._login_packet()
         response = HandshakeResponse.parse(packet.payload)
@@ -525,7 +526,7 @@ class Session:
                                 "listen.tls_cert and listen.tls_key); connect without TLS "
                                 "(ssl-mode=DISABLED) on this local listener", "08004", seq=seq)
                 return False
-            await self.client.start_tls(tls)
+            await self.client.tls_established()
             packet = await self._login_packet()
             response = HandshakeResponse.parse(packet.payload)
             seq = packet.seq + 1
@@ -1574,10 +1575,11 @@ class Session:
             self.pin(PIN_SESSION_STATE)
         self._apply_tracked(tracked, upstream)
         if tracked.state_changed and not (tracked.variables or tracked.schema is not None
-                                          or self.effects & Effect.USER_VARIABLES):
+                                          or self.effects & PINNING):
             # "Something changed", and no variable or schema says what: state that
             # cannot move (a user variable set inside a procedure, function or trigger).
-            # A statement that sets user variables itself is pinned for them already.
+            # A statement that pins by what it does (SET @x, CREATE TEMPORARY TABLE) is
+            # pinned for that already: one pin, under the reason that says why.
             self.pin(PIN_SESSION_STATE)
 
     def client_tracked(self, tracked: TrackedChanges | None) -> TrackedChanges | None:
