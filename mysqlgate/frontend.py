@@ -13,14 +13,22 @@ import logging
 import ssl
 from typing import cast
 
+from .client_tls import ClientTLS
 from .context import GateContext
 from .errors import ER_CON_COUNT_ERROR
 from .protocol.errors import ProtocolViolation
 from .protocol.framing import MAX_PACKET_PAYLOAD, Packet, PacketAssembler, encode_packet
-from .protocol.messages import ERR
+from .protocol.messages import ERR, HandshakeResponse
 from .session import Session
 
 log = logging.getLogger("mysqlgate.frontend")
+
+
+def _is_ssl_request(payload: bytes) -> bool:
+    try:
+        return HandshakeResponse.parse(payload).ssl_request
+    except ProtocolViolation:
+        return False
 
 
 class ClientConnection(asyncio.Protocol):
@@ -31,6 +39,10 @@ class ClientConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.closed = False
         self._packets = PacketAssembler(ctx.config["limits.max_packet"])
+        # Set by the session while its greeting offers TLS and the client's first packet
+        # has not come: an SSLRequest then switches this connection to TLS on the spot.
+        self.tls_offer: ssl.SSLContext | None = None
+        self._tls: ClientTLS | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
@@ -58,6 +70,18 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         if session is None or self.closed:
             return
+        if self._tls is not None:
+            try:
+                data = self._tls.receive(data)
+            except (ssl.SSLError, ConnectionResetError) as exc:
+                log.debug("%s: TLS: %s", session, exc)
+                self.close()
+                return
+            if not data:
+                return
+        elif self.tls_offer is not None:
+            self._first_packet(session, data)
+            return
         packets = self._packets
         if not packets.buffered:
             # The usual case: one whole small command in one read; no copying.
@@ -74,6 +98,27 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolViolation as exc:
             session.protocol_violation(exc)
 
+    def _first_packet(self, session: Session, data: bytes) -> None:
+        """The client's first packet, where TLS may begin: after an SSLRequest, every
+        byte is TLS, including those already read with it."""
+        packets = self._packets
+        packets.feed(data)
+        try:
+            packet = packets.next_packet()
+        except ProtocolViolation as exc:
+            session.protocol_violation(exc)
+            return
+        if packet is None:
+            return
+        context, self.tls_offer = self.tls_offer, None
+        assert context is not None and self.transport is not None
+        if len(packet.payload) == 32 and _is_ssl_request(packet.payload):
+            self._tls = ClientTLS(context, self.transport)
+        session.on_packet(packet)
+        rest = packets.take_buffered()
+        if rest:
+            self.data_received(rest)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.session is not None:
@@ -87,19 +132,18 @@ class ClientConnection(asyncio.Protocol):
         if self.session is not None:
             self.session.resume_upstream()
 
-    async def start_tls(self, context: ssl.SSLContext) -> None:
-        """The client sent an SSLRequest: the rest of the connection is TLS."""
-        assert self.transport is not None
-        transport = await asyncio.get_running_loop().start_tls(
-            self.transport, self, context, server_side=True)
-        if transport is None:
-            raise ConnectionResetError("TLS handshake with the client failed")
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.ctx.config["pool.result_buffer"])
+    async def tls_established(self) -> None:
+        """Once the client's SSLRequest has come: wait for the TLS handshake."""
+        if self._tls is None:
+            raise ConnectionResetError("the client asked for TLS that was not offered")
+        await self._tls.established
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
-            self.transport.write(data)
+            if self._tls is not None:
+                self._tls.send(data)
+            else:
+                self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -66,6 +66,12 @@ class PacketAssembler:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def take_buffered(self) -> bytes:
+        """The bytes fed and not yet returned as packets; the assembler is left empty."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     def next_packet(self) -> Packet | None:
         buf = self._buf
         pos = 0

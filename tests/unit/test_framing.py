@@ -124,6 +124,20 @@ def test_assembler_small_packets_one_byte_at_a_time() -> None:
     assert assembler.buffered == 0
 
 
+def test_assembler_hands_over_what_follows_a_packet() -> None:
+    """Bytes after a packet that are not MySQL protocol (a TLS hello after an SSLRequest)
+    come back untouched, and the assembler starts afresh."""
+    request, _ = encode_packet(b"\x00" * 32, 1)
+    hello = b"\x16\x03\x01\x02\x00\x01" + bytes(range(256))
+    assembler = PacketAssembler()
+    assembler.feed(request + hello)
+    packet = assembler.next_packet()
+    assert packet is not None and packet.raw == request
+    assert assembler.take_buffered() == hello
+    assert assembler.buffered == 0 and assembler.next_packet() is None
+    assert assembler.take_buffered() == b""
+
+
 def test_assembler_small_packets_in_one_chunk() -> None:
     wire, pieces = small_wire()
     assembler = PacketAssembler()
