@@ -1,7 +1,12 @@
-"""Point-select throughput and latency: direct to MariaDB vs through mysqlgate, in one run.
+"""sysbench throughput and latency: direct to MariaDB vs through mysqlgate, in one run.
 
 Usage:  python bench/point_select.py [--rounds 3] [--time 20] [--quick] [--pool-size 4]
-        [--threads 16] [--gate-args "--some-flag value"]
+        [--threads 16] [--workload oltp_point_select] [--ps-mode disable]
+        [--gate-args "--some-flag value"]
+
+The default is oltp_point_select with --db-ps-mode=disable (plain COM_QUERY);
+`--ps-mode auto` makes sysbench use server-side prepared statements, and
+`--workload oltp_read_write` runs sysbench's read/write transactions instead.
 
 Everything it needs is started here and torn down again: a throwaway MariaDB in a temp
 directory, sysbench's tables, and mysqlgate as a subprocess. Runs alternate direct (A) and
@@ -13,44 +18,51 @@ reported. See bench/README.md for how to read the numbers.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import collections
 import dataclasses
-import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import shlex
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
+from common import (
+    DB_NAME,
+    DB_PASSWORD,
+    DB_USER,
+    OTHER_CPU_WARN_SHARE,
+    REPO_ROOT,
+    RESULTS_DIR,
+    Bench,
+    GateProcess,
+    GateTotals,
+    bench_session,
+    create_account,
+    environment,
+    find_tool,
+    install_signal_handlers,
+    log,
+    machine_busy_seconds,
+    process_cpu_seconds,
+    process_peak_rss_kib,
+    save_logs,
+    server_status,
+    start_gate,
+    start_mariadb,
+    utc_stamp,
+)
 
-DB_USER = "sbtest"
-DB_PASSWORD = "sbtest"
-DB_NAME = "sbtest"
 TABLES = 4
 TABLE_SIZE = 10_000
-
-SERVER_START_TIMEOUT_S = 60.0
-GATE_START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 SYSBENCH_GRACE_S = 60
-# Above this share of the machine's CPU taken by other processes during a run, the
-# report warns: on 2 cores a neighbour's test suite moves the ratios by tens of percent.
-OTHER_CPU_WARN_SHARE = 0.05
+WORKLOADS = ("oltp_point_select", "oltp_read_write")
+PS_MODES = ("disable", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +75,10 @@ class Settings:
     gate_args: list[str]
     self_test: bool
     keep_logs: bool
+    workload: str = "oltp_point_select"
+    ps_mode: str = "disable"
+    strict: bool = False
+    gate_ref: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,25 +95,11 @@ class RunResult:
     # Share of the machine's CPU used by processes other than ours during the run: another
     # workload on the machine makes A and B incomparable, so it is measured, not assumed.
     other_cpu_share: float
-
-
-@dataclasses.dataclass
-class Bench:
-    """Processes and paths of one benchmark session (see bench_session for teardown)."""
-
-    workdir: Path
-    db_port: int = 0
-    gate_port: int = 0
-    db_proc: subprocess.Popen[bytes] | None = None
-    gate_proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket_path(self) -> Path:
-        return self.workdir / "mariadb.sock"
-
-    @property
-    def datadir(self) -> Path:
-        return self.workdir / "data"
+    transactions: int = 0
+    # Codes of the errors sysbench ignored (its default list: 1213 deadlock, 1020, 1205),
+    # from its "Ignoring error" lines, and the deadlocks the server counted meanwhile.
+    ignored_error_codes: dict[str, int] = dataclasses.field(default_factory=dict)
+    server_deadlocks: int = 0
 
 
 # --- command line -------------------------------------------------------------------------
@@ -105,7 +107,7 @@ class Bench:
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(
-        description="Compare sysbench oltp_point_select direct vs through mysqlgate.",
+        description="Compare a sysbench OLTP workload direct vs through mysqlgate.",
         epilog='Pass gate arguments that start with a dash as --gate-args="--flag value".',
     )
     parser.add_argument("--rounds", type=int, default=3, help="A/B pairs to run (default 3)")
@@ -114,7 +116,26 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--quick", action="store_true", help="5 s runs, 2 s warm-ups")
     parser.add_argument("--threads", type=int, default=16, help="sysbench client threads")
     parser.add_argument("--pool-size", type=int, default=4, help="mysqlgate upstream pool size")
+    parser.add_argument(
+        "--workload", choices=WORKLOADS, default="oltp_point_select", help="sysbench test"
+    )
+    parser.add_argument(
+        "--ps-mode",
+        choices=PS_MODES,
+        default="disable",
+        help="sysbench --db-ps-mode: disable = text protocol (default), auto = server-side "
+        "prepared statements",
+    )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="fail on any error through mysqlgate, deadlocks (1213) included",
+    )
     parser.add_argument("--gate-args", default="", help="extra arguments for mysqlgate")
+    parser.add_argument(
+        "--gate-ref", default=None,
+        help="run mysqlgate as of this git commit (read with git archive) instead of the "
+        "working tree; older commits may log no totals line",
+    )
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy server and gate logs to bench/results/"
     )
@@ -133,186 +154,22 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         gate_args=shlex.split(ns.gate_args),
         self_test=ns.self_test,
         keep_logs=ns.keep_logs,
-    )
-
-
-# --- small helpers ------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    # Progress goes to stderr so stdout carries only the result tables.
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def find_tool(name: str) -> str:
-    # mariadbd lives in /usr/sbin, which a non-login root shell may not have on PATH.
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise SystemExit(f"bench: {name} not found; install mariadb-server and sysbench")
-    return path
-
-
-def free_port() -> int:
-    # The port is free when we look; a race with another process is possible but rare,
-    # and the start-up check below would then fail loudly rather than measure nonsense.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> None:
-    """Return once 127.0.0.1:port accepts TCP; fail early if the process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{proc.args!r} exited with {proc.returncode} before listening; "
-                f"last lines of {log_path.name}:\n{tail(log_path)}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} not accepting after {timeout:.0f} s:\n{tail(log_path)}")
-
-
-def start_process(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log_file:
-        # A session of its own: Ctrl-C in the terminal reaches only us, and we stop the
-        # servers in a known order (gate first, then the database) from the cleanup path.
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            start_new_session=True,
-        )
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Field 2 (comm) may contain spaces and parentheses; the fields we want follow the
-    # last ')'. After it, utime and stime are the 12th and 13th fields (14 and 15 in proc(5)).
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def process_peak_rss_kib(pid: int) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return None
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs spent not idle since boot, from /proc/stat's first line."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is already in user).
-    busy = sum(fields[:8]) - fields[3] - fields[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-# --- MariaDB ------------------------------------------------------------------------------
-
-
-def start_mariadb(bench: Bench) -> None:
-    log("initialising a throwaway MariaDB data directory")
-    install_log = bench.workdir / "install-db.log"
-    with install_log.open("wb") as out:
-        result = subprocess.run(
-            [
-                find_tool("mariadb-install-db"),
-                "--no-defaults",
-                "--auth-root-authentication-method=normal",
-                "--user=root",
-                f"--datadir={bench.datadir}",
-                "--skip-test-db",  # nothing uses it; saves a few seconds
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if result.returncode != 0:
-        # Its real error comes first and a long generic help text after it: show it all.
-        raise RuntimeError(f"mariadb-install-db failed:\n{tail(install_log, 200)}")
-
-    bench.db_port = free_port()
-    server_log = bench.workdir / "mariadbd.log"
-    bench.db_proc = start_process(
-        [
-            find_tool("mariadbd"),
-            "--no-defaults",
-            "--user=root",
-            f"--datadir={bench.datadir}",
-            f"--port={bench.db_port}",
-            f"--socket={bench.socket_path}",
-            f"--pid-file={bench.workdir / 'mariadbd.pid'}",
-            "--bind-address=127.0.0.1",
-            "--skip-log-bin",
-            "--innodb-buffer-pool-size=256M",
-            "--max-connections=500",
-            "--skip-name-resolve",
-        ],
-        server_log,
-    )
-    wait_for_port(bench.db_port, bench.db_proc, SERVER_START_TIMEOUT_S, server_log)
-    log(f"MariaDB listening on 127.0.0.1:{bench.db_port}")
-
-
-def create_account(bench: Bench) -> None:
-    # Both hosts: '%' for TCP through 127.0.0.1, 'localhost' for the unix socket. With
-    # --skip-name-resolve only '%' would match TCP, but tools differ, so grant both.
-    statements = [f"CREATE DATABASE {DB_NAME}"]
-    for host in ("%", "localhost"):
-        account = f"'{DB_USER}'@'{host}'"
-        statements += [
-            f"CREATE USER {account} IDENTIFIED BY '{DB_PASSWORD}'",
-            f"GRANT ALL PRIVILEGES ON {DB_NAME}.* TO {account}",
-        ]
-    subprocess.run(
-        [
-            find_tool("mariadb"),
-            "--no-defaults",
-            f"--socket={bench.socket_path}",
-            "--user=root",
-            "--batch",
-            "-e",
-            "; ".join(statements),
-        ],
-        stdin=subprocess.DEVNULL,
-        check=True,
+        workload=ns.workload,
+        ps_mode=ns.ps_mode,
+        strict=ns.strict,
+        gate_ref=ns.gate_ref,
     )
 
 
 # --- sysbench -----------------------------------------------------------------------------
 
 
-def sysbench_argv(port: int, command: str, extra: Sequence[str] = ()) -> list[str]:
+def sysbench_argv(
+    port: int, command: str, extra: Sequence[str] = (), workload: str = "oltp_point_select"
+) -> list[str]:
     return [
         find_tool("sysbench"),
-        "oltp_point_select",
+        workload,
         "--mysql-host=127.0.0.1",
         f"--mysql-port={port}",
         f"--mysql-user={DB_USER}",
@@ -335,19 +192,27 @@ def sysbench_prepare(bench: Bench) -> None:
     )
 
 
-def sysbench_run(port: int, seconds: int, threads: int) -> str:
+def sysbench_run(
+    port: int,
+    seconds: int,
+    threads: int,
+    workload: str = "oltp_point_select",
+    ps_mode: str = "disable",
+) -> str:
     extra = [
         f"--threads={threads}",
         f"--time={seconds}",
-        # Text protocol: prepared statements would be pinned or re-prepared by a pooler;
-        # the first benchmark measures plain COM_QUERY forwarding.
-        "--db-ps-mode=disable",
+        # disable: text protocol, plain COM_QUERY forwarding (the first benchmark);
+        # auto: server-side prepared statements (COM_STMT_PREPARE / EXECUTE).
+        f"--db-ps-mode={ps_mode}",
         "--report-interval=0",
         "--percentile=95",
+        # 5 (debug) adds only a line per thread, and one per ignored error with its code.
+        "--verbosity=5",
     ]
     try:
         result = subprocess.run(
-            sysbench_argv(port, "run", extra),
+            sysbench_argv(port, "run", extra, workload),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -366,10 +231,12 @@ def sysbench_run(port: int, seconds: int, threads: int) -> str:
 
 
 _QUERIES = re.compile(r"^\s*queries:\s+(\d+)\s+\(([\d.]+) per sec\.\)", re.M)
+_TRANSACTIONS = re.compile(r"^\s*transactions:\s+(\d+)\s", re.M)
 _P95 = re.compile(r"^\s*95th percentile:\s+([\d.]+)", re.M)
 _MAX = re.compile(r"^\s*max:\s+([\d.]+)", re.M)
 _IGNORED = re.compile(r"^\s*ignored errors:\s+(\d+)", re.M)
 _RECONNECTS = re.compile(r"^\s*reconnects:\s+(\d+)", re.M)
+_IGNORING = re.compile(r"Ignoring error (\d+) ")
 
 
 def _match(pattern: re.Pattern[str], text: str) -> re.Match[str]:
@@ -384,40 +251,29 @@ def parse_sysbench(text: str) -> dict[str, Any]:
     return {
         "queries": int(queries.group(1)),
         "qps": float(queries.group(2)),
+        "transactions": int(_match(_TRANSACTIONS, text).group(1)),
         "p95_ms": float(_match(_P95, text).group(1)),
         "max_ms": float(_match(_MAX, text).group(1)),
         "ignored_errors": int(_match(_IGNORED, text).group(1)),
         "reconnects": int(_match(_RECONNECTS, text).group(1)),
+        "ignored_error_codes": dict(collections.Counter(_IGNORING.findall(text))),
     }
 
 
 # --- mysqlgate ----------------------------------------------------------------------------
 
 
-def start_gate(bench: Bench, settings: Settings) -> None:
+def start_bench_gate(bench: Bench, settings: Settings) -> GateProcess | None:
     if settings.self_test:
         # Stand-in for B: the server itself. Its CPU is what gets measured for "B".
         bench.gate_port = bench.db_port
         log("self-test: B goes straight to MariaDB (no mysqlgate)")
-        return
-    bench.gate_port = free_port()
-    upstream = f"mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{bench.db_port}/{DB_NAME}"
-    gate_log = bench.workdir / "mysqlgate.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "mysqlgate",
-        "--upstream",
-        upstream,
-        "--listen",
-        f"127.0.0.1:{bench.gate_port}",
-        "--pool-size",
-        str(settings.pool_size),
-        *settings.gate_args,
-    ]
-    bench.gate_proc = start_process(argv, gate_log)
-    wait_for_port(bench.gate_port, bench.gate_proc, GATE_START_TIMEOUT_S, gate_log)
+        return None
+    # Run from a snapshot of mysqlgate/ (see common.snapshot_gate_source).
+    gate = start_gate(bench, bench.db_port, settings.pool_size, settings.gate_args)
+    bench.gate_proc, bench.gate_port = gate.proc, gate.port
     log(f"mysqlgate listening on 127.0.0.1:{bench.gate_port} (pool size {settings.pool_size})")
+    return gate
 
 
 def measured_pid(bench: Bench) -> int:
@@ -448,27 +304,34 @@ class CpuSnapshot:
         )
 
 
-def run_one(bench: Bench, label: str, round_no: int, seconds: int, threads: int) -> RunResult:
+def run_one(
+    bench: Bench, label: str, round_no: int, seconds: int, settings: Settings
+) -> RunResult:
     port = bench.db_port if label == "A" else bench.gate_port
+    deadlocks = server_status(bench, "Innodb_deadlocks")
     before = CpuSnapshot.take(bench)
-    output = sysbench_run(port, seconds, threads)
+    output = sysbench_run(port, seconds, settings.threads, settings.workload, settings.ps_mode)
     after = CpuSnapshot.take(bench)
+    deadlocks = server_status(bench, "Innodb_deadlocks") - deadlocks
     others = (after.machine - before.machine) - (after.ours - before.ours)
     return RunResult(
         label=label,
         round=round_no,
         gate_cpu_s=round(after.measured - before.measured, 3) if label == "B" else None,
         other_cpu_share=round(max(0.0, others) / (seconds * (os.cpu_count() or 1)), 4),
+        server_deadlocks=deadlocks,
         **parse_sysbench(output),
     )
 
 
-def run_all(bench: Bench, settings: Settings) -> list[RunResult]:
+def run_all(bench: Bench, settings: Settings) -> tuple[list[RunResult], list[RunResult]]:
+    """(warm-up runs, measured runs)."""
+    warmups: list[RunResult] = []
     if settings.warmup_seconds > 0:
         # Warm both paths (buffer pool, the gate's upstream pool, Python's caches) first.
         for label in ("A", "B"):
             log(f"warm-up {label}: {settings.warmup_seconds} s")
-            run_one(bench, label, 0, settings.warmup_seconds, settings.threads)
+            warmups.append(run_one(bench, label, 0, settings.warmup_seconds, settings))
     results: list[RunResult] = []
     total = 2 * settings.rounds
     for round_no in range(1, settings.rounds + 1):
@@ -477,11 +340,27 @@ def run_all(bench: Bench, settings: Settings) -> list[RunResult]:
                 f"run {len(results) + 1}/{total}: {label} round {round_no}, "
                 f"{settings.run_seconds} s"
             )
-            results.append(run_one(bench, label, round_no, settings.run_seconds, settings.threads))
-    return results
+            results.append(run_one(bench, label, round_no, settings.run_seconds, settings))
+    return warmups, results
 
 
 # --- results ------------------------------------------------------------------------------
+
+
+def unexplained_errors(r: RunResult) -> int:
+    """Reconnects, errors logged with a code other than 1213 (deadlock), and ignored
+    errors beyond those and the deadlocks the server counted during the run. (sysbench
+    does not log every ignored error: a run with 2 server deadlocks and 2 ignored errors
+    logged one "Ignoring error 1213" line.)"""
+    others = sum(n for code, n in r.ignored_error_codes.items() if code != "1213")
+    return r.reconnects + others + max(0, r.ignored_errors - others - r.server_deadlocks)
+
+
+def error_codes_text(r: RunResult) -> str:
+    codes = ", ".join(f"{code} x{n}" for code, n in sorted(r.ignored_error_codes.items()))
+    if r.reconnects:
+        codes += (", " if codes else "") + f"{r.reconnects} reconnects"
+    return codes
 
 
 def summarise(results: list[RunResult]) -> dict[str, Any]:
@@ -493,7 +372,12 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
     p95_ratios = [through[n].p95_ms / direct[n].p95_ms for n in rounds]
     b_queries = sum(r.queries for r in through.values())
     b_cpu = sum(r.gate_cpu_s or 0.0 for r in through.values())
+    # Rounds in which other processes left both runs alone.
+    quiet = [n for n in rounds if max(direct[n].other_cpu_share,
+                                      through[n].other_cpu_share) <= OTHER_CPU_WARN_SHARE]
     return {
+        "quiet_rounds": quiet,
+        "quiet_qps_ratios": [round(qps_ratios[rounds.index(n)], 4) for n in quiet],
         "qps_ratio_median": statistics.median(qps_ratios),
         "p95_ratio_median": statistics.median(p95_ratios),
         # The spread shows how far to trust the medians on this machine.
@@ -505,7 +389,33 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
         "through_p95_ms_median": statistics.median(through[n].p95_ms for n in rounds),
         "gate_cpu_us_per_query": 1e6 * b_cpu / b_queries if b_queries else None,
         "errors_or_reconnects": sum(r.ignored_errors + r.reconnects for r in results),
+        "direct_errors_or_reconnects": sum(
+            r.ignored_errors + r.reconnects for r in direct.values()
+        ),
+        "through_errors_or_reconnects": sum(
+            r.ignored_errors + r.reconnects for r in through.values()
+        ),
+        # Errors through mysqlgate that are not deadlocks the server itself counted.
+        "through_unexplained_errors": sum(unexplained_errors(r) for r in through.values()),
+        # Deadlocks the server counted during the runs each way.
+        "through_deadlocks": sum(r.server_deadlocks for r in through.values()),
+        "direct_deadlocks": sum(r.server_deadlocks for r in direct.values()),
         "max_other_cpu_share": max(r.other_cpu_share for r in results),
+    }
+
+
+def gate_summary(totals: GateTotals, warmups: list[RunResult],
+                 results: list[RunResult]) -> dict[str, Any]:
+    """The gate's totals over its whole life (warm-up and measured B runs)."""
+    b_queries = sum(r.queries for r in warmups + results if r.label == "B")
+    return {
+        "totals": dataclasses.asdict(totals),
+        "sysbench_queries_through": b_queries,
+        "pins_per_1000_commands": round(totals.per_1000_commands(totals.pin_total), 3),
+        "prepared_upstream_per_1000_executes": (
+            None if totals.prepared_per_1000_executes is None
+            else round(totals.prepared_per_1000_executes, 3)
+        ),
     }
 
 
@@ -513,14 +423,20 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
     b_name = "B (self-test: direct)" if settings.self_test else "B mysqlgate"
     cpu_name = "mariadbd" if settings.self_test else "mysqlgate"
     print(
-        f"{'run':<24}{'qps':>10}{'p95 ms':>9}{'max ms':>9}{cpu_name + ' µs/q':>17}{'other CPU':>11}"
+        f"{settings.workload}, --db-ps-mode={settings.ps_mode}, {settings.threads} threads, "
+        f"pool of {settings.pool_size}"
+    )
+    print(
+        f"{'run':<24}{'qps':>10}{'p95 ms':>9}{'max ms':>9}{cpu_name + ' µs/q':>17}"
+        f"{'other CPU':>11}{'errors':>8}"
     )
     for r in results:
         name = f"{'A direct' if r.label == 'A' else b_name} #{r.round}"
         cpu = f"{1e6 * r.gate_cpu_s / r.queries:.1f}" if r.gate_cpu_s is not None else "-"
         print(
             f"{name:<24}{r.qps:>10.1f}{r.p95_ms:>9.2f}{r.max_ms:>9.2f}{cpu:>17}"
-            f"{r.other_cpu_share:>11.0%}"
+            f"{r.other_cpu_share:>11.0%}{r.ignored_errors + r.reconnects:>8}"
+            + (f"  {codes}" if (codes := error_codes_text(r)) else "")
         )
     print()
     for name, key in (("throughput", "qps"), ("p95 latency", "p95")):
@@ -529,6 +445,11 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
             f"{name} through/direct, median of {len(ratios)} rounds: "
             f"{summary[f'{key}_ratio_median']:.3f}  (rounds: {min(ratios):.3f}-{max(ratios):.3f})"
         )
+    quiet = summary["quiet_qps_ratios"]
+    if quiet:
+        print(f"  throughput ratio in rounds where other CPU stayed <= "
+              f"{OTHER_CPU_WARN_SHARE:.0%} on both runs ({len(quiet)}): median "
+              f"{statistics.median(quiet):.3f} (rounds {min(quiet):.3f}-{max(quiet):.3f})")
     if summary["gate_cpu_us_per_query"] is not None:
         print(f"{cpu_name} CPU per query during B runs: {summary['gate_cpu_us_per_query']:.1f} µs")
     if summary["max_other_cpu_share"] > OTHER_CPU_WARN_SHARE:
@@ -536,50 +457,58 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
             f"WARNING: other processes used up to {summary['max_other_cpu_share']:.0%} of the "
             "CPUs during a run; the machine was not quiet and the ratios are not reliable"
         )
-    if summary["errors_or_reconnects"]:
-        print(f"WARNING: sysbench saw {summary['errors_or_reconnects']} errors/reconnects")
+    if summary["direct_errors_or_reconnects"]:
+        print(
+            f"NOTE: sysbench saw {summary['direct_errors_or_reconnects']} errors/reconnects "
+            f"on direct runs (the server counted {summary['direct_deadlocks']} deadlocks)"
+        )
+    if summary["through_deadlocks"]:
+        print(
+            f"NOTE: the server counted {summary['through_deadlocks']} deadlocks (1213) during "
+            "runs through mysqlgate; sysbench's errors there are no more than those: the "
+            "workload's own, as on direct runs (--strict makes them fail the benchmark)"
+        )
     if settings.self_test:
         print("(self-test: B went straight to MariaDB; ratios near 1.0 mean the harness is fair)")
 
 
-def utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def tool_version(argv: list[str]) -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
-        return out.strip().splitlines()[0] if out.strip() else ""
-    return ""
-
-
-def environment() -> dict[str, Any]:
-    # Read-only git queries: which code was measured, and whether it had local edits.
-    commit = tool_version(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"])
-    dirty = bool(tool_version(["git", "-C", str(REPO_ROOT), "status", "--porcelain"]))
-    return {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "sysbench": tool_version([find_tool("sysbench"), "--version"]),
-        "mariadbd": tool_version([find_tool("mariadbd"), "--version"]),
-    }
+def print_gate_summary(gate: dict[str, Any]) -> None:
+    totals = gate["totals"]
+    pins = ", ".join(f"{k} {v}" for k, v in sorted(totals["pins"].items())) or "none"
+    print(
+        f"mysqlgate totals (warm-up and B runs): commands {totals['commands']}, "
+        f"pins [{pins}] = {gate['pins_per_1000_commands']:.2f} per 1,000 commands, "
+        f"upstream connects {totals['upstream_connects']}, resets {totals['resets']}, "
+        f"lost {totals['lost']}, retried {totals['retried']}"
+    )
+    per_1000 = gate["prepared_upstream_per_1000_executes"]
+    print(
+        f"statements prepared upstream: {totals['prepared_upstream']} for "
+        f"{totals['executes']} executes"
+        + (f" = {per_1000:.2f} per 1,000 executes" if per_1000 is not None else "")
+    )
 
 
 def write_json(
-    results: list[RunResult], summary: dict[str, Any], settings: Settings, extra: dict[str, Any]
+    results: list[RunResult], summary: dict[str, Any], settings: Settings, extra: dict[str, Any],
+    bench: Bench,
 ) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = utc_stamp()
-    path = RESULTS_DIR / f"{stamp}{'-selftest' if settings.self_test else ''}.json"
+    name = "" if (settings.workload, settings.ps_mode) == ("oltp_point_select", "disable") \
+        else f"-{settings.workload}-ps-{settings.ps_mode}"
+    path = RESULTS_DIR / f"{stamp}{name}{'-selftest' if settings.self_test else ''}.json"
     document = {
-        "benchmark": "point_select",
+        "benchmark": "point_select" if not name else f"sysbench{name}",
         "timestamp": stamp,
         "settings": dataclasses.asdict(settings),
-        "workload": {"tables": TABLES, "table_size": TABLE_SIZE, "db_ps_mode": "disable"},
-        "environment": environment(),
+        "workload": {
+            "sysbench_test": settings.workload,
+            "tables": TABLES,
+            "table_size": TABLE_SIZE,
+            "db_ps_mode": settings.ps_mode,
+        },
+        "environment": environment(bench, ("sysbench", "mariadbd")),
         "runs": [dataclasses.asdict(r) for r in results],
         "summary": summary,
         **extra,
@@ -588,69 +517,82 @@ def write_json(
     return path
 
 
-def save_logs(bench: Bench, result_path: Path) -> list[str]:
-    """Copy the start-up and server logs next to result_path (<stamp>.mariadbd.log, ...)."""
-    saved = []
-    for name in ("install-db.log", "mariadbd.log", "mysqlgate.log"):
-        source = bench.workdir / name
-        if source.exists():
-            RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-            target = result_path.with_suffix(f".{name}")
-            shutil.copy(source, target)
-            saved.append(str(target.relative_to(REPO_ROOT)))
-    return saved
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM/SIGHUP take the same cleanup path as Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def bench_session() -> Iterator[Bench]:
-    """A Bench whose servers are stopped and temp dir removed however we leave."""
-    bench = Bench(workdir=Path(tempfile.mkdtemp(prefix="mysqlgate-bench-")))
-    try:
-        yield bench
-    finally:
-        stop_process(bench.gate_proc)
-        stop_process(bench.db_proc)
-        shutil.rmtree(bench.workdir, ignore_errors=True)
+def failures(summary: dict[str, Any], gate: dict[str, Any] | None,
+             strict: bool = False) -> list[str]:
+    """What makes this run not a valid comparison: errors through mysqlgate (other than
+    deadlocks the server counted, unless `strict`), reconnects, lost upstream connections.
+    (Errors on direct runs are the server's and only noted.)"""
+    found = []
+    bad = summary["through_errors_or_reconnects"] if strict \
+        else summary["through_unexplained_errors"]
+    if bad:
+        found.append(
+            f"sysbench saw {bad} errors/reconnects through mysqlgate"
+            + ("" if strict else " that were not deadlocks counted by the server")
+        )
+    if gate is not None:
+        totals = gate["totals"]
+        if totals["lost"] or totals["retried"]:
+            found.append(
+                f"mysqlgate lost {totals['lost']} upstream connections, retried "
+                f"{totals['retried']} commands"
+            )
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        # An inherited SIG_IGN (nohup) is a wish to keep running; respect it.
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, _raise_interrupt)
+    install_signal_handlers()
     try:
         with bench_session() as bench:
             try:
+                bench.gate_ref = settings.gate_ref
                 start_mariadb(bench)
                 create_account(bench)
                 sysbench_prepare(bench)
-                start_gate(bench, settings)
-                results = run_all(bench, settings)
+                gate = start_bench_gate(bench, settings)
+                warmups, results = run_all(bench, settings)
+                extra: dict[str, Any] = {
+                    # Which process the CPU and memory figures belong to (mariadbd in
+                    # self-test).
+                    "measured_process": "mariadbd" if settings.self_test else "mysqlgate",
+                    "measured_peak_rss_kib": process_peak_rss_kib(measured_pid(bench)),
+                    "warmups": [dataclasses.asdict(r) for r in warmups],
+                }
+                gate_info = None
+                if gate is not None:
+                    # SIGTERM: the gate logs its totals (pins, prepares) as it stops.
+                    try:
+                        gate_info = gate_summary(gate.stop(), warmups, results)
+                        extra["gate"] = gate_info
+                    except RuntimeError:
+                        if settings.gate_ref is None:
+                            raise
+                        log(f"mysqlgate as of {settings.gate_ref} logged no totals line")
+                    extra["gate_log_problems"] = gate.problems()[:50]
             except (RuntimeError, subprocess.CalledProcessError):
                 # The temp dir goes away with the servers; keep their logs for a post-mortem.
                 saved = save_logs(bench, RESULTS_DIR / f"{utc_stamp()}-failed.json")
                 log(f"server and gate logs kept in {', '.join(saved) or '(none)'}")
                 raise
             summary = summarise(results)
-            extra = {
-                # Which process the CPU and memory figures belong to (mariadbd in self-test).
-                "measured_process": "mariadbd" if settings.self_test else "mysqlgate",
-                "measured_peak_rss_kib": process_peak_rss_kib(measured_pid(bench)),
-            }
+            problems = failures(summary, gate_info, settings.strict)
+            summary["failures"] = problems
             print_report(results, summary, settings)
-            path = write_json(results, summary, settings, extra)
-            if settings.keep_logs:
+            if gate_info is not None:
+                print_gate_summary(gate_info)
+            path = write_json(results, summary, settings, extra, bench)
+            if settings.keep_logs or problems:
                 save_logs(bench, path)
             print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
+            if problems:
+                for problem in problems:
+                    print(f"FAILED: {problem}")
+                print("logs kept next to the result file")
+                return 1
     except KeyboardInterrupt:
         log("interrupted; servers stopped, temp files removed")
         return 130
