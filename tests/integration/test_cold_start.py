@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import time
 from collections.abc import Callable
 
@@ -71,3 +72,33 @@ def test_sigterm_while_the_server_is_down(
     gate.send_signal(signal.SIGTERM)
     assert gate.wait(timeout=10) == 0
     assert time.monotonic() - started < 5
+
+
+def test_a_server_that_never_answers_fails_clients_at_once(
+    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """A host that accepts connections while its server never speaks (hung, or a port
+    forward with nothing behind it) costs each connect the whole connect_timeout. Once
+    mysqlgate knows the server is unreachable, clients are told at once, not each after
+    a connect_timeout of its own."""
+    private_mariadb.stop()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind((db.host, db.port))
+        silent.listen(128)  # the kernel completes connects; nothing is ever sent
+        connect_timeout = 3.0
+        gate = gate_factory("--upstream-connect-timeout", str(connect_timeout))
+        client = LoginOnly(host=gate.host, port=gate.port, user=db.user,
+                           password=db.password, database=db.database, autocommit=None,
+                           read_timeout=4 * connect_timeout)
+        with contextlib.closing(client):
+            for _ in range(4):
+                started = time.monotonic()
+                with pytest.raises(pymysql.err.OperationalError) as excinfo:
+                    with client.cursor() as cursor:
+                        cursor.execute("SELECT 1")
+                took = time.monotonic() - started
+                code, message = excinfo.value.args
+                assert code == CR.CR_SERVER_LOST and "cannot be reached" in message, message
+                assert took < connect_timeout / 2, (
+                    f"the error took {took:.1f}s: a connect attempt of its own")

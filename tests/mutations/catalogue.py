@@ -225,11 +225,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="An OK whose tracker says only 'state changed' pins (note_ok)",
         edits=(
             _session(
-                "            # cannot move (a user variable set inside a procedure, function"
-                " or trigger).\n"
+                "            # pinned for that already: one pin, under the reason that says"
+                " why.\n"
                 "            self.pin(PIN_SESSION_STATE)\n",
-                "            # cannot move (a user variable set inside a procedure, function"
-                " or trigger).\n"
                 "            pass  # mutation\n",
             ),
         ),
@@ -687,8 +685,8 @@ MUTATIONS += (
     Mutation(
         name="a client's own wait_timeout ignored",
         guarantee="A client that set wait_timeout is disconnected after that long idle",
-        edits=(_session("        if now - self.last_command_at > timeout:\n",
-                        "        if False:  # mutation\n"),),
+        edits=(_session("            if timeout and idle > timeout:\n",
+                        "            if False:  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_kill.py::test_a_clients_own_wait_timeout",),
     ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
@@ -704,6 +702,54 @@ MUTATIONS += (
         ),
         tests=(f"{UNTRACKED}::test_named_lock_through_execute_immediate_stays_with_its_client",
                *leak("named_lock_execute_immediate", "user_var_execute_immediate")),
+    ),
+    # 23. Operating it (issue 7): stuck clients, PAUSE, cold start, console and TLS rules.
+    Mutation(
+        name="a stuck transaction keeps its connection",
+        guarantee="A client idle in a transaction gives its connection back while others wait",
+        edits=(_session("        if idle > limit:\n            self._end_idle_transaction(idle)\n",
+                        "        if False:  # mutation\n            pass\n"),),
+        tests=(f"{INTEGRATION}/test_stuck_clients.py",),
+    ),
+    Mutation(
+        name="idle_transaction_timeout auto acts with no one waiting",
+        guarantee="auto never ends a transaction that no other client waits for",
+        edits=(_session("            if not self.account.pool.waiting_count or facts is None:\n",
+                        "            if facts is None:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_stuck_clients.py::"
+               "test_auto_rolls_back_stuck_transactions_only_while_others_wait",),
+    ),
+    Mutation(
+        name="PAUSE hands connections out",
+        guarantee="While paused, no statement reaches the server",
+        edits=(Edit("pool.py", "        self.paused = True\n",
+                    "        self.paused = False  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_admin.py::test_pause_holds_statements_and_resume_releases_them",),
+    ),
+    Mutation(
+        name="an unreachable server makes clients wait",
+        guarantee="While the server is down, clients get a mysqlgate: error at once",
+        edits=(Edit("pool.py",
+                    "        if self.unreachable is not None:\n"
+                    "            self._fail(req, self.unreachable_error())\n"
+                    "            return\n",
+                    "        pass  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_cold_start.py",),
+    ),
+    Mutation(
+        name="console open to any OS user without a password",
+        guarantee="With no admin.password, only mysqlgate's own OS user (or root) logs in",
+        edits=(Edit("admin/console.py",
+                    "        if uid is None or uid not in (os.getuid(), 0):\n",
+                    "        if uid is None:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_admin.py::test_other_os_users_are_refused_without_a_password",),
+    ),
+    Mutation(
+        name="listen.require_tls ignored",
+        guarantee="Beyond loopback, clients without TLS are refused when require_tls is set",
+        edits=(_session('        elif ctx.config["listen.require_tls"] and not self.client.local:\n',
+                        "        elif False:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_tls.py::test_require_tls_beyond_loopback",),
     ),
 )
 
