@@ -138,7 +138,7 @@ def test_kill_query_keeps_the_connection_until_it_ran(
         runs = 0
         with contextlib.closing(_connect(gate)) as conn:
             while not stop.is_set():
-                assert _rows(conn, "SELECT SLEEP(0.01), 'b'") == ((0, "b"),)
+                assert _rows(conn, "SELECT SLEEP(0.002), 'b'") == ((0, "b"),)
                 runs += 1
         return runs
 
@@ -146,7 +146,7 @@ def test_kill_query_keeps_the_connection_until_it_ran(
         interrupted = 0
         while not stop.is_set():
             try:
-                _rows(victim, "SELECT SLEEP(0.01)")
+                _rows(victim, "SELECT SLEEP(0.002)")
             except pymysql.err.OperationalError as exc:
                 assert exc.args[0] == 1317, exc
                 interrupted += 1
@@ -157,9 +157,11 @@ def test_kill_query_keeps_the_connection_until_it_ran(
         by = pool.submit(bystander)
         vic = pool.submit(victim_loop, victim)
         try:
-            for _ in range(40):
+            # Short statements and many KILLs: a KILL whose statement ends while it is on
+            # its way, and a bystander waiting for that connection, happen within a few.
+            for _ in range(200):
                 _rows(killer, f"KILL QUERY {victim.thread_id()}")
-                time.sleep(0.005)
+                time.sleep(0.002)
         finally:
             stop.set()
         assert by.result(30) > 0
