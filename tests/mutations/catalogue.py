@@ -703,7 +703,23 @@ MUTATIONS += (
         tests=(f"{UNTRACKED}::test_named_lock_through_execute_immediate_stays_with_its_client",
                *leak("named_lock_execute_immediate", "user_var_execute_immediate")),
     ),
-    # 23. Operating it (issue 7): stuck clients, PAUSE, cold start, console and TLS rules.
+    # 23. The fast path for plain statements (sql_effects._plain_effects) must hand every
+    # statement with a word that can leave state to the full reading.
+    Mutation(
+        name="fast path reads stateful words as plain",
+        guarantee="A statement with GET_LOCK, LAST_INSERT_ID(n), NEXTVAL... pins although it"
+                  " looks like a plain SELECT (sql_effects fast path)",
+        edits=(
+            Edit(
+                "sql_effects.py",
+                "            _PLAIN_STOP_WORDS.search(text, start) is not None:\n",
+                "            False:  # mutation\n",
+            ),
+        ),
+        tests=(*leak("named_lock_select", "last_insert_id_select", "sequence_nextval"),
+               f"{SQL_EFFECTS_UNIT}::test_fast_path_agrees_with_the_full_reading"),
+    ),
+    # 24. Operating it (issue 7): stuck clients, PAUSE, cold start, console and TLS rules.
     Mutation(
         name="a stuck transaction keeps its connection",
         guarantee="A client idle in a transaction gives its connection back while others wait",
@@ -747,8 +763,9 @@ MUTATIONS += (
     Mutation(
         name="listen.require_tls ignored",
         guarantee="Beyond loopback, clients without TLS are refused when require_tls is set",
-        edits=(_session('        elif ctx.config["listen.require_tls"] and not self.client.local:\n',
-                        "        elif False:  # mutation\n"),),
+        edits=(_session(
+            '        elif ctx.config["listen.require_tls"] and not self.client.local:\n',
+            "        elif False:  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_tls.py::test_require_tls_beyond_loopback",),
     ),
 )

@@ -7,12 +7,19 @@ like it (inside strings, comments, identifiers) must not be.
 
 from __future__ import annotations
 
+import inspect
+import random
+import re
+
 import pytest
 
+from mysqlgate import sql_effects
 from mysqlgate.sql_effects import (
     PIN_REASONS,
     PINNING,
     Effect,
+    _plain_effects,
+    _read_effects,
     read_only,
     statement_effects,
     tokens,
@@ -305,3 +312,151 @@ def test_diagnostic_values_only_in_the_packets_first_statement() -> None:
     sql = b"SELECT FOUND_ROWS(); SELECT FOUND_ROWS()"
     assert with_diagnostic_values(sql, 0, 1, 7) == (
         b"SELECT IF(1,7,FOUND_ROWS()) AS `FOUND_ROWS()`; SELECT FOUND_ROWS()")
+
+
+# -- the fast path (_plain_effects) against the full reading (_read_effects) -------------
+
+_HAND_WRITTEN = [
+    # sysbench's statements, and their like
+    b"SELECT c FROM sbtest1 WHERE id=4923",
+    b"SELECT c FROM sbtest1 WHERE id BETWEEN 4923 AND 5022",
+    b"SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN 1 AND 100",
+    b"SELECT DISTINCT c FROM sbtest1 WHERE id BETWEEN 4923 AND 5022 ORDER BY c",
+    b"UPDATE sbtest1 SET k=k+1 WHERE id=4923",
+    b"UPDATE sbtest1 SET c='12-34' WHERE id=4923",
+    b"DELETE FROM sbtest1 WHERE id=4923",
+    b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (4923, 5012, '684-964', '221-950')",
+    b"REPLACE INTO t VALUES (1, 'a')",
+    b"insert into t values (1)", b"select * from t", b"Select 1 From Dual",
+    b"SELECT 1", b"SELECT 1 FROM DUAL", b"SELECT 1 FROM dual2", b"SELECT 1 FROM", b"SELECT 1 FROM ",
+    b"SELECT 1 FROM (SELECT 2) AS d", b"SELECT 1 FROM(t)", b"SELECT t.from FROM DUAL",
+    b"(SELECT a FROM t) UNION (SELECT b FROM u)", b"  \n\tSELECT\n1", b"((select 1))",
+    b"WITH x AS (SELECT 1 AS a) SELECT a FROM x", b"WITH x AS (SELECT 1) SELECT 2",
+    b"SELECT * FROM t WHERE a = 1 FOR UPDATE", b"SELECT * FROM t LOCK IN SHARE MODE",
+    b"SELECT * FROM t WHERE a IN (1, 2, 3) ORDER BY a DESC LIMIT 10 OFFSET 5",
+    b"SELECT a FROM t INTO OUTFILE '/tmp/x'", b"SELECT 1 INTO @x",
+    b"SELECT commit, begin, lock_x, start FROM t", b"SELECT 1 FROM t WHERE next = 1",
+    # strings: whatever they hold is no code
+    b"SELECT 'FROM t'", b"SELECT 'a@b.com' FROM t", b"SELECT \"GET_LOCK(1)\" FROM t",
+    b"SELECT 'it''s' FROM t", b"SELECT 'x'FROM t", b"SELECT 1 FROM 'x' DUAL",
+    b"SELECT 'a' 'b' FROM t", b"SELECT 'unterminated FROM t", b"SELECT \"a\"\"b\" FROM t",
+    b"SELECT N'x', X'0F', _utf8'y'", b"SELECT '; SET @a = 1'", b"SELECT '\xc3\xa9' FROM t",
+    b"SELECT '' FROM t", b"SELECT '-- x' FROM t", b"SELECT '/* x */' FROM t",
+    b"'x' SELECT 1 FROM t", b"SELECT 'x' SELECT", b"SELECT \"'\" FROM t", b"SELECT '\"' FROM t",
+    b"'INSERT' SELECT 1", b"' SELECT 1' INSERT INTO t VALUES (1)", b"\"DELETE\" SELECT 1",
+    # what the fast path leaves to the full reading
+    b"SELECT 'a\\' FROM t", b"SELECT 1 -- FROM t", b"SELECT 1 --FROM t", b"SELECT 1 # FROM t",
+    b"SELECT 1 /* FROM t */", b"SELECT 1 /*! FROM t */", b"SELECT `from` FROM t",
+    b"SELECT @a FROM t", b"SELECT @@warning_count", b"SELECT 1; SELECT 2", b"SELECT 1;",
+    b"SELECT a := 1", b"SELECT $x FROM t", b"SELECT \xc3\xa9 FROM t", b"SELECT 1 FROM t\x00",
+    b"SELECT LAST_INSERT_ID(1)", b"SELECT LAST_INSERT_ID()", b"SELECT GET_LOCK('a', 0)",
+    b"SELECT NEXTVAL(s)", b"SELECT NEXT VALUE FOR s", b"SELECT PREVIOUS VALUE FOR s",
+    b"SELECT SQL_CALC_FOUND_ROWS * FROM t", b"SELECT FOUND_ROWS()", b"SELECT ROW_COUNT()",
+    b"INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE a = 2", b"SELECT * FROM warnings",
+    b"SET a = 1", b"SET @a = 1", b"USE db", b"COMMIT", b"BEGIN", b"LOCK TABLES t READ",
+    b"CREATE TEMPORARY TABLE t (a INT)", b"CALL p()", b"DO 1", b"SHOW WARNINGS",
+    b"ANALYZE TABLE t", b"CHECK TABLE t", b"EXECUTE IMMEDIATE 'SELECT 1'",
+    b"LOAD DATA INFILE 'f' INTO TABLE t", b"HANDLER t OPEN", b"1 FROM t", b"", b"   ",
+]
+
+# Every upper-case word sql_effects.py names (keywords of its sets and patterns, and
+# more), so that a rule added there meets statements that have its word.
+_MODULE_WORDS = sorted({
+    word.encode() for word in re.findall(r"\b[A-Z][A-Z0-9_]+\b", inspect.getsource(sql_effects))
+})
+_FIRST_WORDS = [b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE", b"WITH", b"select",
+                b"Insert", b"update", b"delete", b"SET", b"USE", b"COMMIT", b"DO"]
+_PLAIN_WORDS = [b"FROM", b"from", b"DUAL", b"dual", b"INTO", b"VALUES", b"WHERE", b"AND",
+                b"ORDER", b"BY", b"t", b"sbtest1", b"id", b"c", b"k", b"1", b"42", b"1e3",
+                b"0x1F", b"x_1", b"KEY", b"VALUE", b"FOR", b"TO", b"TEMPORARY", b"EXPORT"]
+_PUNCT = [b",", b"(", b")", b"=", b"<", b">", b"<=", b"!=", b"+", b"-", b"*", b".", b"%",
+          b"|", b"&", b"^", b"~", b"!"]
+_TRICKY = [b";", b"@a", b"@@x", b"@`a`", b"@'a'", b":=", b"--", b"-- ", b"#", b"# c\n",
+           b"/*", b"*/", b"/* c */", b"/*!", b"/*M!100400", b"`", b"`q`", b"'", b"\"", b"\\",
+           b"\\'", b"$", b"\xc3\xa9", b"\x00", b"/", b":", b"?"]
+_STRING_BODIES = [b"", b"x", b"FROM t", b"GET_LOCK(1)", b"@a", b"; SET @a=1", b"--", b"/*",
+                  b"#", b"`", b"it''s", b"\xc3\xa9", b"\\", b"\"", b"'"]
+
+
+def _random_statement(rng: random.Random) -> bytes:
+    parts: list[bytes] = []
+    if rng.random() < 0.05:  # a string before the first word
+        parts.append(b"'" + rng.choice(_FIRST_WORDS) + b"'")
+    if rng.random() < 0.8:
+        parts.append(rng.choice(_FIRST_WORDS))
+    for _ in range(rng.randrange(0, 12)):
+        r = rng.random()
+        if r < 0.35:
+            parts.append(rng.choice(_PLAIN_WORDS))
+        elif r < 0.55:
+            parts.append(rng.choice(_PUNCT))
+        elif r < 0.7:
+            word = rng.choice(_MODULE_WORDS)
+            parts.append(word.lower() if rng.random() < 0.3 else word)
+        elif r < 0.85:
+            quote = rng.choice([b"'", b'"'])
+            parts.append(quote + rng.choice(_STRING_BODIES) + quote)
+        elif r < 0.9:
+            parts.append(rng.choice(_TRICKY))
+        else:
+            parts.append(rng.choice([b"FROM DUAL", b"FROM t", b"FROM (", b"FROM", b"DUAL"]))
+    separators = [b" ", b" ", b" ", b"", b"\n", b"\t"]
+    out = b""
+    for part in parts:
+        out += rng.choice(separators) + part if out else part
+    return out
+
+
+def _corpus() -> list[bytes]:
+    rng = random.Random(8)
+    statements = list(_HAND_WRITTEN)
+    statements += [_random_statement(rng) for _ in range(20_000)]
+    # Every word of the module in the places the fast path reads: after SELECT, after
+    # INSERT, after FROM, first.
+    for word in _MODULE_WORDS:
+        for template in (b"SELECT %s FROM t", b"SELECT 1 FROM %s", b"INSERT INTO t %s",
+                         b"%s FROM t", b"SELECT %s(1)", b"SELECT %s VALUE FOR s",
+                         b"UPDATE t SET a = %s(b + 1)"):
+            statements += [template % word, template % word.lower()]
+    return statements
+
+
+def test_fast_path_agrees_with_the_full_reading() -> None:
+    """statement_effects reads plain statements by a shorter way (_plain_effects): it must
+    give the full reading's answer whenever it gives one."""
+    taken = 0
+    for sql in _corpus():
+        full = _read_effects(sql)
+        for text, start in ((sql, 0), (b"\x03" + sql, 1)):
+            plain = _plain_effects(text, start)
+            if plain is not None:
+                taken += 1
+                assert plain == full, (sql, plain, full)
+            assert statement_effects(text, start) == full, sql
+    # The corpus reaches the fast path often enough to mean something.
+    assert taken > 10_000
+
+
+@pytest.mark.parametrize(
+    ("sql", "taken"),
+    [
+        (b"SELECT c FROM sbtest1 WHERE id=4923", True),
+        (b"UPDATE sbtest1 SET k=k+1 WHERE id=4923", True),
+        (b"DELETE FROM sbtest1 WHERE id=4923", True),
+        (b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (1, 2, '3-4', '5-6')", True),
+        (b"select 1", True),
+        (b"SELECT 'a@b.com; -- GET_LOCK('", True),
+        (b"SELECT @a FROM t", False),
+        (b"SELECT 1 INTO @a", False),
+        (b"SELECT LAST_INSERT_ID(5)", False),
+        (b"SELECT GET_LOCK('a', 0)", False),
+        (b"SELECT NEXTVAL(s)", False),
+        (b"SELECT 1 /* c */", False),
+        (b"SELECT 'a\\'b' FROM t", False),
+        (b"SELECT 1; SELECT 2", False),
+        (b"SET autocommit = 0", False),
+        (b"INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE a = 2", False),
+    ],
+)
+def test_fast_path_takes_only_plain_statements(sql: bytes, taken: bool) -> None:
+    assert (_plain_effects(sql) is not None) is taken
