@@ -1236,7 +1236,7 @@ class Session:
             self.account.statements.closed(statement.sql)
         self._update_statement_pins()
 
-    def _note_effects(self, effects: Effect, backend: BackendConnection) -> None:
+    def _note_effects(self, effects: int, backend: BackendConnection) -> None:
         """Before the statement runs: pin for what it may leave behind (even if it
         then fails: a multi-statement or a procedure may have done part of it)."""
         if effects & Effect.TRANSACTION_END:

@@ -21,14 +21,15 @@ packet is an OK packet with header 0xFE (shorter than 2^24-1 bytes, unlike a row
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 from .constants import COMMAND, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS
 from .errors import ProtocolViolation
 from .framing import HEADER_SIZE, MAX_PACKET_PAYLOAD
 
 
-class Event(IntEnum):
+class Event:
+    """What stopped a scan. Plain ints, as Phase: compared on every packet, and an
+    IntEnum member costs a metaclass lookup and a slower comparison each time."""
+
     NEED_DATA = 0  # the next packet is incomplete; everything before `pos` is plain data
     OK = 1  # an OK packet (0x00, or 0xFE closing a result set with DEPRECATE_EOF)
     EOF = 2  # a classic EOF packet that closes a result set or a simple command
@@ -38,7 +39,7 @@ class Event(IntEnum):
     END = 6  # the response ended on a packet with no status (definitions, a string)
 
 
-class Phase(IntEnum):
+class Phase:
     FIRST = 0  # first packet of a (next) result
     DEFINITIONS = 1  # column or parameter definitions, `remaining` left
     DEFINITIONS_EOF = 2  # the EOF after definitions (classic protocol)
@@ -228,31 +229,31 @@ class ResponseScanner:
 
     # -- phase changes -------------------------------------------------------
 
-    def _stop(self, event: Event, start: int, end: int) -> int:
+    def _stop(self, event: int, start: int, end: int) -> int:
         self.event = event
         self.event_start = start
         self.event_end = end
         return end
 
-    def _finish(self, event: Event, start: int, end: int) -> int:
+    def _finish(self, event: int, start: int, end: int) -> int:
         self.phase = Phase.DONE
         return self._stop(event, start, end)
 
-    def _result_end(self, event: Event, start: int, end: int) -> int:
+    def _result_end(self, event: int, start: int, end: int) -> int:
         self.results += 1
         if self.status & SERVER_MORE_RESULTS_EXISTS:
             self.phase = Phase.FIRST
             return self._stop(event, start, end)
         return self._finish(event, start, end)
 
-    def _close_result(self, buf: bytes | bytearray, start: int, end: int, event: Event) -> int:
+    def _close_result(self, buf: bytes | bytearray, start: int, end: int, event: int) -> int:
         if event == Event.OK:
             self.status = ok_status(buf, start)
         else:
             self.status = eof_status(buf, start, end - start)
         return self._result_end(event, start, end)
 
-    def _after_definitions(self) -> Phase:
+    def _after_definitions(self) -> int:
         if self.deprecate_eof:
             if self.after_definitions == Phase.DEFINITIONS:
                 return self._start_prepare_columns()
@@ -276,7 +277,7 @@ class ResponseScanner:
             self.phase = self._start_prepare_columns()
         return end
 
-    def _start_prepare_columns(self) -> Phase:
+    def _start_prepare_columns(self) -> int:
         if not self.prepare_columns:
             return Phase.DONE
         self.remaining = self.prepare_columns

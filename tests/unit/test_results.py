@@ -46,7 +46,7 @@ LAST_ROW_SENT = 0x0080
 
 @dataclass(frozen=True)
 class Stop:
-    event: Event
+    event: int
     packet: bytes  # wire bytes (header included) of the packet that raised the event
     done: bool
     status: int
@@ -117,7 +117,7 @@ class Case:
     command: int
     deprecate_eof: bool
     payloads: list[bytes]
-    stops: list[tuple[Event, int, bool]]  # (event, index of the packet, done after it)
+    stops: list[tuple[int, int, bool]]  # (event, index of the packet, done after it)
     status: int  # final scanner.status
     results: int = 0
     statement_id: int = 0
@@ -286,7 +286,7 @@ def small_chunkings(name: str, size: int) -> dict[str, list[int]]:
     return {"whole": [size], "byte-by-byte": list(range(1, size + 1)), "random": cuts}
 
 
-StopKey = tuple[Event, bytes, bool, int]
+StopKey = tuple[int, bytes, bool, int]
 
 
 def expected_stops(case: Case, packets: list[bytes]) -> list[StopKey]:
@@ -301,7 +301,7 @@ def keys(stops: list[Stop]) -> list[StopKey]:
     return [(s.event, s.packet, s.done, s.end) for s in stops]
 
 
-def brief(stops: list[StopKey]) -> list[tuple[Event, bytes, int, bool, int]]:
+def brief(stops: list[StopKey]) -> list[tuple[int, bytes, int, bool, int]]:
     """(event, the packet's first bytes, its size, done, end): readable failures."""
     return [(event, packet[:12], len(packet), done, end) for event, packet, done, end in stops]
 
