@@ -230,7 +230,25 @@ def statement_effects(sql: bytes, start: int = 0) -> int:
     effects = _plain_effects(sql, start)
     if effects is not None:
         return effects
-    return _read_effects(sql, start)
+    if len(sql) - start > _REMEMBERED_TEXT_MAX:
+        return _read_effects(sql, start)
+    # Drivers and frameworks send the same session statements on every connection
+    # (SET NAMES, SET autocommit, SET SESSION TRANSACTION, COMMIT): each full reading
+    # costs 10-20 us, and a connection per request pays it several times over.
+    text = bytes(sql[start:])
+    effects = _remembered.get(text)
+    if effects is None:
+        effects = _read_effects(text)
+        if len(_remembered) >= _REMEMBERED_MAX:
+            _remembered.clear()
+        _remembered[text] = effects
+    return effects
+
+
+# The full readings of short texts, by text (the reading depends on nothing else).
+_remembered: dict[bytes, int] = {}
+_REMEMBERED_MAX = 4096
+_REMEMBERED_TEXT_MAX = 512
 
 
 def _read_effects(sql: bytes, start: int = 0) -> int:
