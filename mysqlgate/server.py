@@ -40,6 +40,7 @@ from .pool import UpstreamPool
 from .session import UpstreamSession, close_unused_statements, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
+IDLE_CHECK_SLICE = 500  # sessions checked by the janitor between two yields
 T = TypeVar("T")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
@@ -153,9 +154,15 @@ class Gate:
             await asyncio.sleep(interval)
             for account in accounts:
                 self._maintain_account(account)
-            now = time.monotonic()
-            for session in list(self.ctx.sessions.values()):
-                session.check_idle(now)
+            sessions = list(self.ctx.sessions.values())
+            for start in range(0, len(sessions), IDLE_CHECK_SLICE):
+                if start:
+                    # 10,000 idle clients take ~15 ms to check: in slices, so that the
+                    # statements of busy clients are not held up behind them.
+                    await asyncio.sleep(0)
+                now = time.monotonic()
+                for session in sessions[start:start + IDLE_CHECK_SLICE]:
+                    session.check_idle(now)
 
     @staticmethod
     def _maintain_account(account: Account) -> None:
