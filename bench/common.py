@@ -613,6 +613,19 @@ def save_logs(bench: Bench, result_path: Path) -> list[str]:
     return saved
 
 
+def report_result(bench: Bench, path: Path, problems: list[str], keep_logs: bool) -> int:
+    """After the result file is written: keep the logs beside it when asked or when the
+    run failed, say where it is and what failed; the exit status (1: failed)."""
+    if keep_logs or problems:
+        save_logs(bench, path)
+    print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if problems:
+        print("logs kept next to the result file")
+    return 1 if problems else 0
+
+
 # --- session ------------------------------------------------------------------------------
 
 

@@ -40,7 +40,6 @@ from common import (
     DB_PASSWORD,
     DB_USER,
     OTHER_CPU_WARN_SHARE,
-    REPO_ROOT,
     Bench,
     CpuMark,
     GateTotals,
@@ -51,8 +50,8 @@ from common import (
     fmt_spread,
     log,
     percentile,
+    report_result,
     run_main,
-    save_logs,
     start_gate,
     start_mariadb,
     start_relay,
@@ -423,13 +422,7 @@ def body(
                             f"{summary['through_requests_total']} requests")
     document["environment"] = environment(bench)
     document["failures"] = problems
-    path = write_result(name, document)
-    if settings.keep_logs or problems:
-        save_logs(bench, path)
-    print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
-    for problem in problems:
-        print(f"FAILED: {problem}")
-    return 1 if problems else 0
+    return report_result(bench, write_result(name, document), problems, settings.keep_logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,7 +40,6 @@ from common import (
     DB_PASSWORD,
     DB_USER,
     OTHER_CPU_WARN_SHARE,
-    REPO_ROOT,
     Bench,
     CpuMark,
     GateProcess,
@@ -49,8 +48,8 @@ from common import (
     fmt_spread,
     log,
     process_peak_rss_kib,
+    report_result,
     run_main,
-    save_logs,
     start_gate,
     start_mariadb,
     write_result,
@@ -487,13 +486,8 @@ def body(bench: Bench, settings: Settings) -> int:
         "gate_log_problems": gate.problems()[:50],
         "failures": problems,
     }
-    path = write_result("idle_clients", document)
-    if settings.keep_logs or problems:
-        save_logs(bench, path)
-    print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
-    for problem in problems:
-        print(f"FAILED: {problem}")
-    return 1 if problems else 0
+    return report_result(bench, write_result("idle_clients", document), problems,
+                         settings.keep_logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

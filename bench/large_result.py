@@ -37,7 +37,6 @@ from common import (
     DB_PASSWORD,
     DB_USER,
     OTHER_CPU_WARN_SHARE,
-    REPO_ROOT,
     Bench,
     CpuMark,
     GateProcess,
@@ -48,8 +47,8 @@ from common import (
     log,
     mariadb_client,
     process_peak_rss_kib,
+    report_result,
     run_main,
-    save_logs,
     start_gate,
     start_mariadb,
     write_result,
@@ -366,12 +365,7 @@ def body(bench: Bench, settings: Settings) -> int:
         "failures": problems,
     }
     path = write_result("large_result", document, f"-{settings.client}")
-    if settings.keep_logs or problems:
-        save_logs(bench, path)
-    print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
-    for problem in problems:
-        print(f"FAILED: {problem}")
-    return 1 if problems else 0
+    return report_result(bench, path, problems, settings.keep_logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

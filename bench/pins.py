@@ -58,8 +58,8 @@ from common import (
     create_account,
     environment,
     log,
+    report_result,
     run_main,
-    save_logs,
     start_gate,
     start_mariadb,
     write_result,
@@ -651,14 +651,9 @@ def body(bench: Bench, settings: Settings) -> int:
             for row, r in zip(rows, results, strict=True)
         ],
     }
-    failed = [r for r in results if not r.ok]
-    path = write_result("pins", document)
-    if settings.keep_logs or failed:
-        save_logs(bench, path)
-    print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
-    for r in failed:
-        print(f"FAILED: {r.name}: {r.error.splitlines()[-1] if r.error else ''}")
-    return 1 if failed else 0
+    problems = [f"{r.name}: {r.error.splitlines()[-1] if r.error else ''}"
+                for r in results if not r.ok]
+    return report_result(bench, write_result("pins", document), problems, settings.keep_logs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,6 @@ from common import (
     DB_PASSWORD,
     DB_USER,
     OTHER_CPU_WARN_SHARE,
-    REPO_ROOT,
     RESULTS_DIR,
     Bench,
     GateProcess,
@@ -51,6 +50,7 @@ from common import (
     machine_busy_seconds,
     process_cpu_seconds,
     process_peak_rss_kib,
+    report_result,
     save_logs,
     server_status,
     start_gate,
@@ -585,13 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if gate_info is not None:
                 print_gate_summary(gate_info)
             path = write_json(results, summary, settings, extra, bench)
-            if settings.keep_logs or problems:
-                save_logs(bench, path)
-            print(f"\nresult written to {path.relative_to(REPO_ROOT)}")
-            if problems:
-                for problem in problems:
-                    print(f"FAILED: {problem}")
-                print("logs kept next to the result file")
+            if report_result(bench, path, problems, settings.keep_logs):
                 return 1
     except KeyboardInterrupt:
         log("interrupted; servers stopped, temp files removed")
