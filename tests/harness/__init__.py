@@ -3,7 +3,7 @@ mysqlgate processes in front of them, and TLS certificates made for the test. Th
 fixtures built on these live in tests/conftest.py."""
 
 from .certs import CertAuthority, ServerCert
-from .clients import LoginOnly
+from .clients import LoginOnly, fetch_rows, wait_until
 from .database import ScratchDb
 from .gate import Gate, GateError
 from .mariadb import MariaDBError, MariaDBServer, find_mariadbd, free_port
@@ -18,5 +18,7 @@ __all__ = [
     "ScratchDb",
     "ServerCert",
     "find_mariadbd",
+    "fetch_rows",
     "free_port",
+    "wait_until",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 import pytest
-from harness import Gate, ScratchDb
+from harness import Gate, ScratchDb, fetch_rows, wait_until
 from harness.gate import REPO_ROOT, GateError
 from harness.mariadb import free_port
 from pymysql.constants import CR
@@ -38,19 +38,6 @@ def show(conn: pymysql.connections.Connection, what: str) -> list[dict[str, Any]
         return list(cursor.fetchall())
 
 
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 class Background:
     """A statement run in a thread: it may wait for a connection."""
 
@@ -61,7 +48,7 @@ class Background:
 
     def _run(self, conn: pymysql.connections.Connection, sql: str) -> None:
         try:
-            self.result.append(_rows(conn, sql))
+            self.result.append(fetch_rows(conn, sql))
         except Exception as exc:  # noqa: BLE001 - the test looks at it
             self.result.append(exc)
 
@@ -74,8 +61,8 @@ class Background:
 @pytest.fixture
 def table(db: ScratchDb) -> None:
     with contextlib.closing(db.connect()) as direct:
-        _rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
-        _rows(direct, "INSERT INTO t VALUES (1)")
+        fetch_rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
+        fetch_rows(direct, "INSERT INTO t VALUES (1)")
 
 
 @pytest.fixture
@@ -98,10 +85,10 @@ def test_known_load(gate_factory: Callable[..., Gate], table: None,
     in_tx = gate.connect(autocommit=False, ssl_disabled=True)
     third = gate.connect(autocommit=False, ssl_disabled=True)
     closing += [pinned, in_tx, third]
-    _rows(pinned, "SET @x = 1")
-    assert _rows(in_tx, "SELECT v FROM t") == ((1,),)
+    fetch_rows(pinned, "SET @x = 1")
+    assert fetch_rows(in_tx, "SELECT v FROM t") == ((1,),)
     waiting = Background(third, "SELECT v FROM t")
-    _wait_for(lambda: show(console, "SHOW POOLS")[0]["waiting"] == 1, "a waiting client")
+    wait_until(lambda: show(console, "SHOW POOLS")[0]["waiting"] == 1, "a waiting client")
     time.sleep(0.2)
 
     (pool,) = show(console, "SHOW POOLS")
@@ -131,7 +118,7 @@ def test_known_load(gate_factory: Callable[..., Gate], table: None,
         clients[in_tx.thread_id()]["upstream_thread"]}
     assert all(row["state"] == "in_use" for row in servers)
     with contextlib.closing(gate.db.root()) as root:  # the threads are the server's own
-        ids = {row[0] for row in _rows(root, "SELECT ID FROM information_schema.PROCESSLIST "
+        ids = {row[0] for row in fetch_rows(root, "SELECT ID FROM information_schema.PROCESSLIST "
                                              f"WHERE USER = '{gate.db.user}'")}
     assert {row["thread_id"] for row in servers} <= ids
 
@@ -151,7 +138,7 @@ def test_mariadb_cli(gate_factory: Callable[..., Gate], table: None,
     gate = gate_factory("--pool-size", "2")
     holder = gate.connect(autocommit=False, ssl_disabled=True)
     closing.append(holder)
-    _rows(holder, "SELECT v FROM t")
+    fetch_rows(holder, "SELECT v FROM t")
     cli = shutil.which("mariadb") or shutil.which("mysql")
     assert cli is not None, "the test needs the mariadb client (scripts/test.sh installs it)"
 
@@ -181,8 +168,8 @@ def test_pause_holds_statements_and_resume_releases_them(
     client = gate.connect(ssl_disabled=True)
     in_tx = gate.connect(autocommit=False, ssl_disabled=True)
     closing += [console, client, in_tx]
-    assert _rows(client, "SELECT v FROM t") == ((1,),)
-    assert _rows(in_tx, "SELECT v FROM t") == ((1,),)
+    assert fetch_rows(client, "SELECT v FROM t") == ((1,),)
+    assert fetch_rows(in_tx, "SELECT v FROM t") == ((1,),)
 
     with console.cursor() as cursor:
         cursor.execute("PAUSE")
@@ -190,9 +177,9 @@ def test_pause_holds_statements_and_resume_releases_them(
     assert (pool["paused"], pool["idle"], pool["in_use"]) == (1, 0, 1), pool
     # The transaction in progress goes on and ends; then no connection of the pool is
     # left on the server (the point of PAUSE before a server restart).
-    _rows(in_tx, "INSERT INTO t VALUES (2)")
+    fetch_rows(in_tx, "INSERT INTO t VALUES (2)")
     in_tx.commit()
-    _wait_for(lambda: db.processlist_count() == 0, "no upstream connection left")
+    wait_until(lambda: db.processlist_count() == 0, "no upstream connection left")
     # New statements wait, longer than the queue timeout, without an error.
     held = [Background(client, "SELECT COUNT(*) FROM t"), Background(in_tx, "SELECT 7")]
     time.sleep(3)
@@ -225,10 +212,10 @@ def test_set_and_reload(gate_factory: Callable[..., Gate], table: None, tmp_path
         cursor.execute("SET pool.queue_timeout = 1")
     assert setting("pool.queue_timeout") == "1.0"
     # In behaviour: a client waiting behind a held connection gives up after 1 s.
-    _rows(holder, "SELECT v FROM t")
+    fetch_rows(holder, "SELECT v FROM t")
     started = time.monotonic()
     with pytest.raises(pymysql.err.OperationalError) as excinfo:
-        _rows(other, "SELECT 1")
+        fetch_rows(other, "SELECT 1")
     waited = time.monotonic() - started
     assert 0.8 < waited < 5, waited
     assert "mysqlgate:" in excinfo.value.args[1] and "pool.queue_timeout" in \
@@ -268,18 +255,18 @@ def test_kill_client_and_shutdown(gate_factory: Callable[..., Gate], db: Scratch
     victim = gate.connect(autocommit=False, ssl_disabled=True)
     bystander = gate.connect(ssl_disabled=True)
     closing += [console, victim, bystander]
-    _rows(victim, "INSERT INTO t VALUES (3)")  # in a transaction, not committed
+    fetch_rows(victim, "INSERT INTO t VALUES (3)")  # in a transaction, not committed
     with console.cursor() as cursor:
         assert cursor.execute(f"KILL CLIENT {victim.thread_id()}") == 1
         with pytest.raises(pymysql.err.OperationalError) as unknown:
             cursor.execute("KILL CLIENT 999999")
         assert unknown.value.args[0] == 1094
     with pytest.raises(pymysql.err.OperationalError) as excinfo:
-        _rows(victim, "SELECT 1")
+        fetch_rows(victim, "SELECT 1")
     assert excinfo.value.args[0] in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR)
     ids = [row["id"] for row in show(console, "SHOW CLIENTS")]
     assert victim.thread_id() not in ids and bystander.thread_id() in ids
-    assert _rows(bystander, "SELECT COUNT(*) FROM t") == ((1,),)  # its insert rolled back
+    assert fetch_rows(bystander, "SELECT COUNT(*) FROM t") == ((1,),)  # its insert rolled back
 
     with console.cursor() as cursor:
         cursor.execute("SHUTDOWN")
@@ -355,7 +342,7 @@ def test_status_command(gate_factory: Callable[..., Gate], table: None,
     gate = gate_factory("--pool-size", "2")
     client = gate.connect(autocommit=False, ssl_disabled=True)
     closing.append(client)
-    _rows(client, "SELECT v FROM t")
+    fetch_rows(client, "SELECT v FROM t")
     command = [sys.executable, "-m", "mysqlgate", "status", "--admin",
                f"127.0.0.1:{gate.admin_port}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)

@@ -13,13 +13,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, ScratchDb
-
-
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
+from harness import Gate, ScratchDb, fetch_rows
 
 
 def _columns(conn: pymysql.connections.Connection, sql: str) -> list[str]:
@@ -30,7 +24,7 @@ def _columns(conn: pymysql.connections.Connection, sql: str) -> list[str]:
 
 
 def _connection_id(conn: pymysql.connections.Connection) -> int:
-    return int(_rows(conn, "SELECT CONNECTION_ID()")[0][0])
+    return int(fetch_rows(conn, "SELECT CONNECTION_ID()")[0][0])
 
 
 @pytest.fixture
@@ -63,12 +57,12 @@ def test_row_count_and_found_rows_after_another_client_used_the_connection(
         seen: list[Any] = []
         for statement, read in steps:
             with contextlib.suppress(pymysql.err.ProgrammingError):
-                _rows(a, statement)
-            assert _rows(b, b_statement)
+                fetch_rows(a, statement)
+            assert fetch_rows(b, b_statement)
             if a_id is not None:
                 assert _connection_id(b) == a_id, "B did not share A's connection"
-                _rows(b, b_statement)
-            seen.append((statement, read, _rows(a, read), _columns(a, read)))
+                fetch_rows(b, b_statement)
+            seen.append((statement, read, fetch_rows(a, read), _columns(a, read)))
         return seen
 
     with contextlib.closing(db.connect()) as a, contextlib.closing(db.connect()) as b:
@@ -87,12 +81,12 @@ def test_found_rows_after_calc_found_rows_survives_a_preemption(
     next statement; when B needs it, mysqlgate reads the count first."""
     gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "10")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        assert _rows(a, "SELECT SQL_CALC_FOUND_ROWS v FROM h ORDER BY v LIMIT 1") == ((1,),)
-        assert _rows(b, "SELECT 2") == ((2,),)  # served: A's hold gave way
-        assert _rows(a, "SELECT FOUND_ROWS()") == ((3,),)
+        assert fetch_rows(a, "SELECT SQL_CALC_FOUND_ROWS v FROM h ORDER BY v LIMIT 1") == ((1,),)
+        assert fetch_rows(b, "SELECT 2") == ((2,),)  # served: A's hold gave way
+        assert fetch_rows(a, "SELECT FOUND_ROWS()") == ((3,),)
         # And without anyone in between, straight from the server.
-        assert _rows(a, "SELECT SQL_CALC_FOUND_ROWS v FROM h LIMIT 2") == ((1,), (2,))
-        assert _rows(a, "SELECT FOUND_ROWS()") == ((3,),)
+        assert fetch_rows(a, "SELECT SQL_CALC_FOUND_ROWS v FROM h LIMIT 2") == ((1,), (2,))
+        assert fetch_rows(a, "SELECT FOUND_ROWS()") == ((3,),)
 
 
 def test_show_warnings_and_errors_of_the_clients_own_statement(
@@ -103,19 +97,19 @@ def test_show_warnings_and_errors_of_the_clients_own_statement(
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "10")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
         for _ in range(3):
-            _rows(a, "SELECT 1/0")
+            fetch_rows(a, "SELECT 1/0")
             b.begin()
-            assert _rows(b, "SHOW WARNINGS") == ()
-            warnings = _rows(a, "SHOW WARNINGS")
+            assert fetch_rows(b, "SHOW WARNINGS") == ()
+            warnings = fetch_rows(a, "SHOW WARNINGS")
             assert [w[:2] for w in warnings] == [("Warning", 1365)], warnings
-            assert _rows(a, "SELECT @@warning_count, @@error_count") == ((1, 0),)
+            assert fetch_rows(a, "SELECT @@warning_count, @@error_count") == ((1, 0),)
             b.commit()
             with pytest.raises(pymysql.err.ProgrammingError):
-                _rows(a, "SELECT * FROM no_such_table")
-            assert _rows(b, "SELECT @@warning_count, @@error_count") == ((0, 0),)
-            errors = _rows(a, "SHOW ERRORS")
+                fetch_rows(a, "SELECT * FROM no_such_table")
+            assert fetch_rows(b, "SELECT @@warning_count, @@error_count") == ((0, 0),)
+            errors = fetch_rows(a, "SHOW ERRORS")
             assert [e[:2] for e in errors] == [("Error", 1146)], errors
-            assert _rows(a, "SHOW COUNT(*) ERRORS") == ((1,),)
+            assert fetch_rows(a, "SHOW COUNT(*) ERRORS") == ((1,),)
 
 
 def test_a_client_holding_warnings_does_not_block_the_pool(
@@ -126,12 +120,12 @@ def test_a_client_holding_warnings_does_not_block_the_pool(
     queue timeout (directly, both would run at once)."""
     gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "20")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        _rows(a, "SELECT 1/0")
+        fetch_rows(a, "SELECT 1/0")
         started = time.monotonic()
-        assert _rows(b, "SELECT 'b'") == (("b",),)
+        assert fetch_rows(b, "SELECT 'b'") == (("b",),)
         assert time.monotonic() - started < 10, "B waited for A's next statement"
         # A goes on; its warning was given up with the connection, and B's not taken.
-        assert _rows(a, "SHOW WARNINGS") == ()
+        assert fetch_rows(a, "SHOW WARNINGS") == ()
 
 
 def test_many_clients_each_read_their_own_row_count(
@@ -149,12 +143,12 @@ def test_many_clients_each_read_their_own_row_count(
                 for round_ in range(15):
                     count = 1 + (n + round_) % 4
                     values = ", ".join(f"({100 + n})" for _ in range(count))
-                    _rows(conn, f"INSERT INTO h VALUES {values}")
-                    got = _rows(conn, "SELECT ROW_COUNT()")
+                    fetch_rows(conn, f"INSERT INTO h VALUES {values}")
+                    got = fetch_rows(conn, "SELECT ROW_COUNT()")
                     if got != ((count,),):
                         errors.append(f"client {n} round {round_}: {got} != {count}")
-                    rows = _rows(conn, f"SELECT v FROM h WHERE v = {100 + n} LIMIT {count}")
-                    found = _rows(conn, "SELECT FOUND_ROWS(), ROW_COUNT()")
+                    rows = fetch_rows(conn, f"SELECT v FROM h WHERE v = {100 + n} LIMIT {count}")
+                    found = fetch_rows(conn, "SELECT FOUND_ROWS(), ROW_COUNT()")
                     if found != ((len(rows), -1),):
                         errors.append(f"client {n} round {round_}: {found} != {len(rows)}, -1")
         except Exception as exc:  # reported with the others

@@ -11,20 +11,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, ScratchDb
+from harness import Gate, ScratchDb, fetch_rows
 from pymysql.constants import CR
 
 SLEEP = "SELECT SLEEP(20)"
-
-
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
 
 
 def _upstream_running(db: ScratchDb, sql: str, timeout: float = 20.0) -> int:
@@ -55,15 +48,15 @@ def test_kill_query_interrupts_only_its_clients_statement(
             contextlib.closing(_connect(gate)) as bystander, \
             contextlib.closing(_connect(gate)) as killer, ThreadPoolExecutor(2) as pool:
         by_sql = "SELECT SLEEP(1.5) AS bystander"
-        by_future = pool.submit(_rows, bystander, by_sql)
+        by_future = pool.submit(fetch_rows, bystander, by_sql)
         _upstream_running(db, by_sql)
-        future = pool.submit(_rows, victim, SLEEP)
+        future = pool.submit(fetch_rows, victim, SLEEP)
         upstream_id = _upstream_running(db, SLEEP)
         started = time.monotonic()
         if aim == "greeting_id":
-            _rows(killer, f"KILL QUERY {victim.thread_id()}")
+            fetch_rows(killer, f"KILL QUERY {victim.thread_id()}")
         elif aim == "connection_id":
-            _rows(killer, f"KILL QUERY {upstream_id}")
+            fetch_rows(killer, f"KILL QUERY {upstream_id}")
         else:  # PyMySQL's kill() is COM_PROCESS_KILL: it ends the client
             killer.kill(victim.thread_id())
         if aim == "com_process_kill":
@@ -74,7 +67,7 @@ def test_kill_query_interrupts_only_its_clients_statement(
             with pytest.raises(pymysql.err.OperationalError) as excinfo:
                 future.result(20)
             assert excinfo.value.args[0] == 1317  # Query execution was interrupted
-            assert _rows(victim, "SELECT 'victim goes on'") == (("victim goes on",),)
+            assert fetch_rows(victim, "SELECT 'victim goes on'") == (("victim goes on",),)
         assert time.monotonic() - started < 10
         assert by_future.result(20) == ((0,),)  # SLEEP returns 0 when not interrupted
 
@@ -85,12 +78,12 @@ def test_kill_connection_ends_the_client(gate_factory: Callable[..., Gate], db: 
     with contextlib.closing(_connect(gate)) as victim, \
             contextlib.closing(_connect(gate)) as killer:
         victim.begin()
-        _rows(victim, "SELECT 1")  # idle in a transaction: holds a connection
-        _rows(killer, f"KILL {victim.thread_id()}")
+        fetch_rows(victim, "SELECT 1")  # idle in a transaction: holds a connection
+        fetch_rows(killer, f"KILL {victim.thread_id()}")
         with pytest.raises(pymysql.err.OperationalError) as excinfo:
-            _rows(victim, "SELECT 1")
+            fetch_rows(victim, "SELECT 1")
         assert excinfo.value.args[0] in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR)
-        assert _rows(killer, "SELECT 'killer goes on'") == (("killer goes on",),)
+        assert fetch_rows(killer, "SELECT 'killer goes on'") == (("killer goes on",),)
 
 
 def test_kill_refusals(gate_factory: Callable[..., Gate], db: ScratchDb,
@@ -105,10 +98,10 @@ def test_kill_refusals(gate_factory: Callable[..., Gate], db: ScratchDb,
                           (f"KILL USER '{db.user}'", 1235),
                           ("KILL QUERY ID 5", 1235)):
             with pytest.raises(pymysql.err.MySQLError) as excinfo:
-                _rows(conn, sql)
+                fetch_rows(conn, sql)
             assert excinfo.value.args[0] == code, sql
-        assert _rows(stranger, "SELECT 1") == ((1,),)
-        assert _rows(conn, f"KILL QUERY {conn.thread_id()}") == ()  # itself: nothing runs
+        assert fetch_rows(stranger, "SELECT 1") == ((1,),)
+        assert fetch_rows(conn, f"KILL QUERY {conn.thread_id()}") == ()  # itself: nothing runs
 
 
 def test_a_clients_own_wait_timeout(gate_factory: Callable[..., Gate], db: ScratchDb
@@ -117,12 +110,12 @@ def test_a_clients_own_wait_timeout(gate_factory: Callable[..., Gate], db: Scrat
     the server would; one that did not stays (the server's default never applies)."""
     gate = gate_factory("--pool-size", "2")
     with contextlib.closing(_connect(gate)) as short, contextlib.closing(_connect(gate)) as plain:
-        _rows(short, "SET SESSION wait_timeout = 1")
+        fetch_rows(short, "SET SESSION wait_timeout = 1")
         time.sleep(3)
         with pytest.raises(pymysql.err.OperationalError) as excinfo:
-            _rows(short, "SELECT 1")
+            fetch_rows(short, "SELECT 1")
         assert excinfo.value.args[0] in (CR.CR_SERVER_LOST, CR.CR_SERVER_GONE_ERROR)
-        assert _rows(plain, "SELECT 'still here'") == (("still here",),)
+        assert fetch_rows(plain, "SELECT 'still here'") == (("still here",),)
 
 
 def test_kill_query_keeps_the_connection_until_it_ran(
@@ -138,7 +131,7 @@ def test_kill_query_keeps_the_connection_until_it_ran(
         runs = 0
         with contextlib.closing(_connect(gate)) as conn:
             while not stop.is_set():
-                assert _rows(conn, "SELECT SLEEP(0.002), 'b'") == ((0, "b"),)
+                assert fetch_rows(conn, "SELECT SLEEP(0.002), 'b'") == ((0, "b"),)
                 runs += 1
         return runs
 
@@ -146,7 +139,7 @@ def test_kill_query_keeps_the_connection_until_it_ran(
         interrupted = 0
         while not stop.is_set():
             try:
-                _rows(victim, "SELECT SLEEP(0.002)")
+                fetch_rows(victim, "SELECT SLEEP(0.002)")
             except pymysql.err.OperationalError as exc:
                 assert exc.args[0] == 1317, exc
                 interrupted += 1
@@ -160,7 +153,7 @@ def test_kill_query_keeps_the_connection_until_it_ran(
             # Short statements and many KILLs: a KILL whose statement ends while it is on
             # its way, and a bystander waiting for that connection, happen within a few.
             for _ in range(200):
-                _rows(killer, f"KILL QUERY {victim.thread_id()}")
+                fetch_rows(killer, f"KILL QUERY {victim.thread_id()}")
                 time.sleep(0.002)
         finally:
             stop.set()

@@ -12,16 +12,10 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, MariaDBServer, ScratchDb
+from harness import Gate, MariaDBServer, ScratchDb, fetch_rows
 from pymysql.constants import CLIENT, COMMAND
 
 from mysqlgate.protocol.messages import OK
-
-
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
 
 
 def _raw_answers(conn: pymysql.connections.Connection, sql: str) -> list[bytes]:
@@ -57,7 +51,7 @@ def _more_results(ok: bytes) -> bool:
 
 def _set_statements_run(root: pymysql.connections.Connection) -> int:
     # One root connection for every look: a new one would count its own SET NAMES.
-    return int(_rows(root, "SHOW GLOBAL STATUS LIKE 'Com_set_option'")[0][1])
+    return int(fetch_rows(root, "SHOW GLOBAL STATUS LIKE 'Com_set_option'")[0][1])
 
 
 STATEMENTS = (
@@ -80,13 +74,13 @@ def test_local_answer_is_the_servers_answer(
     gate = gate_factory("--pool-size", "1")
     with contextlib.closing(db.connect(client_flag=flags, ssl_disabled=True)) as direct:
         expected = _parsed(_raw_answers(direct, sql))
-        after = _rows(direct, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
+        after = fetch_rows(direct, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
                               " @@character_set_client, DATABASE()")
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as first:
         assert _parsed(_raw_answers(first, sql)) == expected  # from the server
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as second:
         assert _parsed(_raw_answers(second, sql)) == expected  # from mysqlgate
-        assert _rows(second, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
+        assert fetch_rows(second, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
                              " @@character_set_client, DATABASE()") == after
 
 
@@ -98,13 +92,13 @@ def test_connection_per_request_sends_the_setting_once(
     mysqlgate answers it, and the upstream connection already has autocommit off."""
     gate = gate_factory("--pool-size", "1")
     with contextlib.closing(gate.connect(autocommit=False, ssl_disabled=True)) as first:
-        assert _rows(first, "SELECT @@autocommit") == ((0,),)  # the server learns the SET
+        assert fetch_rows(first, "SELECT @@autocommit") == ((0,),)  # the server learns the SET
     with contextlib.closing(private_mariadb.root_connect()) as root:
         before = _set_statements_run(root)
         for n in range(20):
             with contextlib.closing(gate.connect(autocommit=False, ssl_disabled=True)) as conn:
                 assert conn.get_autocommit() is False
-                assert _rows(conn, f"SELECT @@autocommit, {n}") == ((0, n),)
+                assert fetch_rows(conn, f"SELECT @@autocommit, {n}") == ((0, n),)
         ran = _set_statements_run(root) - before
     assert ran == 0, f"the server ran {ran} SET statements for the next 20 connections"
 
@@ -116,9 +110,9 @@ def test_a_failing_setting_is_never_answered_locally(
     for _ in range(3):
         with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
             with pytest.raises(pymysql.err.MySQLError) as excinfo:
-                _rows(conn, "SET time_zone = 'Not/AZone'")
+                fetch_rows(conn, "SET time_zone = 'Not/AZone'")
             assert excinfo.value.args[0] == 1298  # unknown time zone, from the server
-            assert _rows(conn, "SELECT 1") == ((1,),)
+            assert fetch_rows(conn, "SELECT 1") == ((1,),)
 
 
 def test_settings_answered_locally_follow_the_client_to_its_connection(
@@ -128,12 +122,12 @@ def test_settings_answered_locally_follow_the_client_to_its_connection(
     each statement runs with its own client's settings."""
     gate = gate_factory("--pool-size", "1")
     with contextlib.closing(gate.connect(ssl_disabled=True)) as warm:
-        _rows(warm, "SET time_zone = '+01:00'")
-        _rows(warm, "SET time_zone = '+02:00'")
+        fetch_rows(warm, "SET time_zone = '+01:00'")
+        fetch_rows(warm, "SET time_zone = '+02:00'")
     with contextlib.closing(gate.connect(ssl_disabled=True)) as a, \
             contextlib.closing(gate.connect(ssl_disabled=True)) as b:
         for _ in range(3):
-            _rows(a, "SET time_zone = '+01:00'")
-            _rows(b, "SET time_zone = '+02:00'")
-            assert _rows(a, "SELECT @@time_zone") == (("+01:00",),)
-            assert _rows(b, "SELECT @@time_zone") == (("+02:00",),)
+            fetch_rows(a, "SET time_zone = '+01:00'")
+            fetch_rows(b, "SET time_zone = '+02:00'")
+            assert fetch_rows(a, "SELECT @@time_zone") == (("+01:00",),)
+            assert fetch_rows(b, "SELECT @@time_zone") == (("+02:00",),)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, MariaDBServer, ScratchDb
+from harness import Gate, MariaDBServer, ScratchDb, fetch_rows, wait_until
 from harness.gate import REPO_ROOT
 from harness.mariadb import free_port
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,25 +47,12 @@ def _sample(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
     port = free_port()
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "20",
                         "--metrics-listen", f"127.0.0.1:{port}")
     # The harness's readiness probes (connect, close) are gone soon after it returns.
-    _wait_for(lambda: _sample(_scrape(port), "mysqlgate_client_connections") == 0,
+    wait_until(lambda: _sample(_scrape(port), "mysqlgate_client_connections") == 0,
               "no clients")
     idle = _scrape(port)
     pools = [dict(labels)["pool"] for name, labels in idle if name == "mysqlgate_pool_size"]
@@ -75,25 +62,25 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
     assert _sample(idle, "mysqlgate_upstream_reachable", pool=pool) == 1
 
     with contextlib.closing(db.connect()) as direct:
-        _rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
+        fetch_rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
     holders = [gate.connect(autocommit=False, ssl_disabled=True) for _ in range(2)]
     pinned = gate.connect(ssl_disabled=True)
     waiter_done = threading.Event()
     try:
         for conn in holders:  # two transactions hold both upstream connections
-            _rows(conn, "SELECT v FROM t")
+            fetch_rows(conn, "SELECT v FROM t")
         result: list[Any] = []
 
         def third() -> None:
             try:
-                result.append(_rows(pinned, "SELECT GET_LOCK('metrics', 0)"))
+                result.append(fetch_rows(pinned, "SELECT GET_LOCK('metrics', 0)"))
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 result.append(exc)
             waiter_done.set()
 
         thread = threading.Thread(target=third)
         thread.start()
-        _wait_for(lambda: _sample(_scrape(port), "mysqlgate_queue_length", pool=pool) == 1,
+        wait_until(lambda: _sample(_scrape(port), "mysqlgate_queue_length", pool=pool) == 1,
                   "a client waiting for a connection")
         busy = _scrape(port)
         assert _sample(busy, "mysqlgate_client_connections") == 3
@@ -126,7 +113,7 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
     # An error mysqlgate itself sends is counted by its code.
     with pytest.raises(pymysql.err.OperationalError):
         gate.connect(password="wrong", ssl_disabled=True)
-    _wait_for(lambda: _sample(_scrape(port), "mysqlgate_auth_failures_total") == 1,
+    wait_until(lambda: _sample(_scrape(port), "mysqlgate_auth_failures_total") == 1,
               "the failed login in the metrics")
 
 
@@ -152,9 +139,9 @@ def test_healthz_follows_the_server(
     assert reachable == [0]
 
     private_mariadb.start()
-    _wait_for(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
+    wait_until(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
     with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
-        assert _rows(conn, "SELECT 1") == ((1,),)
+        assert fetch_rows(conn, "SELECT 1") == ((1,),)
 
 
 def _health_command(port: int) -> tuple[int, str]:

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
-import pymysql
-from harness import Gate, ScratchDb
-
-
-def _rows(conn: pymysql.connections.Connection, sql: str) -> tuple[tuple[Any, ...], ...]:
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-        return tuple(cursor.fetchall())
+from harness import Gate, ScratchDb, fetch_rows
 
 
 def test_set_statement_values_are_temporary(
@@ -25,12 +17,12 @@ def test_set_statement_values_are_temporary(
     B gets the one connection without waiting for A to leave."""
     gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "3")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        ((default,),) = _rows(a, "SELECT @@max_statement_time")
-        _rows(a, "SET STATEMENT max_statement_time = 5 FOR DO 1")
-        _rows(a, "SET STATEMENT max_statement_time = 5 FOR SELECT 1")
-        assert _rows(b, "SELECT 2") == ((2,),)
-        assert _rows(a, "SELECT @@max_statement_time") == ((default,),)
-        assert _rows(b, "SELECT @@max_statement_time") == ((default,),)
+        ((default,),) = fetch_rows(a, "SELECT @@max_statement_time")
+        fetch_rows(a, "SET STATEMENT max_statement_time = 5 FOR DO 1")
+        fetch_rows(a, "SET STATEMENT max_statement_time = 5 FOR SELECT 1")
+        assert fetch_rows(b, "SELECT 2") == ((2,),)
+        assert fetch_rows(a, "SELECT @@max_statement_time") == ((default,),)
+        assert fetch_rows(b, "SELECT @@max_statement_time") == ((default,),)
 
 
 def test_lastval_set_through_a_column_default_stays_with_its_client(
@@ -43,9 +35,9 @@ def test_lastval_set_through_a_column_default_stays_with_its_client(
         cursor.execute("CREATE TABLE sq (id INT DEFAULT NEXTVAL(s), v INT)")
     gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "5")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        _rows(a, "INSERT INTO sq (v) VALUES (1)")
-        assert _rows(b, "SELECT LASTVAL(s)") == ((None,),)
-        assert _rows(b, "SELECT PREVIOUS VALUE FOR s") == ((None,),)
+        fetch_rows(a, "INSERT INTO sq (v) VALUES (1)")
+        assert fetch_rows(b, "SELECT LASTVAL(s)") == ((None,),)
+        assert fetch_rows(b, "SELECT PREVIOUS VALUE FOR s") == ((None,),)
         # A's own LASTVAL(s) is gone with the reset B's read needed (directly it is 1):
         # a difference the README lists.
 
@@ -59,17 +51,18 @@ def test_one_shot_variables_pin_rather_than_move(
         cursor.execute("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY, v CHAR(1))")
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        _rows(a, "SET insert_id = 100")
+        fetch_rows(a, "SET insert_id = 100")
         b.begin()
-        _rows(b, "INSERT INTO ai (v) VALUES ('b')")  # on A's connection, had A let it go
-        _rows(a, "INSERT INTO ai (v) VALUES ('a')")
+        fetch_rows(b, "INSERT INTO ai (v) VALUES ('b')")  # on A's connection, had A let it go
+        fetch_rows(a, "INSERT INTO ai (v) VALUES ('a')")
         b.commit()
-        _rows(a, "INSERT INTO ai (v) VALUES ('c')")
-        assert _rows(a, "SELECT v, id FROM ai ORDER BY v") == (("a", 100), ("b", 1), ("c", 101))
-        _rows(a, "SET timestamp = 1000000000")
-        assert _rows(a, "SELECT UNIX_TIMESTAMP()") == ((1000000000,),)
-        _rows(a, "SET timestamp = DEFAULT")
-        ((now,),) = _rows(a, "SELECT UNIX_TIMESTAMP()")
+        fetch_rows(a, "INSERT INTO ai (v) VALUES ('c')")
+        assert fetch_rows(a, "SELECT v, id FROM ai ORDER BY v") == (
+            ("a", 100), ("b", 1), ("c", 101))
+        fetch_rows(a, "SET timestamp = 1000000000")
+        assert fetch_rows(a, "SELECT UNIX_TIMESTAMP()") == ((1000000000,),)
+        fetch_rows(a, "SET timestamp = DEFAULT")
+        ((now,),) = fetch_rows(a, "SELECT UNIX_TIMESTAMP()")
         assert now > 1700000000
 
 
@@ -80,9 +73,9 @@ def test_named_lock_through_execute_immediate_stays_with_its_client(
     connection that holds it, as it keeps a lock taken directly."""
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     with contextlib.closing(gate.connect()) as a, contextlib.closing(gate.connect()) as b:
-        _rows(a, "EXECUTE IMMEDIATE 'DO GET_LOCK(''job'', 0)'")
+        fetch_rows(a, "EXECUTE IMMEDIATE 'DO GET_LOCK(''job'', 0)'")
         b.begin()
-        _rows(b, "SELECT 1")  # B takes the connection A used last, had A let it go
-        assert _rows(a, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((1,),)
-        assert _rows(b, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((0,),)
+        fetch_rows(b, "SELECT 1")  # B takes the connection A used last, had A let it go
+        assert fetch_rows(a, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((1,),)
+        assert fetch_rows(b, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == ((0,),)
         b.commit()
