@@ -114,15 +114,16 @@ class Exchange:
 class CollectExchange(Exchange):
     """Keeps every payload: for mysqlgate's own commands, which have small replies."""
 
-    __slots__ = ("payloads", "done")
+    __slots__ = ("payloads", "done", "_assembler")
 
     def __init__(self, scanner: ResponseScanner) -> None:
         super().__init__(scanner)
         self.payloads: list[bytes] = []
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._assembler = PacketAssembler()  # a row may come in pieces
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
-        assembler = PacketAssembler()
+        assembler = self._assembler
         assembler.feed(bytes(buf[start:end]))
         while (packet := assembler.next_packet()) is not None:
             self.payloads.append(packet.payload)
@@ -183,14 +184,10 @@ class BackendConnection(asyncio.Protocol):
                 waiter.set_result(None)
             return
         self.last_active = time.monotonic()
-        # Most replies arrive whole in one read: scan the bytes as they came, and
-        # copy into the buffer only what is left of an incomplete packet.
-        buf: bytes | bytearray
-        if self._buf:
-            self._buf += data
-            buf = self._buf
-        else:
-            buf = data
+        # Scan the bytes as they came (rows pass on as they arrive, see the scanner's
+        # `skip`), so a read is forwarded whole, uncopied; only the few bytes of a
+        # packet the scanner must see whole wait in the buffer for the next read.
+        buf = bytes(self._buf) + data if self._buf else data
         pos = 0
         exchanges = self._exchanges
         try:
@@ -206,11 +203,13 @@ class BackendConnection(asyncio.Protocol):
                     exchange.finish()
                 elif scanner.event == Event.NEED_DATA:
                     break
-            rest = buf[pos:] if pos else buf
-            if rest and not exchanges and not self.closed:
-                self._unexpected(bytes(rest))
-                return
-            self._buf = bytearray(rest)
+            if pos < len(buf):
+                if not exchanges and not self.closed:
+                    self._unexpected(buf[pos:])
+                    return
+                self._buf = bytearray(buf[pos:])
+            elif self._buf:
+                self._buf = bytearray()
         except Exception as exc:  # a protocol violation by the server, or a bug
             log.exception("upstream %s: cannot follow the response", self.thread_id)
             self.abort(exc)

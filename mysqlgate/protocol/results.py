@@ -78,7 +78,7 @@ class ResponseScanner:
     __slots__ = (
         "command", "deprecate_eof", "phase", "remaining", "after_definitions",
         "continuation", "status", "event", "event_start", "event_end", "last_seq",
-        "prepare_columns", "statement_id", "results", "rows", "result_set",
+        "prepare_columns", "statement_id", "results", "rows", "result_set", "skip",
     )
 
     def __init__(self, command: int, deprecate_eof: bool) -> None:
@@ -107,17 +107,35 @@ class ResponseScanner:
         # far (what FOUND_ROWS() reports afterwards).
         self.result_set = False
         self.rows = 0
+        # Bytes of a row packet still to come: rows pass on as they arrive, a chunk
+        # that ends inside one is forwarded whole instead of waiting (and copying).
+        self.skip = 0
 
     @property
     def done(self) -> bool:
         return self.phase == Phase.DONE
 
     def scan(self, buf: bytes | bytearray, pos: int) -> int:
-        """Consume complete packets from `pos`; return the position after the last one
-        consumed. Stops after a packet that raises an event, or before an incomplete one."""
+        """Consume packets from `pos`; return the position after the last byte
+        consumed. Stops after a packet that raises an event, or before an incomplete
+        one, except that an incomplete row is consumed as far as it goes (`skip` says
+        how much of it is still to come): nothing waits for a row's end."""
         size = len(buf)
+        if self.skip:
+            if size - pos < self.skip:
+                self.skip -= size - pos
+                self.event = Event.NEED_DATA
+                return size
+            pos += self.skip
+            self.skip = 0
         phase = self.phase
         while True:
+            if phase == Phase.ROWS and not self.continuation:
+                pos = self._hop_rows(buf, pos, size)
+                if self.skip:
+                    self.event = Event.NEED_DATA
+                    self.phase = phase
+                    return size
             if size - pos < HEADER_SIZE:
                 self.event = Event.NEED_DATA
                 self.phase = phase
@@ -125,6 +143,13 @@ class ResponseScanner:
             length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
             end = pos + HEADER_SIZE + length
             if end > size:
+                if phase == Phase.ROWS and self.continuation:  # the rest of a long row
+                    self.last_seq = buf[pos + 3]
+                    self.continuation = length == MAX_PACKET_PAYLOAD
+                    self.skip = end - size
+                    self.event = Event.NEED_DATA
+                    self.phase = phase
+                    return size
                 self.event = Event.NEED_DATA
                 self.phase = phase
                 return pos
@@ -226,6 +251,29 @@ class ResponseScanner:
                 return self._finish(Event.END, start, end)
 
             raise ProtocolViolation("data after the end of a response")
+
+    def _hop_rows(self, buf: bytes | bytearray, pos: int, size: int) -> int:
+        """Step over the row packets from `pos` (a 200 MB result is mostly this loop);
+        stop before a packet that may end the result (0xFE, 0xFF), an empty or a split
+        one, or one not yet here. A row cut off by the end of `buf` is consumed, and
+        `skip` set to the bytes of it still to come."""
+        rows = self.rows
+        last = -1
+        while size - pos > HEADER_SIZE:
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            if buf[pos + HEADER_SIZE] >= 0xFE or not length or length == MAX_PACKET_PAYLOAD:
+                break
+            last = pos
+            rows += 1
+            pos += HEADER_SIZE + length
+            if pos > size:
+                self.skip = pos - size
+                pos = size
+                break
+        if last >= 0:
+            self.rows = rows
+            self.last_seq = buf[last + 3]
+        return pos
 
     # -- phase changes -------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 
 from mysqlgate.protocol.constants import COMMAND
 from mysqlgate.protocol.errors import ProtocolViolation
-from mysqlgate.protocol.results import Event, ResponseScanner
+from mysqlgate.protocol.results import Event, Phase, ResponseScanner
 
 from .wire import (
     AUTOCOMMIT,
@@ -83,7 +83,12 @@ def run_scanner(command: int, deprecate_eof: bool, data: bytes, cuts: list[int])
         while not scanner.done:
             new = scanner.scan(buf, pos)
             assert pos <= new <= len(buf)
-            assert base + new in starts, f"scanner stopped inside a packet at {base + new}"
+            if base + new not in starts:
+                # Only a row may be cut: consumed to the end of what came, the rest owed.
+                assert scanner.skip and new == len(buf) and scanner.phase == Phase.ROWS, \
+                    f"scanner stopped inside a packet at {base + new}"
+                assert scanner.event == Event.NEED_DATA
+                assert base + new + scanner.skip in starts
             pos = new
             if scanner.event == Event.NEED_DATA:
                 rest = buf[pos:]
@@ -375,6 +380,25 @@ def test_split_row_does_not_end_the_result(deprecate_eof: bool, lead: int, tail:
     assert whole.last_seq == last_seq == len(packets) + 1  # the row took two ids
     for how, trace in traces.items():
         assert trace == whole, how
+
+
+def test_a_row_cut_by_the_end_of_a_read_is_passed_on_at_once() -> None:
+    """A read that ends inside a row is consumed whole (the proxy forwards it as it
+    came, with no copy and no wait for the row's end); the rest of the row is skipped
+    in the next reads, and the result still ends where it ends."""
+    payloads = result_set(False, [ROW_A, text_row(b"7", b"x" * 1000), ROW_B], eof(AUTOCOMMIT))
+    data = b"".join(frame(p, i + 1)[0] for i, p in enumerate(payloads))
+    row_end = data.index(b"x" * 1000) + 1000  # the long value ends its row
+    cut = row_end - 700
+    scanner = ResponseScanner(QUERY, False)
+    assert scanner.scan(data[:cut], 0) == cut
+    assert (scanner.event, scanner.skip, scanner.rows) == (Event.NEED_DATA, 700, 2)
+    assert scanner.scan(data[cut : cut + 200], 0) == 200  # still inside the row
+    assert (scanner.event, scanner.skip) == (Event.NEED_DATA, 500)
+    rest = data[cut + 200 :]
+    assert scanner.scan(rest, 0) == len(rest)
+    assert scanner.done and scanner.event == Event.EOF
+    assert (scanner.rows, scanner.skip, scanner.last_seq) == (3, 0, len(payloads))
 
 
 # -- misuse ---------------------------------------------------------------------
