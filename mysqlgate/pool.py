@@ -93,7 +93,6 @@ class Request:
     key: int
     deliver: Delivery
     deadline: float
-    timer: asyncio.TimerHandle | None = None
     done: bool = False
     since: float = field(default_factory=time.monotonic)
 
@@ -110,6 +109,11 @@ class UpstreamPool:
         self._lent: set[BackendConnection] = set()
         self._opening = 0  # connections being opened or checked: they count against size
         self._waiters: deque[Request] = deque()
+        # One timer for every queued request's timeout, due at the earliest deadline
+        # (the head's: the queue is FIFO): a statement that waits costs no timer of its
+        # own to start and cancel.
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_due = 0.0
         # Lowered when the server says the account is full (1226/1040), raised again
         # one step per successful connect (SPEC section 3).
         self.effective_size = settings.size
@@ -201,8 +205,6 @@ class UpstreamPool:
         """The requester went away."""
         if not req.done:
             req.done = True
-            if req.timer is not None:
-                req.timer.cancel()
             if req in self._waiters:
                 self._waiters.remove(req)
 
@@ -305,12 +307,35 @@ class UpstreamPool:
         else:
             self.stats.waits += 1
             self._waiters.append(req)
-        if req.timer is None and not self.paused:
-            req.timer = asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + max(0.0, req.deadline - time.monotonic()),
-                self._expire, req)
         if not self.paused:
-            self._preempt()
+            self._expire_at(req.deadline)
+            if self._preemptible or self._preempt_timer is not None:
+                self._preempt()
+
+    def _expire_at(self, deadline: float) -> None:
+        """Make sure the expiry timer runs by `deadline`."""
+        if self._expiry is not None:
+            if self._expiry_due <= deadline:
+                return
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        self._expiry_due = deadline
+        self._expiry = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
+                                    self._expire_waiters)
+
+    def _expire_waiters(self) -> None:
+        """Fail the queued requests whose time is up; wake again for the next one."""
+        self._expiry = None
+        if self.paused or not self._waiters:
+            return
+        now = time.monotonic()
+        for req in [r for r in self._waiters if r.deadline <= now]:
+            self.stats.wait_timeouts += 1
+            log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
+                        self.name, self.settings.queue_timeout, self.describe())
+            self._fail(req, PoolTimeout(self._timeout_message()))
+        if self._waiters:
+            self._expire_at(min(r.deadline for r in self._waiters))
 
     def pause(self) -> None:
         """Hand out no connection until resume() (e.g. during a server upgrade): requests
@@ -318,10 +343,9 @@ class UpstreamPool:
         closed now, and connections given back while paused, so that once in_use is 0
         nothing holds the server (as PgBouncer's PAUSE); resume() opens new ones."""
         self.paused = True
-        for req in self._waiters:
-            if req.timer is not None:
-                req.timer.cancel()
-                req.timer = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         while self._idle:
             self._idle.pop().close()
             self.stats.closed_paused += 1
@@ -369,21 +393,12 @@ class UpstreamPool:
             self._preempt_timer = loop.call_at(
                 loop.time() + max(0.0, first - time.monotonic()), self._preempt)
 
-    def _expire(self, req: Request) -> None:
-        if not req.done:
-            self.stats.wait_timeouts += 1
-            log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
-                        self.name, self.settings.queue_timeout, self.describe())
-            self._fail(req, PoolTimeout(self._timeout_message()))
-
     def _deliver(self, req: Request, backend: BackendConnection) -> None:
         if req.done:  # the requester went away: the connection goes back
             self._lent.add(backend)
             self.release(backend)
             return
         req.done = True
-        if req.timer is not None:
-            req.timer.cancel()
         self._lent.add(backend)
         self.stats.observe_wait(time.monotonic() - req.since)
         req.deliver(backend)
@@ -392,8 +407,6 @@ class UpstreamPool:
         if req.done:
             return
         req.done = True
-        if req.timer is not None:
-            req.timer.cancel()
         if req in self._waiters:
             self._waiters.remove(req)
         req.deliver(exc)
@@ -495,9 +508,8 @@ class UpstreamPool:
             self._fail(req, PoolTimeout(self._timeout_message()))
             return
         self._waiters.appendleft(req)  # it keeps its place at the head
-        if req.timer is None:
-            req.timer = asyncio.get_running_loop().call_later(
-                max(0.0, req.deadline - time.monotonic()), self._expire, req)
+        if not self.paused:
+            self._expire_at(req.deadline)
         asyncio.get_running_loop().call_later(delay, self._retry, req)
 
     def _retry(self, req: Request) -> None:

@@ -139,6 +139,55 @@ def test_queue_timeout_error_then_recovery(
                 conn.close()
 
 
+def test_each_queued_client_times_out_at_its_own_deadline(
+    gate_factory: Callable[..., Gate]
+) -> None:
+    """Clients that joined the queue at different times get their errors at different
+    times, each its queue timeout after it joined: not all at the first one's deadline,
+    nor all at the last one's (the pool keeps one timer for the whole queue)."""
+    gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "2")
+    holder = gate.connect()
+    waiters = [gate.connect(read_timeout=10) for _ in range(3)]  # no error: no hang
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("SELECT 1")  # holds the only upstream connection
+        joined: list[float] = []
+        failed: list[float] = []
+        lock = threading.Lock()
+
+        def wait_in_queue(conn: pymysql.connections.Connection) -> None:
+            with lock:
+                joined.append(time.monotonic())
+            with pytest.raises(pymysql.err.MySQLError, match="queue[_-]timeout"), \
+                    conn.cursor() as cur:
+                cur.execute("SELECT 2")
+            with lock:
+                failed.append(time.monotonic())
+
+        threads = []
+        for conn in waiters:  # join 0.8 s apart
+            thread = threading.Thread(target=wait_in_queue, args=(conn,), daemon=True)
+            thread.start()
+            threads.append(thread)
+            time.sleep(0.8)
+        for thread in threads:
+            thread.join(15)
+        assert len(failed) == 3, "a queued client never got its error"
+        waited = [end - start for start, end in zip(sorted(joined), sorted(failed), strict=True)]
+        for seconds in waited:
+            assert 1.7 <= seconds <= 4, f"waits {waited}: each should be ~2 s"
+        assert sorted(failed)[2] - sorted(failed)[0] >= 1.2, f"errors all at once: {failed}"
+        with holder.cursor() as cur:  # the holder was never disturbed
+            cur.execute("SELECT 3")
+            assert cur.fetchone() == (3,)
+        holder.commit()
+    finally:
+        for conn in (*waiters, holder):
+            if conn.open:
+                conn.close()
+
+
 def _wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll `condition` until it holds or `timeout` s pass; return whether it held."""
     deadline = time.monotonic() + timeout

@@ -346,6 +346,27 @@ MUTATIONS: tuple[Mutation, ...] = (
             f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
         ),
     ),
+    # 7b. Queue timeouts: one timer for the whole queue (issue 8).
+    Mutation(
+        name="queue expiry not re-armed",
+        guarantee="Every queued client gets its queue-timeout error, not only the first",
+        edits=(
+            Edit("pool.py",
+                 "        if self._waiters:\n"
+                 "            self._expire_at(min(r.deadline for r in self._waiters))\n",
+                 "        pass  # mutation\n"),
+        ),
+        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",),
+    ),
+    Mutation(
+        name="queue expiry fails every waiter",
+        guarantee="A queued client times out at its own deadline, not at an earlier one's",
+        edits=(
+            Edit("pool.py", "        for req in [r for r in self._waiters if r.deadline <= now]:\n",
+                 "        for req in list(self._waiters):  # mutation\n"),
+        ),
+        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",),
+    ),
     # 8. 1226 on connect: back off and keep the client queued.
     Mutation(
         name="1226 on connect fails the client",
