@@ -346,6 +346,35 @@ MUTATIONS: tuple[Mutation, ...] = (
             f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
         ),
     ),
+    # 7a. Rows streamed as they arrive (issue 8): what is owed of a cut row.
+    Mutation(
+        name="cut row: one byte too few owed",
+        guarantee="A row cut by the end of a read is followed to its last byte",
+        edits=(
+            Edit("protocol/results.py", "                self.skip = pos - size\n",
+                 "                self.skip = pos - size - 1  # mutation\n"),
+        ),
+        tests=(
+            f"{CLIENTS}::test_result_of_64_mib",
+            f"{CLIENTS}::test_packets_of_16_mib_and_more",
+            "tests/unit/test_results.py",
+        ),
+    ),
+    Mutation(
+        name="cut row: rows that look like the end hopped over",
+        guarantee="The rows loop stops at a packet that may end the result (0xFE, 0xFF)",
+        edits=(
+            Edit("protocol/results.py",
+                 "            if buf[pos + HEADER_SIZE] >= 0xFE or not length or"
+                 " length == MAX_PACKET_PAYLOAD:\n",
+                 "            if not length or length == MAX_PACKET_PAYLOAD:  # mutation\n"),
+        ),
+        tests=(
+            f"{CLIENTS}::test_pymysql_simple_queries",
+            f"{CLIENTS}::test_result_of_64_mib",
+            "tests/unit/test_results.py",
+        ),
+    ),
     # 7b. Queue timeouts: one timer for the whole queue (issue 8).
     Mutation(
         name="queue expiry not re-armed",
