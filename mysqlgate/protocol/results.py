@@ -254,21 +254,27 @@ class ResponseScanner:
 
     def _hop_rows(self, buf: bytes | bytearray, pos: int, size: int) -> int:
         """Step over the row packets from `pos` (a 200 MB result is mostly this loop);
-        stop before a packet that may end the result (0xFE, 0xFF), an empty or a split
-        one, or one not yet here. A row cut off by the end of `buf` is consumed, and
-        `skip` set to the bytes of it still to come."""
+        stop before a packet that may end the result (0xFE, 0xFF, shorter than 16 MiB),
+        an empty one, or one not yet here, and after the first part of a split row (its
+        continuation is the caller's). A row cut off by the end of `buf` is consumed,
+        and `skip` set to the bytes of it still to come: no row, however long, waits
+        in a buffer."""
         rows = self.rows
         last = -1
         while size - pos > HEADER_SIZE:
             length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
-            if buf[pos + HEADER_SIZE] >= 0xFE or not length or length == MAX_PACKET_PAYLOAD:
+            if not length or buf[pos + HEADER_SIZE] >= 0xFE and length < MAX_PACKET_PAYLOAD:
                 break
             last = pos
             rows += 1
             pos += HEADER_SIZE + length
+            if length == MAX_PACKET_PAYLOAD:
+                self.continuation = True
             if pos > size:
                 self.skip = pos - size
                 pos = size
+                break
+            if self.continuation:
                 break
         if last >= 0:
             self.rows = rows

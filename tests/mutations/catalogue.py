@@ -365,9 +365,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="The rows loop stops at a packet that may end the result (0xFE, 0xFF)",
         edits=(
             Edit("protocol/results.py",
-                 "            if buf[pos + HEADER_SIZE] >= 0xFE or not length or"
-                 " length == MAX_PACKET_PAYLOAD:\n",
-                 "            if not length or length == MAX_PACKET_PAYLOAD:  # mutation\n"),
+                 "            if not length or buf[pos + HEADER_SIZE] >= 0xFE and length <"
+                 " MAX_PACKET_PAYLOAD:\n",
+                 "            if not length:  # mutation\n"),
         ),
         tests=(
             f"{CLIENTS}::test_pymysql_simple_queries",

@@ -401,6 +401,30 @@ def test_a_row_cut_by_the_end_of_a_read_is_passed_on_at_once() -> None:
     assert (scanner.rows, scanner.skip, scanner.last_seq) == (3, 0, len(payloads))
 
 
+@pytest.mark.parametrize("deprecate_eof", [False, True])
+def test_a_row_of_16_mib_and_more_never_waits_in_a_buffer(deprecate_eof: bool) -> None:
+    """A split row (first part exactly 16 MiB - 1, then its continuation) streams like
+    any other: fed in 64 KiB reads, every read but those ending inside a header is
+    consumed to its end, so the backend never holds megabytes of it."""
+    row = b"\x00" + b"r" * (FULL + 1000)  # lead byte 0x00: not mistaken for an end
+    payloads = result_set(deprecate_eof, [ROW_A, row, ROW_B], closing(deprecate_eof, AUTOCOMMIT))
+    data, _, _ = Case(QUERY, deprecate_eof, payloads, [], AUTOCOMMIT).wire()
+    scanner = ResponseScanner(QUERY, deprecate_eof)
+    tail = b""
+    longest = 0
+    for at in range(0, len(data), 65536):
+        buf = tail + data[at : at + 65536]
+        pos = 0
+        while not scanner.done:
+            pos = scanner.scan(buf, pos)
+            if scanner.event == Event.NEED_DATA:
+                break
+        tail = buf[pos:]
+        longest = max(longest, len(tail))
+    assert scanner.done and scanner.rows == 3
+    assert longest < 64, f"{longest} bytes of a row waited for the next read"
+
+
 # -- misuse ---------------------------------------------------------------------
 
 
