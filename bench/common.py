@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -555,6 +555,27 @@ def median_and_range(values: Sequence[float]) -> tuple[float, float, float]:
 def fmt_spread(values: Sequence[float], digits: int = 2) -> str:
     med, low, high = median_and_range(values)
     return f"{med:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
+class SharesMachine(Protocol):
+    @property
+    def other_cpu_share(self) -> float:
+        """Share of the CPUs other processes used during the run."""
+
+
+def quiet_rounds(direct: Mapping[int, SharesMachine],
+                 through: Mapping[int, SharesMachine]) -> list[int]:
+    """The rounds (keys of both) in which other processes left both runs alone: the
+    fairest comparisons on a shared machine."""
+    return [n for n in sorted(direct) if max(direct[n].other_cpu_share,
+                                             through[n].other_cpu_share) <= OTHER_CPU_WARN_SHARE]
+
+
+def warn_if_not_quiet(max_other_cpu_share: float, indent: str = "", more: str = "") -> None:
+    """Say so when other processes took more than OTHER_CPU_WARN_SHARE during a run."""
+    if max_other_cpu_share > OTHER_CPU_WARN_SHARE:
+        print(f"{indent}WARNING: other processes used up to {max_other_cpu_share:.0%} of the "
+              f"CPUs during a run; the machine was not quiet{more}")
 
 
 # --- environment and results --------------------------------------------------------------

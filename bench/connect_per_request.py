@@ -50,12 +50,14 @@ from common import (
     fmt_spread,
     log,
     percentile,
+    quiet_rounds,
     report_result,
     run_main,
     start_gate,
     start_mariadb,
     start_relay,
     stop_process,
+    warn_if_not_quiet,
     write_result,
 )
 
@@ -307,8 +309,7 @@ def summarise(runs: list[Run], totals: GateTotals) -> dict[str, Any]:
     ratios = [through[n].rate / direct[n].rate if direct[n].rate else 0.0 for n in rounds]
     # Rounds in which other processes left both runs alone: the fairest comparisons on a
     # shared machine (the through path is CPU-bound, the direct one is not).
-    quiet = [n for n in rounds if max(direct[n].other_cpu_share,
-                                      through[n].other_cpu_share) <= OTHER_CPU_WARN_SHARE]
+    quiet = quiet_rounds(direct, through)
     b_requests = sum(r.requests for r in runs if r.label == "B")
     return {
         "rate_ratio_median": round(statistics.median(ratios), 3),
@@ -382,9 +383,7 @@ def print_variant(variant: str, runs: list[Run], summary: dict[str, Any],
     print(f"mysqlgate totals: clients {t['clients']}, commands {t['commands']}, answered "
           f"locally {t['answered_locally']}, upstream connects {t['upstream_connects']}, "
           f"resets {t['resets']}, pins [{pins}], lost {t['lost']}")
-    if summary["max_other_cpu_share"] > OTHER_CPU_WARN_SHARE:
-        print(f"WARNING: other processes used up to {summary['max_other_cpu_share']:.0%} of "
-              "the CPUs during a run; the machine was not quiet")
+    warn_if_not_quiet(summary["max_other_cpu_share"])
 
 
 def body(

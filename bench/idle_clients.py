@@ -39,7 +39,6 @@ from common import (
     DB_NAME,
     DB_PASSWORD,
     DB_USER,
-    OTHER_CPU_WARN_SHARE,
     Bench,
     CpuMark,
     GateProcess,
@@ -52,6 +51,7 @@ from common import (
     run_main,
     start_gate,
     start_mariadb,
+    warn_if_not_quiet,
     write_result,
 )
 from point_select import parse_sysbench, sysbench_prepare, sysbench_run
@@ -412,9 +412,7 @@ def print_report(runs: list[Run], openings: list[Opening], summary: dict[str, An
               f"{fmt_spread(summary['idle_over_direct'], 3)}")
     print(f"mysqlgate CPU per query: {summary['gate_cpu_us_per_query_no_idle']:.1f} µs without, "
           f"{summary['gate_cpu_us_per_query_idle']:.1f} µs with idle clients")
-    if summary["max_other_cpu_share"] > OTHER_CPU_WARN_SHARE:
-        print(f"WARNING: other processes used up to {summary['max_other_cpu_share']:.0%} of the "
-              "CPUs during a run; the machine was not quiet")
+    warn_if_not_quiet(summary["max_other_cpu_share"])
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -47,10 +47,12 @@ from common import (
     log,
     mariadb_client,
     process_peak_rss_kib,
+    quiet_rounds,
     report_result,
     run_main,
     start_gate,
     start_mariadb,
+    warn_if_not_quiet,
     write_result,
 )
 
@@ -278,8 +280,7 @@ def summarise(runs: list[Run], readers: int) -> dict[str, Any]:
     ratios = [through[n].mb_per_s / direct[n].mb_per_s for n in rounds]
     b_bytes = sum(r.wire_bytes for r in through.values())
     b_cpu = sum(r.gate_cpu_s or 0.0 for r in through.values())
-    quiet = [n for n in rounds if max(direct[n].other_cpu_share,
-                                      through[n].other_cpu_share) <= OTHER_CPU_WARN_SHARE]
+    quiet = quiet_rounds(direct, through)
     return {
         "readers": readers,
         "mb_per_s_ratio_median": round(statistics.median(ratios), 4),
@@ -320,9 +321,7 @@ def print_report(runs: list[Run], summaries: list[dict[str, Any]], settings: Set
         if s["quiet_ratios"]:
             print(f"  rounds with other CPU <= {OTHER_CPU_WARN_SHARE:.0%} "
                   f"({len(s['quiet_ratios'])}): ratio {fmt_spread(s['quiet_ratios'], 3)}")
-        if s["max_other_cpu_share"] > OTHER_CPU_WARN_SHARE:
-            print(f"  WARNING: other processes used up to {s['max_other_cpu_share']:.0%} of the "
-                  "CPUs during a run; the machine was not quiet")
+        warn_if_not_quiet(s["max_other_cpu_share"], indent="  ")
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -50,12 +50,14 @@ from common import (
     machine_busy_seconds,
     process_cpu_seconds,
     process_peak_rss_kib,
+    quiet_rounds,
     report_result,
     save_logs,
     server_status,
     start_gate,
     start_mariadb,
     utc_stamp,
+    warn_if_not_quiet,
 )
 
 TABLES = 4
@@ -392,9 +394,7 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
     p99_ratios = [through[n].p99_ms / direct[n].p99_ms for n in rounds]
     b_queries = sum(r.queries for r in through.values())
     b_cpu = sum(r.gate_cpu_s or 0.0 for r in through.values())
-    # Rounds in which other processes left both runs alone.
-    quiet = [n for n in rounds if max(direct[n].other_cpu_share,
-                                      through[n].other_cpu_share) <= OTHER_CPU_WARN_SHARE]
+    quiet = quiet_rounds(direct, through)
     return {
         "quiet_rounds": quiet,
         "quiet_qps_ratios": [round(qps_ratios[rounds.index(n)], 4) for n in quiet],
@@ -478,11 +478,7 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
               f"{statistics.median(quiet):.3f} (rounds {min(quiet):.3f}-{max(quiet):.3f})")
     if summary["gate_cpu_us_per_query"] is not None:
         print(f"{cpu_name} CPU per query during B runs: {summary['gate_cpu_us_per_query']:.1f} µs")
-    if summary["max_other_cpu_share"] > OTHER_CPU_WARN_SHARE:
-        print(
-            f"WARNING: other processes used up to {summary['max_other_cpu_share']:.0%} of the "
-            "CPUs during a run; the machine was not quiet and the ratios are not reliable"
-        )
+    warn_if_not_quiet(summary["max_other_cpu_share"], more=" and the ratios are not reliable")
     if summary["direct_errors_or_reconnects"]:
         print(
             f"NOTE: sysbench saw {summary['direct_errors_or_reconnects']} errors/reconnects "
