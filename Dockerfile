@@ -25,11 +25,24 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore), so edits to tests or docs
 # elsewhere do not invalidate this layer.
-COPY pyproject.toml README.md ./
+# A C compiler for mysqlgate's one compiled part (mysqlgate/protocol/_scan.c: stepping
+# over the rows of large results), and Python's headers where the base image lacks them
+# (python:3.11-slim has them; Debian's python3 needs python3-dev). Only this stage gets
+# them: the runtime image installs the built wheel.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && { python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+         || apt-get install -y --no-install-recommends python3-dev; } \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
 COPY mysqlgate ./mysqlgate
-# Dependencies (PyMySQL, cryptography, uvloop) ship manylinux wheels for 3.11, so this
-# stage needs no compiler; --wheel-dir collects them for an offline install below.
-RUN pip wheel --wheel-dir /wheels .
+# Dependencies (PyMySQL, cryptography, uvloop) ship manylinux wheels for 3.11;
+# --wheel-dir collects them for an offline install below. The extension is optional to
+# pip (a machine without a compiler still installs mysqlgate), not to this image: a
+# wheel without it (py3-none-any) fails the build.
+RUN pip wheel --wheel-dir /wheels . \
+    && if ls /wheels/mysqlgate-*-none-any.whl >/dev/null 2>&1; then \
+         echo "mysqlgate was built without its C extension" >&2; exit 1; fi
 
 # --- runtime ----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

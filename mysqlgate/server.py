@@ -37,6 +37,7 @@ from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .metrics import MetricsServer
 from .pool import UpstreamPool
+from .protocol import results
 from .session import UpstreamSession, close_unused_statements, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
@@ -83,6 +84,11 @@ class Gate:
                 facts.max_user_connections, settings.size, settings.idle_timeout,
                 settings.queue_timeout)
         loop = asyncio.get_running_loop()
+        # Which code steps over result rows: a missing compiler at install time shows
+        # here, not only as slower large results.
+        log.info("event loop %s; result rows stepped over by %s", type(loop).__module__,
+                 "compiled code (protocol/_scan.c)" if results.COMPILED
+                 else "pure Python (no compiled extension, or MYSQLGATE_PURE_PYTHON set)")
         for listener in config.listeners:
             if listener.path:
                 if os.path.exists(listener.path):

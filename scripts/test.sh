@@ -42,14 +42,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 
-# The virtualenv; reinstalled only when pyproject.toml changes (the install is editable).
+# The virtualenv; reinstalled only when pyproject.toml, setup.py or the C source changes (the
+# install is editable; the C extension, protocol/_scan.c, is built in place by it).
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 stamp=.venv/.mysqlgate-pyproject.sha256
 if ! sha256sum --check --status "$stamp" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet -e '.[test]'
-    sha256sum pyproject.toml > "$stamp"
+    sha256sum pyproject.toml setup.py mysqlgate/protocol/_scan.c > "$stamp"
 fi
 
 exec .venv/bin/python -m pytest -q -ra "$@"

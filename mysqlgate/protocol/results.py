@@ -21,6 +21,9 @@ packet is an OK packet with header 0xFE (shorter than 2^24-1 bytes, unlike a row
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 from .constants import COMMAND, SERVER_MORE_RESULTS_EXISTS, SERVER_STATUS_CURSOR_EXISTS
 from .errors import ProtocolViolation
 from .framing import HEADER_SIZE, MAX_PACKET_PAYLOAD
@@ -70,6 +73,58 @@ def read_lenenc(buf: bytes | bytearray, pos: int) -> int:
     if size is None:
         raise ProtocolViolation("invalid length-encoded integer")
     return int.from_bytes(buf[pos + 1 : pos + 1 + size], "little")
+
+
+def py_hop_rows(buf: bytes | bytearray, pos: int,
+                size: int) -> tuple[int, int, int, bool, int]:
+    """Step over the row packets of buf[pos:size]; stop before a packet that may end
+    the result (0xFE, 0xFF, shorter than 16 MiB), an empty one, or one whose header is
+    not all here, and after the first part of a split row (its continuation is the
+    caller's). A row cut off at `size` is stepped over as far as it goes, so no row,
+    however long, waits in a buffer.
+
+    Returns (position after the last packet stepped over, rows stepped over, header
+    position of the last of them or -1, whether it was the first part of a split row,
+    bytes of it still to come). The pure-Python reference of _scan.hop_rows."""
+    rows = 0
+    last = -1
+    continuation = False
+    skip = 0
+    while size - pos > HEADER_SIZE:
+        length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+        if not length or buf[pos + HEADER_SIZE] >= 0xFE and length < MAX_PACKET_PAYLOAD:
+            break
+        last = pos
+        rows += 1
+        pos += HEADER_SIZE + length
+        if length == MAX_PACKET_PAYLOAD:
+            continuation = True
+        if pos > size:
+            skip = pos - size
+            pos = size
+            break
+        if continuation:
+            break
+    return pos, rows, last, continuation, skip
+
+
+def _compiled_hop_rows() -> Callable[[bytes | bytearray, int, int],
+                                     tuple[int, int, int, bool, int]] | None:
+    # MYSQLGATE_PURE_PYTHON=1 runs the fallback where the extension is built: for its
+    # tests, and to rule the extension out when hunting a bug.
+    if os.environ.get("MYSQLGATE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from ._scan import hop_rows as compiled
+    except ImportError:  # built without a C compiler: pip skips the optional extension
+        return None
+    return compiled
+
+
+# The compiled row stepping (mysqlgate/protocol/_scan.c) when it was built, else the
+# Python one; COMPILED says which, for the startup log and the tests.
+hop_rows = _compiled_hop_rows() or py_hop_rows
+COMPILED = hop_rows is not py_hop_rows
 
 
 class ResponseScanner:
@@ -253,32 +308,16 @@ class ResponseScanner:
             raise ProtocolViolation("data after the end of a response")
 
     def _hop_rows(self, buf: bytes | bytearray, pos: int, size: int) -> int:
-        """Step over the row packets from `pos` (a 200 MB result is mostly this loop);
-        stop before a packet that may end the result (0xFE, 0xFF, shorter than 16 MiB),
-        an empty one, or one not yet here, and after the first part of a split row (its
-        continuation is the caller's). A row cut off by the end of `buf` is consumed,
-        and `skip` set to the bytes of it still to come: no row, however long, waits
-        in a buffer."""
-        rows = self.rows
-        last = -1
-        while size - pos > HEADER_SIZE:
-            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
-            if not length or buf[pos + HEADER_SIZE] >= 0xFE and length < MAX_PACKET_PAYLOAD:
-                break
-            last = pos
-            rows += 1
-            pos += HEADER_SIZE + length
-            if length == MAX_PACKET_PAYLOAD:
-                self.continuation = True
-            if pos > size:
-                self.skip = pos - size
-                pos = size
-                break
-            if self.continuation:
-                break
+        """Step over the row packets from `pos` (a 200 MB result is mostly this):
+        see py_hop_rows."""
+        pos, rows, last, continuation, skip = hop_rows(buf, pos, size)
         if last >= 0:
-            self.rows = rows
+            self.rows += rows
             self.last_seq = buf[last + 3]
+        if continuation:
+            self.continuation = True
+        if skip:
+            self.skip = skip
         return pos
 
     # -- phase changes -------------------------------------------------------

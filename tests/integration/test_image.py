@@ -246,6 +246,8 @@ def test_image_serves_clients_as_non_root_and_reports_health(
     with pytest.raises(pymysql.err.OperationalError) as refused:
         gate.connect(password="wrong").close()
     assert refused.value.args[0] == 1045  # ER_ACCESS_DENIED_ERROR, as the server says it
+    # The image carries the compiled row stepping (its build stage has a compiler).
+    assert "result rows stepped over by compiled code" in gate.logs(), gate.logs()[-4000:]
 
     # Not root: the image's user, for `docker exec` and for mysqlgate itself (PID 1).
     assert gate.inspect("{{.Config.User}}") == f"{UID}:{UID}"

@@ -5,6 +5,9 @@ whole, one byte at a time and in random chunks (fixed seeds), the way backend.py
 it: scan, and on NEED_DATA drop what was consumed and wait for more. All feedings must
 report the same stops (event, packet, done, status), never stop inside a packet, and
 end with the same status and last sequence id.
+
+Every test here runs twice: with the compiled row stepping (protocol/_scan.c) and with
+its pure-Python fallback.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from mysqlgate.protocol import _scan, results
 from mysqlgate.protocol.constants import COMMAND
 from mysqlgate.protocol.errors import ProtocolViolation
 from mysqlgate.protocol.results import Event, Phase, ResponseScanner
@@ -36,6 +40,13 @@ from .wire import (
     prepare_ok,
     text_row,
 )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def row_stepping(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    hop = _scan.hop_rows if request.param == "compiled" else results.py_hop_rows
+    monkeypatch.setattr(results, "hop_rows", hop)
+
 
 QUERY = COMMAND.COM_QUERY
 PREPARE = COMMAND.COM_STMT_PREPARE
