@@ -347,12 +347,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     # 7a. Rows streamed as they arrive (issue 8): what is owed of a cut row.
+    # The Python fallback (results.py_hop_rows) and the compiled code (_scan.c) alike;
+    # the integration tests run the compiled one, test_results.py both.
     Mutation(
         name="cut row: one byte too few owed",
         guarantee="A row cut by the end of a read is followed to its last byte",
         edits=(
-            Edit("protocol/results.py", "                self.skip = pos - size\n",
-                 "                self.skip = pos - size - 1  # mutation\n"),
+            Edit("protocol/results.py", "            skip = pos - size\n",
+                 "            skip = pos - size - 1  # mutation\n"),
         ),
         tests=(
             f"{CLIENTS}::test_result_of_64_mib",
@@ -365,14 +367,41 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="The rows loop stops at a packet that may end the result (0xFE, 0xFF)",
         edits=(
             Edit("protocol/results.py",
-                 "            if not length or buf[pos + HEADER_SIZE] >= 0xFE and length <"
+                 "        if not length or buf[pos + HEADER_SIZE] >= 0xFE and length <"
                  " MAX_PACKET_PAYLOAD:\n",
-                 "            if not length:  # mutation\n"),
+                 "        if not length:  # mutation\n"),
         ),
         tests=(
             f"{CLIENTS}::test_pymysql_simple_queries",
             f"{CLIENTS}::test_result_of_64_mib",
             "tests/unit/test_results.py",
+        ),
+    ),
+    Mutation(
+        name="compiled cut row: one byte too few owed",
+        guarantee="A row cut by the end of a read is followed to its last byte",
+        edits=(
+            Edit("protocol/_scan.c", "            skip = pos - size;\n",
+                 "            skip = pos - size - 1;  /* mutation */\n"),
+        ),
+        tests=(
+            f"{CLIENTS}::test_result_of_64_mib",
+            "tests/unit/test_row_hop.py",
+        ),
+    ),
+    Mutation(
+        name="compiled: rows that look like the end hopped over",
+        guarantee="The rows loop stops at a packet that may end the result (0xFE, 0xFF)",
+        edits=(
+            Edit("protocol/_scan.c",
+                 "        if (length == 0 || (p[HEADER_SIZE] >= 0xFE && length <"
+                 " MAX_PACKET_PAYLOAD))\n",
+                 "        if (length == 0)  /* mutation */\n"),
+        ),
+        tests=(
+            f"{CLIENTS}::test_pymysql_simple_queries",
+            f"{CLIENTS}::test_result_of_64_mib",
+            "tests/unit/test_row_hop.py",
         ),
     ),
     # 7b. Queue timeouts: one timer for the whole queue (issue 8).

@@ -37,7 +37,7 @@ from catalogue import MUTATIONS, K, Mutation, Selector
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-COPIED = ("mysqlgate", "tests", "pyproject.toml")
+COPIED = ("mysqlgate", "tests", "pyproject.toml", "setup.py")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 PYTEST_FLAGS = ("-q", "-p", "no:cacheprovider", "-rfE")
 # After SIGINT pytest tears its fixtures down (servers, gates); then SIGKILL.
@@ -111,12 +111,34 @@ def check_edits(copy: Path, mutation: Mutation, write: bool) -> str | None:
             return f"{BROKEN}: the replacement equals the original in mysqlgate/{edit.file}"
         texts[path] = text.replace(edit.original, edit.replacement, 1)
     for path, text in texts.items():
-        try:
-            compile(text, str(path), "exec")
-        except SyntaxError as exc:
-            return f"{BROKEN}: the mutated {path.name} does not compile: {exc}"
+        if path.suffix == ".py":
+            try:
+                compile(text, str(path), "exec")
+            except SyntaxError as exc:
+                return f"{BROKEN}: the mutated {path.name} does not compile: {exc}"
         if write:
             path.write_text(text)
+    if any(path.suffix == ".c" for path in texts):
+        # C is checked by building it; written or not, the copy's extension must match
+        # its source, so a check builds into a scratch copy of the edit only.
+        return build_extension(copy, texts) if write else None
+    return None
+
+
+def build_extension(copy: Path, texts: dict[Path, str]) -> str | None:
+    """Rebuild the copy's compiled extension in place from its (mutated) C source; the
+    tests run against the copy, whose old .so would otherwise hide the mutation."""
+    # The extension is optional to setuptools: a failed build leaves no error, only no
+    # library, so the old one goes first and a new one must appear.
+    for old in (copy / "mysqlgate").rglob("*.so"):
+        old.unlink()
+    built = subprocess.run(
+        [str(PYTHON), "setup.py", "--quiet", "build_ext", "--inplace", "--force"],
+        cwd=copy, capture_output=True, text=True, timeout=300, check=False,
+    )
+    if built.returncode != 0 or not any((copy / "mysqlgate").rglob("*.so")):
+        names = ", ".join(path.name for path in texts if path.suffix == ".c")
+        return f"{BROKEN}: the mutated {names} does not build: {built.stderr[-2000:]}"
     return None
 
 
