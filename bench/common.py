@@ -538,6 +538,37 @@ def start_relay(
     return RelayProcess(proc, int(line.split()[1]), delay_ms, handshake_delay)
 
 
+# --- a C relay for reference ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ReferenceRelay:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+
+def start_haproxy(bench: Bench, target_port: int) -> ReferenceRelay:
+    """HAProxy in TCP mode in front of 127.0.0.1:target_port: a C relay that opens one
+    upstream connection per client and reads nothing of the protocol. What two hops
+    over loopback cost on this machine with no Python, no parsing and no pool limit:
+    the floor under any proxy, measured in the same run as the proxy."""
+    port = free_port()
+    config = bench.workdir / "haproxy.cfg"
+    config.write_text(
+        "global\n  maxconn 4096\n"
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 10m\n"
+        "  timeout server 10m\n"
+        f"listen reference\n  bind 127.0.0.1:{port}\n"
+        f"  server db 127.0.0.1:{target_port}\n"
+    )
+    log_path = bench.workdir / "haproxy.log"
+    # -db: stay in the foreground, so that stop_process stops it.
+    proc = start_process([find_tool("haproxy"), "-db", "-f", str(config)], log_path)
+    bench.others.append(proc)
+    wait_for_port(port, proc, GATE_START_TIMEOUT_S, log_path)
+    return ReferenceRelay(proc, port)
+
+
 # --- statistics ---------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Usage:  python bench/point_select.py [--rounds 3] [--time 20] [--quick] [--pool-size 4]
         [--threads 16] [--workload oltp_point_select] [--ps-mode disable]
-        [--gate-args "--some-flag value"]
+        [--gate-args "--some-flag value"] [--reference haproxy]
 
 The default is oltp_point_select with --db-ps-mode=disable (plain COM_QUERY);
 `--ps-mode auto` makes sysbench use server-side prepared statements, and
@@ -12,7 +12,10 @@ Everything it needs is started here and torn down again: a throwaway MariaDB in 
 directory, sysbench's tables, and mysqlgate as a subprocess. Runs alternate direct (A) and
 through mysqlgate (B), A B A B ..., so that drift on the machine (thermal, page cache,
 neighbours) hits both sides alike; each round's B/A ratio is computed and the median
-reported. See bench/README.md for how to read the numbers.
+reported. `--reference haproxy` adds a third path (R) in every round: HAProxy relaying
+TCP to the server, one upstream connection per client, nothing parsed, no pool: the floor
+under any proxy on the same machine in the same hour. See bench/README.md for how to
+read the numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +45,7 @@ from common import (
     Bench,
     GateProcess,
     GateTotals,
+    ReferenceRelay,
     bench_session,
     create_account,
     environment,
@@ -55,6 +60,7 @@ from common import (
     save_logs,
     server_status,
     start_gate,
+    start_haproxy,
     start_mariadb,
     utc_stamp,
     warn_if_not_quiet,
@@ -81,11 +87,12 @@ class Settings:
     ps_mode: str = "disable"
     strict: bool = False
     gate_ref: str | None = None
+    reference: str | None = None  # "haproxy": a C relay measured alongside (label R)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    label: str  # "A" direct, "B" through mysqlgate
+    label: str  # "A" direct, "B" through mysqlgate, "R" through the reference relay
     round: int  # 1-based; 0 for warm-up
     queries: int
     qps: float
@@ -93,7 +100,7 @@ class RunResult:
     max_ms: float
     ignored_errors: int
     reconnects: int
-    gate_cpu_s: float | None  # CPU used by the B-side process during this run
+    gate_cpu_s: float | None  # CPU used by the B (or R) side's process during this run
     # Share of the machine's CPU used by processes other than ours during the run: another
     # workload on the machine makes A and B incomparable, so it is measured, not assumed.
     other_cpu_share: float
@@ -142,12 +149,19 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument(
         "--keep-logs", action="store_true", help="copy server and gate logs to bench/results/"
     )
+    parser.add_argument(
+        "--reference", choices=("haproxy",), default=None,
+        help="also run each round through HAProxy in TCP mode (C, one upstream connection "
+        "per client, no parsing, no pool): the floor under any proxy on this machine",
+    )
     # Hidden: B goes straight to the server too, so the harness itself can be checked
     # (ratio ~1.0) before mysqlgate exists. CPU is then measured on mariadbd instead.
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.time < 1 or ns.warmup < 0 or ns.threads < 1 or ns.pool_size < 1:
         parser.error("--rounds, --time, --threads and --pool-size must be positive")
+    if ns.reference and find_reference(ns.reference) is None:
+        parser.error(f"--reference {ns.reference}: not installed (Debian: apt install haproxy)")
     return Settings(
         rounds=ns.rounds,
         run_seconds=5 if ns.quick else ns.time,
@@ -161,7 +175,12 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         ps_mode=ns.ps_mode,
         strict=ns.strict,
         gate_ref=ns.gate_ref,
+        reference=ns.reference,
     )
+
+
+def find_reference(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
 
 
 # --- sysbench -----------------------------------------------------------------------------
@@ -310,7 +329,7 @@ class CpuSnapshot:
     measured: float  # the B-side process: mysqlgate (mariadbd in self-test)
 
     @classmethod
-    def take(cls, bench: Bench) -> CpuSnapshot:
+    def take(cls, bench: Bench, measured_pid: int, others: Sequence[int] = ()) -> CpuSnapshot:
         # RUSAGE_CHILDREN counts children once they have been waited for: each sysbench
         # run, never the still-running servers, which are read from /proc instead.
         usage = [
@@ -320,48 +339,56 @@ class CpuSnapshot:
         return cls(
             machine=machine_busy_seconds(),
             ours=sum(u.ru_utime + u.ru_stime for u in usage)
-            + sum(process_cpu_seconds(pid) for pid in servers),
-            measured=process_cpu_seconds(measured_pid(bench)),
+            + sum(process_cpu_seconds(pid) for pid in [*servers, *others]),
+            measured=process_cpu_seconds(measured_pid),
         )
 
 
 def run_one(
-    bench: Bench, label: str, round_no: int, seconds: int, settings: Settings
+    bench: Bench, label: str, round_no: int, seconds: int, settings: Settings,
+    reference: ReferenceRelay | None = None,
 ) -> RunResult:
-    port = bench.db_port if label == "A" else bench.gate_port
+    port = {"A": bench.db_port, "B": bench.gate_port}.get(label) or (
+        reference.port if reference is not None else 0)
+    pid = reference.proc.pid if label == "R" and reference is not None else measured_pid(bench)
+    relays = [reference.proc.pid] if reference is not None else []
     deadlocks = server_status(bench, "Innodb_deadlocks")
-    before = CpuSnapshot.take(bench)
+    before = CpuSnapshot.take(bench, pid, relays)
     output = sysbench_run(port, seconds, settings.threads, settings.workload, settings.ps_mode)
-    after = CpuSnapshot.take(bench)
+    after = CpuSnapshot.take(bench, pid, relays)
     deadlocks = server_status(bench, "Innodb_deadlocks") - deadlocks
     others = (after.machine - before.machine) - (after.ours - before.ours)
     return RunResult(
         label=label,
         round=round_no,
-        gate_cpu_s=round(after.measured - before.measured, 3) if label == "B" else None,
+        gate_cpu_s=round(after.measured - before.measured, 3) if label != "A" else None,
         other_cpu_share=round(max(0.0, others) / (seconds * (os.cpu_count() or 1)), 4),
         server_deadlocks=deadlocks,
         **parse_sysbench(output),
     )
 
 
-def run_all(bench: Bench, settings: Settings) -> tuple[list[RunResult], list[RunResult]]:
+def run_all(bench: Bench, settings: Settings, reference: ReferenceRelay | None = None
+            ) -> tuple[list[RunResult], list[RunResult]]:
     """(warm-up runs, measured runs)."""
+    labels = ("A", "B", "R") if reference is not None else ("A", "B")
     warmups: list[RunResult] = []
     if settings.warmup_seconds > 0:
-        # Warm both paths (buffer pool, the gate's upstream pool, Python's caches) first.
-        for label in ("A", "B"):
+        # Warm every path (buffer pool, the gate's upstream pool, Python's caches) first.
+        for label in labels:
             log(f"warm-up {label}: {settings.warmup_seconds} s")
-            warmups.append(run_one(bench, label, 0, settings.warmup_seconds, settings))
+            warmups.append(run_one(bench, label, 0, settings.warmup_seconds, settings,
+                                   reference))
     results: list[RunResult] = []
-    total = 2 * settings.rounds
+    total = len(labels) * settings.rounds
     for round_no in range(1, settings.rounds + 1):
-        for label in ("A", "B"):
+        for label in labels:
             log(
                 f"run {len(results) + 1}/{total}: {label} round {round_no}, "
                 f"{settings.run_seconds} s"
             )
-            results.append(run_one(bench, label, round_no, settings.run_seconds, settings))
+            results.append(run_one(bench, label, round_no, settings.run_seconds, settings,
+                                   reference))
     return warmups, results
 
 
@@ -425,6 +452,29 @@ def summarise(results: list[RunResult]) -> dict[str, Any]:
         "through_deadlocks": sum(r.server_deadlocks for r in through.values()),
         "direct_deadlocks": sum(r.server_deadlocks for r in direct.values()),
         "max_other_cpu_share": max(r.other_cpu_share for r in results),
+        "reference": reference_summary(results, direct, through),
+    }
+
+
+def reference_summary(results: list[RunResult], direct: dict[int, RunResult],
+                      through: dict[int, RunResult]) -> dict[str, Any] | None:
+    """The reference relay's rounds against direct, and mysqlgate's against it."""
+    reference = {r.round: r for r in results if r.label == "R"}
+    if not reference:
+        return None
+    rounds = sorted(reference)
+    ratios = [reference[n].qps / direct[n].qps for n in rounds]
+    queries = sum(r.queries for r in reference.values())
+    cpu = sum(r.gate_cpu_s or 0.0 for r in reference.values())
+    return {
+        "qps_ratio_median": statistics.median(ratios),
+        "qps_ratios": [round(x, 4) for x in ratios],
+        "p99_ms_median": statistics.median(reference[n].p99_ms for n in rounds),
+        "cpu_us_per_query": 1e6 * cpu / queries if queries else None,
+        "gate_to_reference_qps_median": statistics.median(
+            through[n].qps / reference[n].qps for n in rounds),
+        "errors_or_reconnects": sum(r.ignored_errors + r.reconnects
+                                    for r in reference.values()),
     }
 
 
@@ -454,8 +504,9 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
         f"{'run':<24}{'qps':>10}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{cpu_name + ' µs/q':>17}"
         f"{'other CPU':>11}{'errors':>8}"
     )
+    names = {"A": "A direct", "B": b_name, "R": f"R {settings.reference} (its CPU)"}
     for r in results:
-        name = f"{'A direct' if r.label == 'A' else b_name} #{r.round}"
+        name = f"{names[r.label]} #{r.round}"
         cpu = f"{1e6 * r.gate_cpu_s / r.queries:.1f}" if r.gate_cpu_s is not None else "-"
         print(
             f"{name:<24}{r.qps:>10.1f}{r.p95_ms:>9.2f}{r.p99_ms:>9.2f}{r.max_ms:>9.2f}{cpu:>17}"
@@ -478,6 +529,15 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
               f"{statistics.median(quiet):.3f} (rounds {min(quiet):.3f}-{max(quiet):.3f})")
     if summary["gate_cpu_us_per_query"] is not None:
         print(f"{cpu_name} CPU per query during B runs: {summary['gate_cpu_us_per_query']:.1f} µs")
+    reference = summary["reference"]
+    if reference is not None:
+        ratios = reference["qps_ratios"]
+        print(f"reference {settings.reference} (C, one upstream connection per client, no "
+              f"parsing, no pool): throughput through/direct {reference['qps_ratio_median']:.3f} "
+              f"(rounds {min(ratios):.3f}-{max(ratios):.3f}), p99 "
+              f"{reference['p99_ms_median']:.2f} ms, its CPU per query "
+              f"{reference['cpu_us_per_query']:.1f} µs; mysqlgate/{settings.reference} "
+              f"{reference['gate_to_reference_qps_median']:.3f}")
     warn_if_not_quiet(summary["max_other_cpu_share"], more=" and the ratios are not reliable")
     if summary["direct_errors_or_reconnects"]:
         print(
@@ -576,7 +636,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 create_account(bench)
                 sysbench_prepare(bench)
                 gate = start_bench_gate(bench, settings)
-                warmups, results = run_all(bench, settings)
+                reference = start_haproxy(bench, bench.db_port) if settings.reference else None
+                warmups, results = run_all(bench, settings, reference)
                 extra: dict[str, Any] = {
                     # Which process the CPU and memory figures belong to (mariadbd in
                     # self-test).
