@@ -5,8 +5,9 @@ Usage:  python bench/plot_point_select.py [RESULT.json ...] [--out bench/point_s
 
 One column per commit (in the order the commits were made), one dot per round: the
 throughput ratio through/direct (left), and mysqlgate's CPU per query of each run
-(right). Runs of the working tree with local edits are left out unless --with-edits:
-they measured no commit. Needs matplotlib (pip install matplotlib), which mysqlgate
+(right); grey crosses are HAProxy's rounds in runs made with `--reference haproxy`.
+Runs of the working tree with local edits are left out unless --with-edits: they
+measured no commit. Needs matplotlib (pip install matplotlib), which mysqlgate
 itself does not.
 """
 
@@ -28,7 +29,9 @@ def load(paths: list[Path], with_edits: bool) -> dict[tuple[str, str], list[dict
     for path in paths:
         result = json.loads(path.read_text())
         settings = result.get("settings", {})
-        if result.get("benchmark", "point_select") != "point_select" or \
+        # point_select.py names its --ps-mode auto runs "sysbench-oltp_point_select-ps-auto".
+        if result.get("benchmark", "point_select") not in (
+                "point_select", "sysbench-oltp_point_select-ps-auto") or \
                 settings.get("workload", "oltp_point_select") != "oltp_point_select" or \
                 settings.get("self_test") or "summary" not in result:
             continue
@@ -78,6 +81,15 @@ def main() -> None:
                          label=label)
         cpu_ax.scatter([x] * len(cpus), cpus, color=color, marker=marker, alpha=0.7,
                        label=label)
+        # --reference haproxy: the C relay's rounds of the same run, the floor on this machine.
+        references = [result["summary"]["reference"] for result in results
+                      if result["summary"].get("reference")]
+        ref_ratios = [r for reference in references for r in reference["qps_ratios"]]
+        ref_cpus = [reference["cpu_us_per_query"] for reference in references]
+        ratio_ax.scatter([x] * len(ref_ratios), ref_ratios, color="tab:gray", marker="x",
+                         label="HAProxy, same run (C relay, no pool)")
+        cpu_ax.scatter([x] * len(ref_cpus), ref_cpus, color="tab:gray", marker="x",
+                       label="HAProxy, same run (C relay, no pool)")
     ratio_ax.axhline(0.6, color="tab:green", linestyle="--", linewidth=1)
     ratio_ax.text(-0.4, 0.61, "issue 8 target", color="tab:green", fontsize=8)
     ratio_ax.set_ylim(0, 1)
