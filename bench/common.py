@@ -82,9 +82,14 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
+def which_tool(name: str) -> str | None:
+    # mariadbd and haproxy live in /usr/sbin, which a non-login root shell may not have
+    # on PATH.
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+
+
 def find_tool(name: str) -> str:
-    # mariadbd lives in /usr/sbin, which a non-login root shell may not have on PATH.
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+    path = which_tool(name)
     if path is None:
         raise SystemExit(f"bench: {name} not found; install mariadb-server and sysbench")
     return path
@@ -467,9 +472,11 @@ def start_gate(
     pool_size: int,
     extra_args: Sequence[str] = (),
     name: str = "mysqlgate",
+    nice: int = 0,
 ) -> GateProcess:
     """mysqlgate on a free port in front of 127.0.0.1:upstream_port, run from the snapshot;
-    its log is <workdir>/<name>.log."""
+    its log is <workdir>/<name>.log. `nice`: its scheduling priority, as `nice -n` takes
+    it (below 0 needs root)."""
     source = snapshot_gate_source(bench)
     port = free_port()
     upstream = f"mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{upstream_port}/{DB_NAME}"
@@ -486,6 +493,8 @@ def start_gate(
         str(pool_size),
         *extra_args,
     ]
+    if nice:
+        argv = [find_tool("nice"), "-n", str(nice), *argv]  # nice execs: the pid stays
     # cwd first on sys.path with -m: the snapshot wins over the editable install.
     # No admin console: its default port would be shared by every gate running at once
     # (by the environment, which a --gate-ref older than the console ignores).

@@ -2,7 +2,7 @@
 
 Usage:  python bench/point_select.py [--rounds 3] [--time 20] [--quick] [--pool-size 4]
         [--threads 16] [--workload oltp_point_select] [--ps-mode disable]
-        [--gate-args "--some-flag value"] [--reference haproxy]
+        [--gate-args "--some-flag value"] [--reference haproxy] [--gate-nice -10]
 
 The default is oltp_point_select with --db-ps-mode=disable (plain COM_QUERY);
 `--ps-mode auto` makes sysbench use server-side prepared statements, and
@@ -28,7 +28,6 @@ import os
 import re
 import resource
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from common import (
     start_mariadb,
     utc_stamp,
     warn_if_not_quiet,
+    which_tool,
 )
 
 TABLES = 4
@@ -88,6 +88,7 @@ class Settings:
     strict: bool = False
     gate_ref: str | None = None
     reference: str | None = None  # "haproxy": a C relay measured alongside (label R)
+    gate_nice: int = 0  # mysqlgate started under `nice -n gate_nice`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,13 +155,18 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         help="also run each round through HAProxy in TCP mode (C, one upstream connection "
         "per client, no parsing, no pool): the floor under any proxy on this machine",
     )
+    parser.add_argument(
+        "--gate-nice", type=int, default=0,
+        help="run mysqlgate under `nice -n N` (below 0 needs root): a single-threaded "
+        "proxy preempted by the threads it wakes holds up every client",
+    )
     # Hidden: B goes straight to the server too, so the harness itself can be checked
     # (ratio ~1.0) before mysqlgate exists. CPU is then measured on mariadbd instead.
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.time < 1 or ns.warmup < 0 or ns.threads < 1 or ns.pool_size < 1:
         parser.error("--rounds, --time, --threads and --pool-size must be positive")
-    if ns.reference and find_reference(ns.reference) is None:
+    if ns.reference and which_tool(ns.reference) is None:
         parser.error(f"--reference {ns.reference}: not installed (Debian: apt install haproxy)")
     return Settings(
         rounds=ns.rounds,
@@ -176,11 +182,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         strict=ns.strict,
         gate_ref=ns.gate_ref,
         reference=ns.reference,
+        gate_nice=ns.gate_nice,
     )
-
-
-def find_reference(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
 
 
 # --- sysbench -----------------------------------------------------------------------------
@@ -310,9 +313,11 @@ def start_bench_gate(bench: Bench, settings: Settings) -> GateProcess | None:
         log("self-test: B goes straight to MariaDB (no mysqlgate)")
         return None
     # Run from a snapshot of mysqlgate/ (see common.snapshot_gate_source).
-    gate = start_gate(bench, bench.db_port, settings.pool_size, settings.gate_args)
+    gate = start_gate(bench, bench.db_port, settings.pool_size, settings.gate_args,
+                      nice=settings.gate_nice)
     bench.gate_proc, bench.gate_port = gate.proc, gate.port
-    log(f"mysqlgate listening on 127.0.0.1:{bench.gate_port} (pool size {settings.pool_size})")
+    log(f"mysqlgate listening on 127.0.0.1:{bench.gate_port} (pool size {settings.pool_size}"
+        + (f", nice {settings.gate_nice})" if settings.gate_nice else ")"))
     return gate
 
 
@@ -348,9 +353,11 @@ def run_one(
     bench: Bench, label: str, round_no: int, seconds: int, settings: Settings,
     reference: ReferenceRelay | None = None,
 ) -> RunResult:
-    port = {"A": bench.db_port, "B": bench.gate_port}.get(label) or (
-        reference.port if reference is not None else 0)
-    pid = reference.proc.pid if label == "R" and reference is not None else measured_pid(bench)
+    if label == "R":
+        assert reference is not None
+        port, pid = reference.port, reference.proc.pid
+    else:
+        port, pid = (bench.db_port if label == "A" else bench.gate_port), measured_pid(bench)
     relays = [reference.proc.pid] if reference is not None else []
     deadlocks = server_status(bench, "Innodb_deadlocks")
     before = CpuSnapshot.take(bench, pid, relays)
@@ -499,6 +506,7 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
     print(
         f"{settings.workload}, --db-ps-mode={settings.ps_mode}, {settings.threads} threads, "
         f"pool of {settings.pool_size}"
+        + (f", mysqlgate at nice {settings.gate_nice}" if settings.gate_nice else "")
     )
     print(
         f"{'run':<24}{'qps':>10}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{cpu_name + ' µs/q':>17}"
