@@ -476,7 +476,7 @@ def start_gate(
 ) -> GateProcess:
     """mysqlgate on a free port in front of 127.0.0.1:upstream_port, run from the snapshot;
     its log is <workdir>/<name>.log. `nice`: its scheduling priority, as `nice -n` takes
-    it (below 0 needs root)."""
+    it (below 0 needs root); see set_group_nice."""
     source = snapshot_gate_source(bench)
     port = free_port()
     upstream = f"mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{upstream_port}/{DB_NAME}"
@@ -493,16 +493,31 @@ def start_gate(
         str(pool_size),
         *extra_args,
     ]
-    if nice:
-        argv = [find_tool("nice"), "-n", str(nice), *argv]  # nice execs: the pid stays
     # cwd first on sys.path with -m: the snapshot wins over the editable install.
     # No admin console: its default port would be shared by every gate running at once
     # (by the environment, which a --gate-ref older than the console ignores).
     env = {**os.environ, "MYSQLGATE_ADMIN_LISTEN": "off"}
     proc = start_process(argv, log_path, cwd=source, env=env)
     bench.others.append(proc)
+    if nice:
+        set_group_nice(proc.pid, nice)
     wait_for_port(port, proc, GATE_START_TIMEOUT_S, log_path)
     return GateProcess(proc=proc, port=port, log_path=log_path)
+
+
+def set_group_nice(pid: int, nice: int) -> None:
+    """Give process `pid` the scheduling priority `nice`, where it counts.
+
+    Every server here starts in a session of its own, and with the kernel's autogroups
+    (kernel.sched_autogroup_enabled, on in most distributions) each session is a group
+    that gets a fair share of the CPU against the others: a process's own nice only
+    ranks it among the threads of its group, so the group's nice
+    (/proc/<pid>/autogroup) is what ranks mysqlgate against the server and sysbench,
+    as systemd's CPUWeight= does for services in cgroups of their own."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(nice))
 
 
 # --- the delaying relay -------------------------------------------------------------------

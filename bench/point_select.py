@@ -157,8 +157,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument(
         "--gate-nice", type=int, default=0,
-        help="run mysqlgate under `nice -n N` (below 0 needs root): a single-threaded "
-        "proxy preempted by the threads it wakes holds up every client",
+        help="give mysqlgate (its process and its autogroup) nice N, below 0 needs root: a "
+        "single-threaded proxy preempted by the threads it wakes holds up every client",
     )
     # Hidden: B goes straight to the server too, so the harness itself can be checked
     # (ratio ~1.0) before mysqlgate exists. CPU is then measured on mariadbd instead.
