@@ -119,8 +119,8 @@ def check_edits(copy: Path, mutation: Mutation, write: bool) -> str | None:
         if write:
             path.write_text(text)
     if any(path.suffix == ".c" for path in texts):
-        # C is checked by building it; written or not, the copy's extension must match
-        # its source, so a check builds into a scratch copy of the edit only.
+        # C is checked by building it, which needs the edit written; --check (write=False)
+        # only finds the snippets.
         return build_extension(copy, texts) if write else None
     return None
 
