@@ -418,8 +418,9 @@ class UpstreamPool:
 
     def _take_idle(self, key: int) -> BackendConnection | None:
         now = time.monotonic()
-        # Most recently used first: it is warm, and the rest can age out.
-        for backend in reversed(self._idle):
+        # Most recently used first: it is warm, and the rest can age out. Over a copy:
+        # an expired or closed one is removed and the search goes on (issue 16).
+        for backend in reversed(list(self._idle)):
             if backend.key == key:
                 self._idle.remove(backend)
                 if backend.closed:
