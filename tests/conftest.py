@@ -1,10 +1,17 @@
-"""Fixtures for every test: a real MariaDB server started by the test run, a scratch
-database and account per test, and mysqlgate processes in front of them.
+"""Fixtures for every test: real database servers started by the test run (MariaDB and
+MySQL), a scratch database and account per test, and mysqlgate processes in front of them.
 
-    mariadb          session: the shared server (max_connections=1000).
-    private_mariadb  function: a server of the test's own, to kill/stop/restart; it takes
+Every test that uses a server runs once per flavour, `[mariadb]` and `[mysql]` in its id:
+what holds on one must hold on the other. A test about a feature only one flavour has is
+marked @pytest.mark.only_on("mariadb", why="...") and runs there only (it is not
+collected for the other: no skip stands in for it). MYSQLGATE_TEST_SERVERS=mariadb (or
+mysql) runs one flavour only, for a quicker look.
+
+    flavour          session: "mariadb" or "mysql", the parameter.
+    server           session: the shared server of that flavour (max_connections=1000).
+    private_server   function: a server of the test's own, to kill/stop/restart; it takes
                      its startup options from @pytest.mark.server_options(...). When a test
-                     requests it, `db` (and so `gate`) live on it instead of `mariadb`.
+                     requests it, `db` (and so `gate`) live on it instead of `server`.
     db               function: a ScratchDb, user u_<hex> (for '%' and 'localhost') with ALL
                      on database t_<hex>; @pytest.mark.db_options(max_user_connections=3,
                      ...) sets the account's limits (see harness.database.RESOURCE_LIMITS).
@@ -20,34 +27,64 @@ restores them after it. When a test fails, the logs of its gates and its private
 added to the failure report.
 
 MYSQLGATE_TEST_MARIADBD names the mariadbd binary to use (default: mariadbd on PATH, else
-/usr/sbin/mariadbd).
+/usr/sbin/mariadbd); MYSQLGATE_TEST_MYSQLD a mysqld (default: Debian sid's, fetched once
+into ~/.cache/mysqlgate-tests by harness/mysql_dist.py).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Gate, MariaDBServer, ScratchDb
+from harness import FLAVOURS, DbServer, Gate, ScratchDb, server_class
 
 SHARED_SERVER_OPTIONS = {"max_connections": 1000}
+ENV_SERVERS = "MYSQLGATE_TEST_SERVERS"
 
 _GATES = pytest.StashKey[list[Gate]]()
-_PRIVATE_SERVER = pytest.StashKey[MariaDBServer]()
+_PRIVATE_SERVER = pytest.StashKey[DbServer]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "server_options(**options): MariaDB server variables for this test: SET GLOBAL on "
-        "the shared server (restored after), or startup options of private_mariadb",
+        "server_options(**options): server variables for this test: SET GLOBAL on "
+        "the shared server (restored after), or startup options of private_server",
     )
     config.addinivalue_line(
         "markers",
         "db_options(**options): options of the `db` account, e.g. max_user_connections=3",
     )
+    config.addinivalue_line(
+        "markers",
+        "only_on(*flavours, why): the test is about a feature only these servers have",
+    )
+
+
+def selected_flavours() -> tuple[str, ...]:
+    names = os.environ.get(ENV_SERVERS, "")
+    chosen = tuple(n.strip() for n in names.split(",") if n.strip()) or FLAVOURS
+    unknown = set(chosen) - set(FLAVOURS)
+    if unknown:
+        raise pytest.UsageError(f"{ENV_SERVERS}: unknown {sorted(unknown)}; known: "
+                                f"{', '.join(FLAVOURS)}")
+    return chosen
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that needs a server runs on each flavour it is about."""
+    if "flavour" not in metafunc.fixturenames:
+        return
+    flavours = selected_flavours()
+    marker = metafunc.definition.get_closest_marker("only_on")
+    if marker is not None:
+        if not marker.kwargs.get("why"):
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: only_on needs why=...")
+        flavours = tuple(f for f in flavours if f in marker.args)
+    metafunc.parametrize("flavour", flavours, indirect=True, scope="session")
 
 
 def _marker_options(node: pytest.Item, name: str) -> dict[str, Any]:
@@ -61,15 +98,21 @@ def _marker_options(node: pytest.Item, name: str) -> dict[str, Any]:
 
 
 def _uses_private_server(request: pytest.FixtureRequest) -> bool:
-    return "private_mariadb" in request.fixturenames
+    return "private_server" in request.fixturenames
 
 
 # -- servers ----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDBServer]:
-    server = MariaDBServer(SHARED_SERVER_OPTIONS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def server(flavour: str) -> Iterator[DbServer]:
+    server = server_class(flavour)(SHARED_SERVER_OPTIONS)
     try:
         server.start()
         yield server
@@ -78,9 +121,9 @@ def mariadb() -> Iterator[MariaDBServer]:
 
 
 @pytest.fixture
-def private_mariadb(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
+def private_server(request: pytest.FixtureRequest, flavour: str) -> Iterator[DbServer]:
     options = {**SHARED_SERVER_OPTIONS, **_marker_options(request.node, "server_options")}
-    server = MariaDBServer(options)
+    server = server_class(flavour)(options)
     request.node.stash[_PRIVATE_SERVER] = server
     try:
         server.start()
@@ -96,7 +139,7 @@ def _shared_server_options(request: pytest.FixtureRequest) -> Iterator[None]:
     if not options or _uses_private_server(request):
         yield
         return
-    server: MariaDBServer = request.getfixturevalue("mariadb")
+    server: DbServer = request.getfixturevalue("server")
     saved: dict[str, Any] = {}
     try:
         for name, value in options.items():
@@ -111,9 +154,11 @@ def _shared_server_options(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-def db_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., ScratchDb]]:
-    server: MariaDBServer = request.getfixturevalue(
-        "private_mariadb" if _uses_private_server(request) else "mariadb"
+def db_factory(
+    request: pytest.FixtureRequest, flavour: str
+) -> Iterator[Callable[..., ScratchDb]]:
+    server: DbServer = request.getfixturevalue(
+        "private_server" if _uses_private_server(request) else "server"
     )
     created: list[ScratchDb] = []
 
@@ -177,6 +222,6 @@ def pytest_runtest_makereport(
         server = item.stash.get(_PRIVATE_SERVER, None)
         if server is not None:
             report.sections.append(
-                (f"private MariaDB log (port {server.port})", server.error_log_tail())
+                (f"private {server.flavour} log (port {server.port})", server.error_log_tail())
             )
     return report

@@ -11,7 +11,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import ER
 
-from .mariadb import MariaDBServer
+from .server import DbServer
 
 # CREATE USER ... WITH <limit> n; the keys a db_options marker may carry besides `password`.
 RESOURCE_LIMITS = {
@@ -33,7 +33,7 @@ class ScratchDb:
     `create()` makes them, `drop()` kills the user's connections and removes both.
     """
 
-    def __init__(self, server: MariaDBServer, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, server: DbServer, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
         unknown = set(options) - set(RESOURCE_LIMITS) - {"password"}
         if unknown:

@@ -17,8 +17,8 @@ from typing import Any
 import pymysql
 
 from .database import ScratchDb
-from .mariadb import free_port
 from .process import Managed, kill, terminate
+from .server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

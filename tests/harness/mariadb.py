@@ -1,53 +1,17 @@
-"""A throwaway MariaDB server for tests: its own data dir, port and socket, started and stopped
-by the test run.
-
-The server runs with grants on (accounts, passwords and per-account limits behave as in
-production) and with settings that make it start in well under a second: a small redo log,
-no binary log, no name resolution, relaxed flushing. Nothing here is tuned for durability.
-"""
+"""MariaDB for the tests: Debian's mariadb-server (scripts/test.sh installs it), or the
+mariadbd that $MYSQLGATE_TEST_MARIADBD names."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pymysql
-
-from .process import Managed, kill, terminate
+from .server import DbServer, ServerError, option_args
 
 ENV_MARIADBD = "MYSQLGATE_TEST_MARIADBD"
-
-# Options every test server gets; a caller's options override these by name.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "innodb_buffer_pool_size": "64M",
-    "innodb_log_file_size": "8M",
-    "innodb_flush_log_at_trx_commit": 2,
-    "innodb_doublewrite": 0,
-    "skip_log_bin": True,
-    "skip_name_resolve": True,
-    # Debian's packaged defaults, which --no-defaults would otherwise drop (latin1).
-    "character_set_server": "utf8mb4",
-    "collation_server": "utf8mb4_general_ci",
-    # Room for tests of packets larger than the protocol's 16 MiB frame.
-    "max_allowed_packet": "64M",
-    # On restart the old listening socket may linger; wait for it instead of failing.
-    "port_open_timeout": 10,
-}
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class MariaDBError(RuntimeError):
-    """The test server could not be set up, started or stopped."""
 
 
 def find_mariadbd() -> str:
@@ -58,188 +22,35 @@ def find_mariadbd() -> str:
     return shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class MariaDBServer(DbServer):
+    flavour = "mariadb"
+    default_options: dict[str, Any] = {
+        "innodb_buffer_pool_size": "64M",
+        "innodb_log_file_size": "8M",
+        "innodb_flush_log_at_trx_commit": 2,
+        "innodb_doublewrite": 0,
+        "skip_log_bin": True,
+        "skip_name_resolve": True,
+        # Debian's packaged defaults, which --no-defaults would otherwise drop (latin1).
+        "character_set_server": "utf8mb4",
+        "collation_server": "utf8mb4_general_ci",
+        # Room for tests of packets larger than the protocol's 16 MiB frame.
+        "max_allowed_packet": "64M",
+        # On restart the old listening socket may linger; wait for it instead of failing.
+        "port_open_timeout": 10,
+    }
 
-
-def option_args(options: Mapping[str, Any]) -> list[str]:
-    """Turn {"wait_timeout": 2, "skip_log_bin": True} into ["--wait-timeout=2", "--skip-log-bin"].
-
-    True gives a bare flag; False gives the flag's --skip- form.
-    """
-    args = []
-    for name, value in options.items():
-        flag = name.replace("_", "-")
-        if value is True:
-            args.append(f"--{flag}")
-        elif value is False:
-            args.append(f"--skip-{flag}")
-        else:
-            args.append(f"--{flag}={value}")
-    return args
-
-
-def _normalize(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {name.replace("-", "_"): value for name, value in options.items()}
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return f"({path} does not exist)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class MariaDBServer(Managed):
-    """One mariadbd process with a throwaway data dir, on 127.0.0.1 and a unix socket.
-
-    `start()` initializes the data dir on first use and (re)starts the server on the same
-    port, socket and data, so tests can stop, kill and restart it. `close()` stops it and
-    deletes everything. Usable as a context manager.
-    """
-
-    host = "127.0.0.1"
-
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        *,
-        mariadbd: str | None = None,
-        startup_timeout: float = 60.0,
-    ) -> None:
+    def __init__(self, *args: Any, mariadbd: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.mariadbd = mariadbd or find_mariadbd()
-        self.options = {**DEFAULT_OPTIONS, **_normalize(options or {})}
-        self.startup_timeout = startup_timeout
-        # A short path under /tmp: unix socket paths are limited to 107 bytes.
-        self.basedir = Path(tempfile.mkdtemp(prefix="mysqlgate-mariadb-"))
-        self.datadir = self.basedir / "data"
-        self.socket = str(self.basedir / "mysqld.sock")
-        self.pid_file = self.basedir / "mysqld.pid"
-        self.error_log = self.basedir / "error.log"
-        self.stderr_log = self.basedir / "stderr.log"
-        self.port = free_port()
-        self._process: subprocess.Popen[bytes] | None = None
 
-    # -- life cycle ---------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def start(self) -> None:
-        """Start the server (initializing the data dir the first time) and wait until it
-        accepts connections."""
-        if self.running:
-            raise MariaDBError("the server is already running")
+    def _command(self) -> list[str]:
         if not os.access(self.mariadbd, os.X_OK):
-            raise MariaDBError(
+            raise ServerError(
                 f"mariadbd not found at {self.mariadbd}; install mariadb-server "
                 f"or set {ENV_MARIADBD}"
             )
-        if not self.datadir.exists():
-            self._install_datadir()
-        argv = [
-            self.mariadbd,
-            "--no-defaults",  # must come first
-            f"--datadir={self.datadir}",
-            f"--socket={self.socket}",
-            f"--port={self.port}",
-            f"--bind-address={self.host}",
-            f"--pid-file={self.pid_file}",
-            f"--log-error={self.error_log}",
-            *self._user_args(),
-            *option_args(self.options),
-        ]
-        with open(self.stderr_log, "ab") as stderr:
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=stderr,
-                start_new_session=True,  # a ^C to pytest should not reach the server first
-            )
-        self._wait_ready()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Shut down gracefully (SIGTERM) and wait; SIGKILL if it takes longer than timeout."""
-        if self._process is not None:
-            terminate(self._process, timeout)
-        self._reap()
-
-    def kill(self) -> None:
-        """Kill the server with SIGKILL, as a crash would; the next start() recovers."""
-        kill(self._process)
-        self._reap()
-
-    def close(self) -> None:
-        """Stop the server and delete its data dir."""
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.basedir, ignore_errors=True)
-
-    # -- talking to it ------------------------------------------------------------------------
-
-    def root_connect(self, **kwargs: Any) -> pymysql.connections.Connection:
-        """A PyMySQL connection as root (no password), autocommit on unless given; over the
-        unix socket when it answers, else over TCP."""
-        params: dict[str, Any] = {"user": "root", "password": "", "autocommit": True}
-        params.update(kwargs)
-        sock = self._connect_unix_socket(params.get("connect_timeout", 10))
-        if sock is None:
-            return pymysql.connect(host=self.host, port=self.port, **params)
-        conn = pymysql.connect(unix_socket=self.socket, defer_connect=True, **params)
-        conn.connect(sock)  # closes sock if the login fails
-        return conn
-
-    def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        """Run one statement as root on a fresh connection and return all rows."""
-        with contextlib.closing(self.root_connect()) as conn, conn.cursor() as cursor:
-            cursor.execute(sql, args)
-            return list(cursor.fetchall())
-
-    def get_global(self, name: str) -> Any:
-        """The value of global variable `name`."""
-        _check_identifier(name)
-        return self.query(f"SELECT @@GLOBAL.{name}")[0][0]
-
-    def set_global(self, name: str, value: Any) -> Any:
-        """SET GLOBAL name = value; returns the previous value, for restoring it later.
-
-        Most variables, wait_timeout among them, apply to connections opened afterwards.
-        """
-        _check_identifier(name)
-        with contextlib.closing(self.root_connect()) as conn, conn.cursor() as cursor:
-            cursor.execute(f"SELECT @@GLOBAL.{name}")
-            row = cursor.fetchone()
-            assert row is not None
-            cursor.execute(f"SET GLOBAL {name} = %s", (value,))
-            return row[0]
-
-    def error_log_tail(self, lines: int = 40) -> str:
-        return (
-            f"--- {self.error_log} ---\n{_tail(self.error_log, lines)}\n"
-            f"--- {self.stderr_log} ---\n{_tail(self.stderr_log, lines)}"
-        )
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<MariaDBServer {self.host}:{self.port} {self.socket} {state}>"
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _user_args(self) -> list[str]:
-        # mariadbd refuses to run as root unless told to; as anyone else --user is not needed.
-        return ["--user=root"] if os.geteuid() == 0 else []
+        return [self.mariadbd]
 
     def _install_datadir(self) -> None:
         binary = Path(self.mariadbd).resolve()
@@ -264,60 +75,10 @@ class MariaDBServer(Managed):
         )
         if result.returncode != 0:
             shutil.rmtree(self.datadir, ignore_errors=True)  # so a retry installs afresh
-            raise MariaDBError(
+            raise ServerError(
                 f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
             )
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._reap()
-                raise MariaDBError(
-                    f"mariadbd exited with code {code} during startup\n{self.error_log_tail()}"
-                )
-            try:
-                conn = self.root_connect(connect_timeout=2)
-            except pymysql.err.MySQLError as exc:
-                last_error = exc
-            else:
-                conn.close()
-                return
-            time.sleep(0.05)
-        self.kill()
-        raise MariaDBError(
-            f"mariadbd did not accept connections within {self.startup_timeout:.0f} s "
-            f"(last error: {last_error})\n{self.error_log_tail()}"
-        )
-
-    def _connect_unix_socket(self, timeout: float) -> socket.socket | None:
-        """A socket connected to the server's unix socket, or None if nothing listens there.
-
-        We connect it ourselves because PyMySQL leaks its socket (a ResourceWarning, an error
-        under our pytest settings) when a unix-socket connect is refused."""
-        if not os.path.exists(self.socket):
-            return None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(self.socket)
-        except OSError:
-            sock.close()
-            return None
-        return sock
-
-    def _reap(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            self._process = None
-
-
-def _check_identifier(name: str) -> None:
-    if not _IDENTIFIER.match(name):
-        raise ValueError(f"not a variable name: {name!r}")
 
 
 def _find_install_db(mariadbd: Path) -> str:
@@ -332,5 +93,5 @@ def _find_install_db(mariadbd: Path) -> str:
             return str(candidate)
     found = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
     if found is None:
-        raise MariaDBError("mariadb-install-db not found; install mariadb-server")
+        raise ServerError("mariadb-install-db not found; install mariadb-server")
     return found

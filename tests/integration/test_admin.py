@@ -19,9 +19,8 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 import pytest
-from harness import Gate, ScratchDb, fetch_rows, wait_until
+from harness import Gate, ScratchDb, fetch_rows, free_port, wait_until
 from harness.gate import REPO_ROOT, GateError
-from harness.mariadb import free_port
 from pymysql.constants import CR
 
 

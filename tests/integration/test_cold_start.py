@@ -13,14 +13,14 @@ from collections.abc import Callable
 
 import pymysql
 import pytest
-from harness import Gate, LoginOnly, MariaDBServer, ScratchDb
+from harness import DbServer, Gate, LoginOnly, ScratchDb
 from pymysql.constants import CR
 
 
 def test_server_started_after_mysqlgate(
-    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+    private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
-    private_mariadb.stop()
+    private_server.stop()
     gate = gate_factory("--pool-size", "2")  # returns once mysqlgate listens
     # A driver that runs a statement at connect (PyMySQL's SET NAMES) is told at once.
     started = time.monotonic()
@@ -44,7 +44,7 @@ def test_server_started_after_mysqlgate(
             early.ping(reconnect=False)
 
         time.sleep(5)  # the server comes up 5 s after mysqlgate
-        private_mariadb.start()
+        private_server.start()
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -64,9 +64,9 @@ def test_server_started_after_mysqlgate(
 
 
 def test_sigterm_while_the_server_is_down(
-    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+    private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
-    private_mariadb.stop()
+    private_server.stop()
     gate = gate_factory()
     started = time.monotonic()
     gate.send_signal(signal.SIGTERM)
@@ -75,13 +75,13 @@ def test_sigterm_while_the_server_is_down(
 
 
 def test_a_server_that_never_answers_fails_clients_at_once(
-    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+    private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
     """A host that accepts connections while its server never speaks (hung, or a port
     forward with nothing behind it) costs each connect the whole connect_timeout. Once
     mysqlgate knows the server is unreachable, clients are told at once, not each after
     a connect_timeout of its own."""
-    private_mariadb.stop()
+    private_server.stop()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
         silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         silent.bind((db.host, db.port))

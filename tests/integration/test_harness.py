@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from harness import Gate, GateError, MariaDBServer, ScratchDb
+from harness import DbServer, Gate, GateError, ScratchDb
 from pymysql.constants import CR, ER
 
 STANDIN_GATE = [sys.executable, str(Path(__file__).parents[1] / "harness" / "standin_gate.py")]
@@ -82,8 +82,8 @@ def test_db_options_limit_user_connections(db: ScratchDb) -> None:
 
 
 @pytest.mark.server_options(wait_timeout=2)
-def test_server_options_set_wait_timeout(db: ScratchDb, mariadb: MariaDBServer) -> None:
-    assert mariadb.get_global("wait_timeout") == 2
+def test_server_options_set_wait_timeout(db: ScratchDb, server: DbServer) -> None:
+    assert server.get_global("wait_timeout") == 2
     conn = db.connect()
     try:
         time.sleep(3)
@@ -94,24 +94,24 @@ def test_server_options_set_wait_timeout(db: ScratchDb, mariadb: MariaDBServer) 
         _close(conn)
 
 
-def test_server_options_are_restored(mariadb: MariaDBServer) -> None:
+def test_server_options_are_restored(server: DbServer) -> None:
     # Runs after the test above: its SET GLOBAL must not outlive it.
-    assert mariadb.get_global("wait_timeout") == 28800
+    assert server.get_global("wait_timeout") == 28800
 
 
 @pytest.mark.server_options(max_connections=50)
-def test_private_mariadb_kill_and_restart(private_mariadb: MariaDBServer, db: ScratchDb) -> None:
-    assert db.server is private_mariadb  # `db` follows the test onto its private server
-    assert private_mariadb.get_global("max_connections") == 50
-    port = private_mariadb.port
+def test_private_server_kill_and_restart(private_server: DbServer, db: ScratchDb) -> None:
+    assert db.server is private_server  # `db` follows the test onto its private server
+    assert private_server.get_global("max_connections") == 50
+    port = private_server.port
 
     conn = db.connect()
     try:
         with conn.cursor() as cursor:
             cursor.execute("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
             cursor.execute("INSERT INTO t VALUES (1)")
-        private_mariadb.kill()
-        assert not private_mariadb.running
+        private_server.kill()
+        assert not private_server.running
         with pytest.raises(pymysql.err.OperationalError) as excinfo, conn.cursor() as cursor:
             cursor.execute("SELECT 1")
         assert excinfo.value.args[0] in (CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST)
@@ -120,10 +120,10 @@ def test_private_mariadb_kill_and_restart(private_mariadb: MariaDBServer, db: Sc
     with pytest.raises(pymysql.err.OperationalError):
         db.connect(connect_timeout=2)
 
-    private_mariadb.start()  # crash recovery, same port and data
-    assert private_mariadb.port == port
-    private_mariadb.stop()  # and a graceful shutdown and start
-    private_mariadb.start()
+    private_server.start()  # crash recovery, same port and data
+    assert private_server.port == port
+    private_server.stop()  # and a graceful shutdown and start
+    private_server.start()
     conn = db.connect()
     try:
         with conn.cursor() as cursor:

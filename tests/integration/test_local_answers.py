@@ -12,7 +12,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, MariaDBServer, ScratchDb, fetch_rows
+from harness import DbServer, Gate, ScratchDb, fetch_rows
 from pymysql.constants import CLIENT, COMMAND
 
 from mysqlgate.protocol.messages import OK
@@ -85,7 +85,7 @@ def test_local_answer_is_the_servers_answer(
 
 
 def test_connection_per_request_sends_the_setting_once(
-    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+    private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
     """PyMySQL connections, each opened with autocommit off (PyMySQL sends SET
     AUTOCOMMIT = 0), one query, closed: after the first, the server runs no SET at all:
@@ -93,7 +93,7 @@ def test_connection_per_request_sends_the_setting_once(
     gate = gate_factory("--pool-size", "1")
     with contextlib.closing(gate.connect(autocommit=False, ssl_disabled=True)) as first:
         assert fetch_rows(first, "SELECT @@autocommit") == ((0,),)  # the server learns the SET
-    with contextlib.closing(private_mariadb.root_connect()) as root:
+    with contextlib.closing(private_server.root_connect()) as root:
         before = _set_statements_run(root)
         for n in range(20):
             with contextlib.closing(gate.connect(autocommit=False, ssl_disabled=True)) as conn:

@@ -18,9 +18,8 @@ from typing import Any
 
 import pymysql
 import pytest
-from harness import Gate, MariaDBServer, ScratchDb, fetch_rows, wait_until
+from harness import DbServer, Gate, ScratchDb, fetch_rows, free_port, wait_until
 from harness.gate import REPO_ROOT
-from harness.mariadb import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -118,7 +117,7 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
 
 
 def test_healthz_follows_the_server(
-    private_mariadb: MariaDBServer, gate_factory: Callable[..., Gate], db: ScratchDb
+    private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
     port = free_port()
     gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}")
@@ -127,7 +126,7 @@ def test_healthz_follows_the_server(
     assert _health_command(port) == (0, "200 ok")
     assert _get(f"http://127.0.0.1:{port}/nothing")[0] == 404
 
-    private_mariadb.stop()
+    private_server.stop()
     with pytest.raises(pymysql.err.OperationalError):
         gate.connect(ssl_disabled=True)  # mysqlgate learns the server is gone
     status, _, body = _get(url)
@@ -138,7 +137,7 @@ def test_healthz_follows_the_server(
                  if name == "mysqlgate_upstream_reachable"]
     assert reachable == [0]
 
-    private_mariadb.start()
+    private_server.start()
     wait_until(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
     with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
         assert fetch_rows(conn, "SELECT 1") == ((1,),)

@@ -43,7 +43,16 @@ import mysql.connector
 import MySQLdb
 import pymysql
 import pytest
-from harness import CertAuthority, Gate, GateError, MariaDBServer, ScratchDb, ServerCert, free_port
+from harness import (
+    CertAuthority,
+    DbServer,
+    Gate,
+    GateError,
+    ScratchDb,
+    ServerCert,
+    free_port,
+    server_class,
+)
 from pymysql.constants import CLIENT, CR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,30 +140,31 @@ def _client_tls_args(certs: Certs) -> tuple[str, ...]:
 # -- servers with TLS, and accounts on them ---------------------------------------------------
 
 
-def _tls_server(cert: ServerCert) -> Iterator[MariaDBServer]:
-    with MariaDBServer({"ssl_cert": cert.cert, "ssl_key": cert.key}) as server:
+def _tls_server(cert: ServerCert, flavour: str) -> Iterator[DbServer]:
+    options = {"ssl_cert": cert.cert, "ssl_key": cert.key}
+    with server_class(flavour)(options) as server:
         assert server.get_global("have_ssl") == "YES", server.error_log_tail()
         yield server
 
 
 @pytest.fixture(scope="module")
-def tls_mariadb(certs: Certs) -> Iterator[MariaDBServer]:
-    """A MariaDB with a certificate for 127.0.0.1 and localhost."""
-    yield from _tls_server(certs.local)
+def tls_mariadb(certs: Certs, flavour: str) -> Iterator[DbServer]:
+    """A server with a certificate for 127.0.0.1 and localhost."""
+    yield from _tls_server(certs.local, flavour)
 
 
 @pytest.fixture(scope="module")
-def wrong_name_mariadb(certs: Certs) -> Iterator[MariaDBServer]:
-    """A MariaDB whose certificate (signed by the same CA) is for another name."""
-    yield from _tls_server(certs.wrong_name)
+def wrong_name_mariadb(certs: Certs, flavour: str) -> Iterator[DbServer]:
+    """A server whose certificate (signed by the same CA) is for another name."""
+    yield from _tls_server(certs.wrong_name, flavour)
 
 
 @pytest.fixture
-def scratch_on() -> Iterator[Callable[[MariaDBServer], ScratchDb]]:
+def scratch_on() -> Iterator[Callable[[DbServer], ScratchDb]]:
     """scratch_on(server) -> a fresh database and account there, dropped after the test."""
     created: list[ScratchDb] = []
 
-    def create(server: MariaDBServer) -> ScratchDb:
+    def create(server: DbServer) -> ScratchDb:
         scratch = ScratchDb(server)
         scratch.create()
         created.append(scratch)
@@ -167,7 +177,7 @@ def scratch_on() -> Iterator[Callable[[MariaDBServer], ScratchDb]]:
 
 @pytest.fixture
 def upstream_gate(
-    scratch_on: Callable[[MariaDBServer], ScratchDb], gate_factory: Callable[..., Gate]
+    scratch_on: Callable[[DbServer], ScratchDb], gate_factory: Callable[..., Gate]
 ) -> Callable[..., Gate]:
     """upstream_gate(db, *args) -> a gate in front of `db`, an account from scratch_on.
     (Depending on scratch_on before gate_factory makes the accounts outlive the gates.)"""
@@ -757,14 +767,14 @@ def _ssl_args(certs: Certs, ssl_mode: str, ca: str | None) -> list[str]:
 def test_upstream_ssl_mode(
     request: pytest.FixtureRequest,
     upstream_gate: Callable[..., Gate],
-    scratch_on: Callable[[MariaDBServer], ScratchDb],
+    scratch_on: Callable[[DbServer], ScratchDb],
     certs: Certs,
     ssl_mode: str,
     server_fixture: str,
     ca: str | None,
     tls: bool,
 ) -> None:
-    server: MariaDBServer = request.getfixturevalue(server_fixture)
+    server: DbServer = request.getfixturevalue(server_fixture)
     db = scratch_on(server)
     # Read the server's TLS counter on a connection of our own without TLS (PyMySQL would
     # take TLS even on the unix socket): what it counts from here on is mysqlgate's.
@@ -819,14 +829,14 @@ def test_upstream_ssl_mode(
 )
 def test_upstream_certificate_refused_at_startup(
     request: pytest.FixtureRequest,
-    scratch_on: Callable[[MariaDBServer], ScratchDb],
+    scratch_on: Callable[[DbServer], ScratchDb],
     certs: Certs,
     ssl_mode: str,
     server_fixture: str,
     ca: str | None,
     reason: str,
 ) -> None:
-    server: MariaDBServer = request.getfixturevalue(server_fixture)
+    server: DbServer = request.getfixturevalue(server_fixture)
     db = scratch_on(server)
     args = ["--upstream", db.upstream_url, *_ssl_args(certs, ssl_mode, ca)]
 
@@ -849,11 +859,11 @@ def test_upstream_certificate_refused_at_startup(
 
 
 def test_upstream_tls_required_of_a_server_without_it(
-    gate_factory: Callable[..., Gate], db: ScratchDb, mariadb: MariaDBServer
+    gate_factory: Callable[..., Gate], db: ScratchDb, server: DbServer
 ) -> None:
     """The shared server offers no TLS: `required` fails clearly, naming the setting,
     and never falls back to a plain connection; `preferred` does fall back."""
-    assert mariadb.get_global("have_ssl") != "YES"
+    assert server.get_global("have_ssl") != "YES"
     args = ["--upstream", db.upstream_url, "--upstream-ssl-mode", "required"]
     check = _run_mysqlgate("check-config", *args)
     assert check.returncode == 1, check.stdout + check.stderr
