@@ -8,22 +8,37 @@ client logs in as one of them by user name (issue 6, several accounts).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from .backend import DEFAULT_CHARSET, BackendConnection, ServerInfo, open_backend
+from .backend import (
+    DEFAULT_CHARSET,
+    RESET_COMMANDS,
+    BackendConnection,
+    ServerInfo,
+    open_backend,
+)
+from .charsets import COLLATIONS_SQL, UTF8MB4_DEFAULT, Charsets
+from .charsets import builtin as builtin_charsets
 from .config import Config, Upstream
-from .errors import ServerError
+from .errors import ER_GLOBAL_VARIABLE, ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY, ServerError
 from .pool import PoolSettings, UpstreamPool
 from .prepared import StatementRegistry
 from .protocol.constants import NATIVE_PASSWORD, PROXY_CAPABILITIES, SERVER_STATUS_AUTOCOMMIT
 from .session_state import (
     TRACK_EVERYTHING,
+    TRACKING_VARIABLES,
+    UNMOVABLE_VARIABLES,
     SessionState,
     Tracking,
-    charset_variables,
+    VariableKinds,
+    query_packet,
+    quoted,
     restore_role_statement,
 )
 from .settings_cache import SettingsCache
+
+log = logging.getLogger("mysqlgate.accounts")
 
 AUTO_SIZE_CAP = 20  # pool.size auto on an account without a connection limit
 
@@ -47,6 +62,8 @@ class UpstreamFacts:
     login_role: str | None = None  # CURRENT_ROLE() right after login
     tracking: Tracking = TRACK_EVERYTHING  # a new session's session_track_* settings
     max_prepared_stmt_count: int = 16382
+    charsets: Charsets = field(default_factory=builtin_charsets)
+    variables: VariableKinds = field(default_factory=VariableKinds)
 
 
 async def probe(upstream: Upstream) -> UpstreamFacts:
@@ -70,11 +87,37 @@ async def read_facts(backend: BackendConnection) -> UpstreamFacts:
     tracking = await backend.query_row(
         b"SELECT @@global.session_track_system_variables, @@global.session_track_schema,"
         b" @@global.session_track_state_change")
+    session: dict[str | None, str | None] = {
+        name: value for name, value in await backend.query_rows(b"SHOW SESSION VARIABLES")}
+    charsets = Charsets.from_rows(await backend.query_rows(COLLATIONS_SQL),
+                                  session.get(UTF8MB4_DEFAULT))
+    variables = await probe_variables(backend, [n for n in session if n is not None])
     assert backend.server is not None
     return UpstreamFacts(backend.server, float(row[0] or 28800), int(row[1] or 0),
                          int(row[2] or 151), None if role in (None, "NONE") else role,
                          Tracking.from_settings(tracking[0] or "", tracking[1], tracking[2]),
-                         int(row[3] or 16382))
+                         int(row[3] or 16382), charsets, variables)
+
+
+async def probe_variables(backend: BackendConnection, names: list[str]) -> VariableKinds:
+    """Ask the server which session variables a client cannot set: each is set to its
+    own value (one round trip for all; the connection is reset afterwards). A list in
+    the code would go stale with each server version (issue 14: MySQL's statement_id)."""
+    candidates = [n for n in names if n not in UNMOVABLE_VARIABLES
+                  and n not in TRACKING_VARIABLES]
+    failures = await backend.outcomes([
+        query_packet(f"SET SESSION {quoted(n)} = @@SESSION.{quoted(n)}") for n in candidates])
+    await backend.pipeline(list(RESET_COMMANDS))  # whatever the probe set goes
+    read_only: set[str] = set()
+    refused: set[str] = set()
+    for name, failure in zip(candidates, failures, strict=True):
+        if failure is None or failure.err.code == ER_GLOBAL_VARIABLE:
+            continue  # settable; or global only, which no tracker reports
+        read_only_code = failure.err.code in (ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY)
+        (read_only if read_only_code else refused).add(name)
+    log.debug("upstream %s: read-only session variables: %s; refused: %s",
+              backend.upstream.address, sorted(read_only), sorted(refused))
+    return VariableKinds(frozenset(read_only), frozenset(refused))
 
 
 def pool_settings(config: Config, facts: UpstreamFacts | None) -> PoolSettings:
@@ -125,7 +168,8 @@ class Account:
     def __post_init__(self) -> None:
         if self.upstream.database:
             self.known_schemas.add(self.upstream.database)
-        self.fresh = SessionState(charset_variables(DEFAULT_CHARSET), self.upstream.database)
+        self.fresh = SessionState(builtin_charsets().handshake_variables(DEFAULT_CHARSET),
+                                  self.upstream.database)
         if self.facts is not None:
             self.learned(self.facts)
 
@@ -134,6 +178,8 @@ class Account:
         first = self.facts is None
         self.facts = facts
         self.restore_role = restore_role_statement(facts.info.version, facts.login_role)
+        self.fresh = SessionState(facts.charsets.handshake_variables(DEFAULT_CHARSET),
+                                  self.upstream.database)
         settings = pool_settings(self.config, facts)
         # max_prepared_stmt_count is the whole server's: half of it for this pool.
         self.statement_limit = max(
@@ -148,6 +194,14 @@ class Account:
     @property
     def server(self) -> ServerInfo:
         return self.facts.info if self.facts is not None else UNREACHED_SERVER
+
+    @property
+    def charsets(self) -> Charsets:
+        return self.facts.charsets if self.facts is not None else builtin_charsets()
+
+    @property
+    def variables(self) -> VariableKinds:
+        return self.facts.variables if self.facts is not None else VariableKinds()
 
     @property
     def tracking(self) -> Tracking:

@@ -297,34 +297,47 @@ class BackendConnection(asyncio.Protocol):
     async def pipeline(self, commands: list[bytes]) -> None:
         """Send framed commands back to back and wait for every reply: one round trip.
         ServerError for the first that failed (all replies are read regardless)."""
+        for failure in await self.outcomes(commands):
+            if failure is not None:
+                raise failure
+
+    async def outcomes(self, commands: list[bytes]) -> list[ServerError | None]:
+        """Send framed commands back to back; per command, its error or None."""
         exchanges = [self._collect(raw) for raw in commands]
-        failure: BaseException | None = None
+        results: list[ServerError | None] = []
         for exchange in exchanges:
             try:
                 await exchange.wait()
+                results.append(None)
             except ServerError as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+                results.append(exc)
+        return results
 
     async def query(self, sql: bytes) -> list[bytes]:
         return await self.command(bytes((COMMAND.COM_QUERY,)) + sql)
 
     async def query_row(self, sql: bytes) -> list[str | None]:
         """First row of a text-protocol result, as strings."""
+        return (await self.query_rows(sql))[0]
+
+    async def query_rows(self, sql: bytes) -> list[list[str | None]]:
+        """The rows of a text-protocol result, as strings."""
         payloads = await self.query(sql)
         columns = Reader(payloads[0]).lenenc_int()
-        # column count, definitions, [EOF], row...
-        row_index = 1 + columns + (0 if self.capabilities & CLIENT.DEPRECATE_EOF else 1)
-        r = Reader(payloads[row_index])
-        row: list[str | None] = []
-        for _ in range(columns):
-            if r.data[r.pos] == 0xFB:
-                r.pos += 1
-                row.append(None)
-            else:
-                row.append(r.lenenc_str().decode())
-        return row
+        # column count, definitions, [EOF], row..., EOF or OK
+        first = 1 + columns + (0 if self.capabilities & CLIENT.DEPRECATE_EOF else 1)
+        rows = []
+        for payload in payloads[first:-1]:
+            r = Reader(payload)
+            row: list[str | None] = []
+            for _ in range(columns):
+                if r.data[r.pos] == 0xFB:
+                    r.pos += 1
+                    row.append(None)
+                else:
+                    row.append(r.lenenc_str().decode())
+            rows.append(row)
+        return rows
 
     async def ping(self) -> None:
         await self.command(bytes((COMMAND.COM_PING,)))

@@ -23,6 +23,9 @@ ER_KILL_DENIED_ERROR = 1095
 ER_CONNECTION_KILLED = 1927
 ER_SECURE_TRANSPORT_REQUIRED = 3159
 ER_LOCK_DEADLOCK = 1213  # "try restarting transaction": what ORMs retry on
+ER_GLOBAL_VARIABLE = 1229  # SET SESSION of a global-only variable
+ER_READ_ONLY_VARIABLE = 1238  # ER_INCORRECT_GLOBAL_LOCAL_VAR: "... is a read only variable"
+ER_SESSION_READ_ONLY = 1621  # ER_VARIABLE_IS_READONLY: "SESSION variable ... is read-only"
 
 
 class MysqlgateError(Exception):

@@ -84,8 +84,6 @@ from .session_state import (
     Diagnostics,
     SessionState,
     apply_tracked,
-    charset_variables,
-    collation_id,
     reconcile,
 )
 from .sql_effects import (
@@ -598,7 +596,7 @@ class Session:
         self.account = account
         self.user = account.upstream.user
         self.tracking = account.tracking
-        self.state = SessionState(charset_variables(charset),
+        self.state = SessionState(account.charsets.handshake_variables(charset),
                                   database.decode() if database else None)
         self.login_state = self.state.copy()
         return self.state.schema is None or await self._schema_usable(self.state.schema, seq)
@@ -936,21 +934,33 @@ class Session:
         if plan.reset:
             commands += upstream.reset_commands()
             upstream.after_reset()
-        elif upstream.conditions and upstream.last_client != self.id:
-            # Another client's warnings must not answer this client's SHOW WARNINGS.
+        commands += plan.commands
+        if plan.sets_variables or upstream.conditions and upstream.last_client != self.id:
+            # The client's SHOW WARNINGS must show neither another client's warnings
+            # nor those of the SET just replayed (issue 14: a replay leaves no trace).
             commands.append(CLEAR_DIAGNOSTICS)
             upstream.conditions = False
-        commands += plan.commands
         if command == COMMAND.COM_QUERY and self.multi_statements != backend.multi_statements:
             commands.append(set_option_packet(self.multi_statements))
             backend.multi_statements = self.multi_statements
         upstream.state = self.state.copy()
         upstream.values = None
-        if plan.changes_schema and not (command == COMMAND.COM_QUERY
-                                        and read_only(packet.payload, 1)):
+        if plan.may_fail and self._may_write(packet, command):
+            # Never an error for a statement that ran (SPEC section 4): a statement that
+            # may write waits for the replay, and does not run if the server refused it.
+            # Reads go in the same write; if the replay fails, their answer is dropped.
             self._run_task(self._replay_then_forward(packet, command, backend, commands))
         else:
             self._forward(packet, command, backend, commands)
+
+    def _may_write(self, packet: Packet, command: int) -> bool:
+        """Whether the command may change data (sql_effects.read_only, conservatively)."""
+        if command == COMMAND.COM_QUERY:
+            return not read_only(packet.payload, 1)
+        if command == COMMAND.COM_STMT_EXECUTE:
+            statement = self.statements.get(int.from_bytes(packet.payload[1:5], "little"))
+            return statement is None or not read_only(statement.sql)
+        return False
 
     async def _replay_then_forward(self, packet: Packet, command: int,
                                    backend: BackendConnection, commands: list[bytes]) -> None:
@@ -961,9 +971,7 @@ class Session:
         except asyncio.CancelledError:
             return
         except ServerError as exc:
-            self.send_error(exc.err.code, exc.err.message, exc.err.sqlstate)
-            self.left_untracked = True  # the connection's session is not what we think
-            self._command_over()
+            self._restore_refused(backend, exc)
             return
         except (ConnectionError, OSError) as exc:
             if not (self.in_transaction or self.pins or self._retrying):
@@ -975,6 +983,18 @@ class Session:
             return
         self.task = None
         self._forward(packet, command, backend)
+
+    def _restore_refused(self, backend: BackendConnection, exc: ServerError) -> None:
+        """The server refused part of the session replay sent ahead of the statement,
+        which was held back: the client is told, and the statement never ran."""
+        log.warning("%s: restoring its session on upstream %s failed (%s %s); the "
+                    "statement was not sent", self, backend.thread_id, exc.err.code,
+                    exc.err.message)
+        self.left_untracked = True  # the connection's session is not what we think
+        self.send_error(exc.err.code, "mysqlgate: could not restore this client's session "
+                        f"on an upstream connection ({exc.err.message}); the statement was "
+                        "not run.", exc.err.sqlstate)
+        self._command_over()
 
     def _ready(self, backend: BackendConnection) -> bool:
         """Whether `backend` can serve this client without any state change."""
@@ -1167,6 +1187,17 @@ class Session:
         try:
             if replay:
                 await backend.pipeline(replay)
+        except asyncio.CancelledError:
+            return
+        except ServerError as exc:
+            self._restore_refused(backend, exc)
+            return
+        except (ConnectionError, OSError) as exc:
+            self._lost(backend, exc, self.in_transaction or bool(self.pins),
+                       "before the statement was sent", -1)
+            self._command_over()
+            return
+        try:
             payloads = await backend.command(
                 bytes((COMMAND.COM_STMT_PREPARE,)) + statement.sql)
             server_id = int.from_bytes(payloads[0][1:5], "little")
@@ -1336,9 +1367,8 @@ class Session:
         self.left_untracked = True  # reset on detach: its session is not what we think
         self.in_transaction = self.in_transaction or not self.autocommit
         self.send_error(err.code, "mysqlgate: could not restore this client's session on "
-                        f"an upstream connection ({err.message}); the statement was sent "
-                        "right behind that and may have run without that setting. Check its "
-                        "effects before running it again.", err.sqlstate)
+                        f"an upstream connection ({err.message}); the statement, which only "
+                        "reads, was not answered: run it again.", err.sqlstate)
         self._command_over()
 
     def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
@@ -1483,8 +1513,8 @@ class Session:
     def _charset_id(self) -> int:
         """The collation id of the session's connection collation (for a change of user
         that names none)."""
-        return collation_id(self.state.variables.get("collation_connection")) or \
-            DEFAULT_CHARSET
+        return self.account.charsets.collation_id(
+            self.state.variables.get("collation_connection")) or DEFAULT_CHARSET
 
     def detach(self, final: bool = False) -> None:
         backend = self.backend
@@ -1571,7 +1601,13 @@ class Session:
         if tracked is None or self._temporary_variables():
             self.unexplained_change()
             return
-        if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):
+        kinds = self.account.variables
+        if kinds.server_set:  # what the server changed by itself is not the session's
+            tracked = dataclasses.replace(tracked, variables=[
+                (name, value) for name, value in tracked.variables
+                if name not in kinds.server_set])
+        if any(name in UNMOVABLE_VARIABLES or name in kinds.unreplayable
+               for name, _ in tracked.variables):
             self.pin(PIN_SESSION_STATE)
         self._apply_tracked(tracked, upstream)
         if tracked.state_changed and not (tracked.variables or tracked.schema is not None
@@ -1591,18 +1627,21 @@ class Session:
         connection's, when it ran there). The client's own tracking settings are not
         state to replay: they only say what the client is told (client_tracked)."""
         variables = []
+        kinds = self.account.variables
         for name, value in tracked.variables:
             if name in TRACKING_VARIABLES:
                 self.tracking = self.tracking.with_setting(name, value)
                 if upstream is not None:
                     self.tracking_disturbed = True  # the connection must track all again
-            elif name not in UNMOVABLE_VARIABLES:
+            elif name not in UNMOVABLE_VARIABLES and name not in kinds.server_set \
+                    and name not in kinds.unreplayable:
                 variables.append((name, value))
-        apply_tracked(self.state.variables, variables, self.current)
+        charsets = self.account.charsets
+        apply_tracked(self.state.variables, variables, self.current, charsets)
         if tracked.schema is not None:
             self.state.schema = tracked.schema
         if upstream is not None:
-            apply_tracked(upstream.state.variables, variables, self.current)
+            apply_tracked(upstream.state.variables, variables, self.current, charsets)
             if tracked.schema is not None:
                 upstream.state.schema = tracked.schema
 

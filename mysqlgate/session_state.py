@@ -10,12 +10,10 @@ never set (SPEC section 2, "Session state follows the client").
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 
-from pymysql.charset import charset_by_id, charset_by_name
-
+from .charsets import Charsets
 from .protocol.constants import COMMAND
 from .protocol.framing import encode_packet
 from .protocol.messages import SessionState as TrackedChanges
@@ -35,6 +33,23 @@ TRACKING_VARIABLES = frozenset({
     "session_track_system_variables", "session_track_schema", "session_track_state_change",
     "session_track_transaction_info", "session_track_gtids",
 })
+
+
+@dataclass(frozen=True)
+class VariableKinds:
+    """Session variables a client cannot set, as the server answered a SET of each
+    (accounts.probe_variables): `server_set` are read-only, so a change the trackers
+    report is the server's own (MySQL's statement_id, after every statement) and is
+    never recorded nor replayed; `unreplayable` refused for another reason (a privilege
+    the account lacks): a change of one pins the client, as nothing could move it."""
+
+    server_set: frozenset[str] = frozenset()
+    unreplayable: frozenset[str] = frozenset()
+
+
+def quoted(name: str) -> str:
+    """A variable name as an identifier: `name`, or `component`.`name`."""
+    return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
 
 
 def _on(value: object) -> bool:
@@ -80,48 +95,6 @@ class Tracking:
 # What every upstream connection tracks (backend.TRACKING_SQL).
 TRACK_EVERYTHING = Tracking(None, True, True)
 
-CHARSET_VARIABLES = ("character_set_client", "character_set_connection", "character_set_results")
-
-def charset_variables(charset_id: int) -> dict[str, str]:
-    """The variables a handshake's collation id sets (like SET NAMES)."""
-    try:
-        cs = charset_by_id(charset_id)
-    except KeyError:
-        return {}
-    name = "utf8mb3" if cs.name == "utf8" else cs.name
-    values = dict.fromkeys(CHARSET_VARIABLES, name)
-    values["collation_connection"] = cs.collation.replace("utf8_", "utf8mb3_", 1)
-    return values
-
-
-@functools.cache
-def _collation_ids() -> dict[str, int]:
-    ids = {}
-    for charset_id in range(1, 2048):
-        try:
-            cs = charset_by_id(charset_id)
-        except KeyError:
-            continue
-        ids[cs.collation.replace("utf8_", "utf8mb3_", 1)] = charset_id
-    return ids
-
-
-def collation_id(collation: str | None) -> int | None:
-    """The id a handshake would give for `collation_connection` (None: unknown)."""
-    return _collation_ids().get(collation or "")
-
-
-def _default_collation(charset: str) -> str | None:
-    # PyMySQL reads "utf8" as utf8mb4; to MariaDB it is utf8mb3. Unknown names give None.
-    cs = charset_by_name("utf8mb3" if charset == "utf8" else charset)
-    return cs.collation if cs is not None else None
-
-
-def _charset_of(collation: str) -> str | None:
-    name = collation.split("_", 1)[0]
-    return name if _default_collation(name) else None
-
-
 # SET NAMES cs COLLATE coll: MariaDB's tracker reports the three character_set_*
 # variables only, never the collation the statement chose.
 SET_NAMES_COLLATE = re.compile(
@@ -130,25 +103,27 @@ SET_NAMES_COLLATE = re.compile(
 
 
 def apply_tracked(variables: dict[str, str], reported: list[tuple[str, str]],
-                  statement: bytes = b"") -> None:
+                  statement: bytes, charsets: Charsets) -> None:
     """Record what the trackers reported, plus what changed with it unreported:
-    setting a character set resets its collation and the reverse (MariaDB reports
+    setting a character set resets its collation and the reverse (the servers report
     only the variable named in the statement, and for SET NAMES ... COLLATE not the
-    collation it chose: that one comes from the statement text)."""
+    collation it chose: that one comes from the statement text). The collation a
+    character set brings is the server's default for it (`charsets`)."""
     names = set()
     for name, value in reported:
         variables[name] = value
         names.add(name)
     if "character_set_connection" in names and "collation_connection" not in names:
         match = SET_NAMES_COLLATE.search(statement)
-        collation = (match.group(1).decode().lower() if match
-                     else _default_collation(variables["character_set_connection"]))
+        collation = (match.group(1).decode().lower() if match else
+                     charsets.default_collation(variables["character_set_connection"],
+                                                variables))
         if collation is not None:
             variables["collation_connection"] = collation
         else:
             variables.pop("collation_connection", None)
     elif "collation_connection" in names and "character_set_connection" not in names:
-        charset = _charset_of(variables["collation_connection"])
+        charset = charsets.charset_of(variables["collation_connection"])
         if charset is not None:
             variables["character_set_connection"] = charset
 
@@ -192,13 +167,21 @@ class Reconciliation:
 
     reset: bool = False
     commands: list[bytes] = field(default_factory=list)  # framed, each a separate command
-    # It selects another database: if that fails (the database was dropped), whatever
-    # is sent behind it runs in the old one.
+    # It sets variables: a SET may warn (MySQL's 3135 for some sql_mode values), and
+    # it may fail (a privilege revoked, a time zone dropped), unlike the rest.
+    sets_variables: bool = False
+    # It selects another database: that fails when the database was dropped, and
+    # whatever is sent behind it runs in the old one.
     changes_schema: bool = False
 
     @property
     def needed(self) -> bool:
         return self.reset or bool(self.commands)
+
+    @property
+    def may_fail(self) -> bool:
+        """Whether the server may refuse part of it (see _attach in session.py)."""
+        return self.sets_variables or self.changes_schema
 
 
 def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
@@ -216,6 +199,7 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
     }
     if changed:
         plan.commands.append(set_statement(changed))
+        plan.sets_variables = True
     schema = upstream.schema  # COM_RESET_CONNECTION keeps the current database
     # A client that never chose a schema gets the one a fresh connection starts in,
     # not whatever the previous client left behind.
@@ -255,7 +239,7 @@ def sql_value(name: str, value: str) -> str:
 
 def set_statement(variables: dict[str, str]) -> bytes:
     assignments = ", ".join(
-        f"`{name}`={sql_value(name, value)}"
+        f"{quoted(name)}={sql_value(name, value)}"
         for name, value in sorted(variables.items(), key=lambda item: _order(item[0]))
     )
     return query_packet("SET SESSION " + assignments)

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import pytest
 
+from mysqlgate.charsets import Charsets, builtin
 from mysqlgate.session_state import (
     SessionState,
     apply_tracked,
-    charset_variables,
     reconcile,
     set_statement,
     sql_value,
 )
 
 from .wire import frame
+
+
+BUILTIN = builtin()
+charset_variables = BUILTIN.handshake_variables
 
 
 def query(sql: str) -> bytes:
@@ -52,10 +56,42 @@ def test_charset_variables_of_an_unknown_id() -> None:
 # -- apply_tracked ---------------------------------------------------------------
 
 
-def tracked(reported: list[tuple[str, str]]) -> dict[str, str]:
+def tracked(reported: list[tuple[str, str]], charsets: Charsets = BUILTIN) -> dict[str, str]:
     variables = {**charset_variables(45), "sql_mode": "STRICT_TRANS_TABLES"}
-    apply_tracked(variables, reported)
+    apply_tracked(variables, reported, b"", charsets)
     return variables
+
+
+# What MySQL 9.7's information_schema.COLLATIONS says of a few (id, name, charset,
+# IS_DEFAULT), and its default_collation_for_utf8mb4.
+MYSQL_ROWS = [
+    ("45", "utf8mb4_general_ci", "utf8mb4", ""),
+    ("255", "utf8mb4_0900_ai_ci", "utf8mb4", "Yes"),
+    ("8", "latin1_swedish_ci", "latin1", "Yes"),
+    ("48", "latin1_general_ci", "latin1", ""),
+]
+MYSQL = Charsets.from_rows(MYSQL_ROWS, "utf8mb4_0900_ai_ci")
+
+
+def test_set_names_takes_the_servers_default_collation() -> None:
+    """Issue 14: SET NAMES utf8mb4 on MySQL gives utf8mb4_0900_ai_ci, not the MariaDB
+    default in PyMySQL's table; replayed wrong, 'a' = 'A ' answers otherwise."""
+    assert tracked([("character_set_connection", "utf8mb4")], MYSQL)[
+        "collation_connection"] == "utf8mb4_0900_ai_ci"
+    assert tracked([("character_set_connection", "latin1")], MYSQL)[
+        "collation_connection"] == "latin1_swedish_ci"
+
+
+def test_set_names_follows_the_sessions_default_collation_for_utf8mb4() -> None:
+    variables = {"default_collation_for_utf8mb4": "utf8mb4_general_ci"}
+    apply_tracked(variables, [("character_set_connection", "utf8mb4")], b"", MYSQL)
+    assert variables["collation_connection"] == "utf8mb4_general_ci"
+
+
+def test_handshake_ids_come_from_the_server() -> None:
+    assert MYSQL.handshake_variables(255)["collation_connection"] == "utf8mb4_0900_ai_ci"
+    assert MYSQL.collation_id("utf8mb4_0900_ai_ci") == 255
+    assert MYSQL.handshake_variables(224) == {}  # this server does not list it
 
 
 def test_apply_tracked_records_what_was_reported() -> None:
