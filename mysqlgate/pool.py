@@ -124,6 +124,15 @@ class _Outage:
 
 
 @dataclass
+class _Limit:
+    """After the server said the account is full (1226, 1040)."""
+
+    backoff: float = LIMIT_BACKOFF_FIRST  # the next back-off, before its jitter
+    retry: Cancellable | None = None  # backing off: no connect starts until it fires
+    probing: bool = False  # a connect beyond the lowered effective size is under way
+
+
+@dataclass
 class PoolSettings:
     size: int
     queue_timeout: float
@@ -208,11 +217,9 @@ class UpstreamPool:
         self._expiry: Cancellable | None = None
         self._expiry_due = 0.0
         # Lowered when the server says the account is full (1226/1040), raised again
-        # one step per successful connect (SPEC section 3); while _limit_retry is
-        # pending, no connect starts.
+        # one step per successful connect (SPEC section 3).
         self.effective_size = settings.size
-        self._backoff = LIMIT_BACKOFF_FIRST
-        self._limit_retry: Cancellable | None = None
+        self._limit = _Limit()
         # resize() lowered the size below what is open: connections that come back are
         # closed until the pool fits.
         self._above_size = False
@@ -272,7 +279,7 @@ class UpstreamPool:
     @property
     def backing_off(self) -> bool:
         """The server said the account is full: no connect until the back-off ends."""
-        return self._limit_retry is not None
+        return self._limit.retry is not None
 
     def describe(self) -> str:
         return (
@@ -389,11 +396,8 @@ class UpstreamPool:
 
     # -- serving the queue -----------------------------------------------------------
 
-    def _fill(self, beyond: bool = False) -> None:
-        """Start what the queue needs, in its order (see the module's docstring).
-        `beyond`: the back-off after a 1226 ended; one connect may go beyond the lowered
-        effective size (up to pool.size), or the size would never come back up while
-        every connection stays in use."""
+    def _fill(self) -> None:
+        """Start what the queue needs, in its order (see the module's docstring)."""
         if self._filling:  # called back from a delivery: the running _fill starts over
             self._refill = True
             return
@@ -402,16 +406,15 @@ class UpstreamPool:
             again = True
             while again and self._waiters:
                 self._refill = False
-                beyond, delivered = self._fill_once(beyond)
-                again = delivered or self._refill
+                again = self._fill_once() or self._refill
         finally:
             self._filling = False
 
-    def _fill_once(self, beyond: bool) -> tuple[bool, bool]:
-        """One pass over the queue; stops after a delivery (which may change it).
-        Returns whether `beyond` is still unused, and whether something was delivered."""
+    def _fill_once(self) -> bool:
+        """One pass over the queue; stops after a delivery (which may change it), and
+        says whether there was one."""
         if self.paused or self._closing:
-            return beyond, False
+            return False
         seen: dict[int, int] = {}
         for req in self._waiters:
             key = req.key
@@ -424,28 +427,34 @@ class UpstreamPool:
                     first = self._first_waiter(key)
                     assert first is not None
                     self._deliver(first, backend)
-                    return beyond, True
+                    return True
                 self._start_check(backend)
                 continue
-            if self.unreachable is not None or (self._limit_retry is not None and not beyond):
+            if self.unreachable is not None or self._limit.retry is not None:
                 if not self._idle:
                     break  # only the probe or the back-off's end can serve anyone now
                 continue  # idle connections of other keys may still serve others
-            limit = self.settings.size if beyond else self.effective_size
-            if self.open_count >= limit:
-                if not self._idle or self.open_count - 1 >= limit:
+            if self.open_count >= self.effective_size:
+                if self._idle and self.open_count - 1 < self.effective_size:
+                    # At the limit with idle connections of other keys: replace the oldest.
+                    self.stats.key_evictions += 1
+                    self._idle.popleft().close()
+                elif self.effective_size < self.settings.size and not self._limit.probing \
+                        and self.open_count < self.settings.size:
+                    # Lowered after a 1226: one connect at a time tries beyond it, or the
+                    # size would never come back while every connection stays in use.
+                    self._limit.probing = True
+                    self._start_open(key, beyond=True)
+                    continue
+                else:
                     break  # no room, and none can be made: wait for a connection back
-                # At the limit with idle connections of other keys: replace the oldest.
-                self.stats.key_evictions += 1
-                self._idle.popleft().close()
-            beyond = False
             self._start_open(key)
-        return beyond, False
+        return False
 
-    def _start_open(self, key: int, probe: bool = False) -> None:
+    def _start_open(self, key: int, probe: bool = False, beyond: bool = False) -> None:
         self._opening += 1
         self._incoming[key] = self._incoming.get(key, 0) + 1
-        self._spawn(self._open, key, probe)
+        self._spawn(self._open, key, probe, beyond)
 
     def _start_check(self, backend: BackendConnection) -> None:
         self._opening += 1
@@ -486,11 +495,25 @@ class UpstreamPool:
         key = backend.key
         for req in self._waiters:
             if req.key == key:
+                if self._clock() - backend.last_active > self.settings.ping_after:
+                    self._recheck(backend)  # quiet a while in its holder's hands
+                    return
                 self._deliver(req, backend)
                 return
         self._idle.append(backend)
         if self._waiters:  # of other keys: this one may be closed to make room for them
             self._fill()
+
+    def _recheck(self, backend: BackendConnection) -> None:
+        """A connection given back after a quiet while (a client that held it for its
+        diagnostics, or kept it idle in a transaction) is checked as an idle one would
+        be before a waiter gets it: pinged, or closed if past the idle timeout."""
+        if self._clock() - backend.last_active > self.settings.idle_timeout:
+            self.stats.closed_idle += 1
+            backend.close()
+            self._fill()
+        else:
+            self._start_check(backend)
 
     def _shed(self, backend: BackendConnection) -> bool:
         """Close `backend` rather than keep it: paused, shutting down, or above the size."""
@@ -556,7 +579,9 @@ class UpstreamPool:
             backend.abort()
             self._fill()
 
-    async def _open(self, key: int, probe: bool) -> None:
+    async def _open(self, key: int, probe: bool, beyond: bool) -> None:
+        """Connect; `probe`: the one looking for an unreachable server; `beyond`: the one
+        trying beyond an effective size lowered after a 1226."""
         started = self._clock()
         try:
             backend = await self._connect(key)
@@ -564,6 +589,8 @@ class UpstreamPool:
             self._arrived(key)
             if probe:
                 self._outage.probing = False
+            if beyond:
+                self._limit.probing = False
             self._open_failed(key, exc, started)
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown)
@@ -571,14 +598,16 @@ class UpstreamPool:
         self._arrived(key)
         if probe:
             self._outage.probing = False
+        if beyond:
+            self._limit.probing = False
         self.stats.connects += 1
         log.debug("%s: opened upstream %s (capabilities %#x); %d open",
                   self.name, backend.thread_id, key, self.open_count + 1)
         self._outage.last_connect = max(self._outage.last_connect, started)
-        self._backoff = LIMIT_BACKOFF_FIRST
-        if self._limit_retry is not None:  # the account has room again
-            self._limit_retry.cancel()
-            self._limit_retry = None
+        self._limit.backoff = LIMIT_BACKOFF_FIRST
+        if self._limit.retry is not None:  # the account has room again
+            self._limit.retry.cancel()
+            self._limit.retry = None
         if self.effective_size < self.settings.size:
             self.effective_size += 1
         self._reachable_again()
@@ -630,15 +659,16 @@ class UpstreamPool:
     def _back_off(self) -> None:
         """The server said the account is full: no connect for a while, the clients
         staying queued (SPEC: waiting clients never see 1226)."""
-        if self._limit_retry is not None:
+        limit = self._limit
+        if limit.retry is not None:
             return
-        delay = self._backoff * (1 + self._jitter())
-        self._backoff = min(self._backoff * 2, LIMIT_BACKOFF_MAX)
-        self._limit_retry = self._scheduler.call_at(self._clock() + delay, self._backed_off)
+        delay = limit.backoff * (1 + self._jitter())
+        limit.backoff = min(limit.backoff * 2, LIMIT_BACKOFF_MAX)
+        limit.retry = self._scheduler.call_at(self._clock() + delay, self._backed_off)
 
     def _backed_off(self) -> None:
-        self._limit_retry = None
-        self._fill(beyond=True)
+        self._limit.retry = None
+        self._fill()
 
     # -- the server unreachable ---------------------------------------------------------
 
@@ -878,7 +908,7 @@ class UpstreamPool:
     async def close(self) -> None:
         self._closing = True
         self._update_shedding()
-        for timer in (self._outage.timer, self._limit_retry, self._expiry, self._preempt_timer):
+        for timer in (self._outage.timer, self._limit.retry, self._expiry, self._preempt_timer):
             if timer is not None:
                 timer.cancel()
         for req in list(self._waiters):
