@@ -20,11 +20,12 @@ broken or past its lifetime; reset if the session says its state must not reach
 another client (a failed reset closes it); else offered as above.
 
 Connects that fail for want of a server (refused, timed out, cut) make the pool
-*unreachable*: requests get the unreachable error at once instead of each trying a
-connect of its own; one probe at a time tries again, at an interval that grows with the
-outage, and the first connect that succeeds ends it. A server that says the account is
-full (1226, 1040) lowers the size kept to and backs off before the next connect; waiting
-clients never see 1226 (SPEC section 3).
+*unreachable*: requests wait in the queue (up to pool.queue_timeout, then the
+unreachable error) instead of each trying a connect of its own; one probe at a time
+tries again, at an interval that grows with the outage (tens of milliseconds at first,
+a second after fifty), and the first connect that succeeds serves the queue. A server
+that says the account is full (1226, 1040) lowers the size kept to and backs off before
+the next connect; waiting clients never see 1226 (SPEC section 3).
 
 Time and waiting go through `clock` and a `Scheduler` (timers and concurrent
 coroutines): asyncio's in production; the unit tests drive the pool with a fake clock
@@ -61,9 +62,10 @@ Clock = Callable[[], float]
 UNREACHABLE_LOG_EVERY = 30.0  # seconds between "still unreachable" log lines
 # While the server cannot be reached, the next connect is tried after this share of the
 # outage so far, within [PROBE_MIN, PROBE_MAX] seconds, times a jitter of +-25% (so that
-# several mysqlgates in front of one server do not try in step). After a 2.5 s restart
-# the server is found within ~0.15 s; a long outage costs one connect a second.
-PROBE_GROWTH = 0.05
+# several mysqlgates in front of one server do not try in step): the server is found
+# within 2.5% of the outage's length (60 ms after a 2.5 s restart, 125 ms after 5 s: a
+# MySQL's graceful stop and start); past 50 s an outage costs one connect a second.
+PROBE_GROWTH = 0.02
 PROBE_MIN = 0.02
 PROBE_MAX = 1.0
 # After the server said the account is full: wait this long before the next connect,
@@ -308,9 +310,6 @@ class UpstreamPool:
                 self.stats.observe_wait(0.0)
                 deliver(backend)
                 return req
-        if backend is None and self.unreachable is not None and not self.paused:
-            self._fail(req, self.unreachable_error())
-            return req
         self.stats.waits += 1
         self._waiters.append(req)
         if not self.paused:
@@ -369,8 +368,9 @@ class UpstreamPool:
     def unreachable_error(self) -> UpstreamUnavailable:
         return UpstreamUnavailable(
             f"the upstream server of pool '{self.name}' cannot be reached: {self.unreachable}. "
-            "mysqlgate keeps trying and serves this connection as soon as it answers; "
-            "check that the server runs and upstream.url points at it.")
+            f"This client waited {self.settings.queue_timeout:g}s (pool.queue_timeout) while "
+            "mysqlgate tried to reconnect; it keeps trying and serves clients as soon as "
+            "the server answers. Check that the server runs and upstream.url points at it.")
 
     def _deliver(self, req: Request, backend: BackendConnection) -> None:
         """Hand `backend` to `req`, a request in the queue."""
@@ -637,8 +637,6 @@ class UpstreamPool:
                 self._fill()  # older than a connect that worked: the server is back
             else:
                 self.mark_unreachable(str(exc), key)
-                for waiter in list(self._waiters):  # they would only wait to fail
-                    self._fail(waiter, self.unreachable_error())
             return
         # The server answered with a refusal that waiting will not cure (a wrong
         # password, a host not allowed): the oldest waiter for this key is told.
@@ -680,8 +678,9 @@ class UpstreamPool:
         if self.unreachable is None:
             self._outage.since = self._outage.logged = now
             self.stats.outages += 1
-            log.warning("%s: upstream unreachable: %s; clients get an error until it "
-                        "answers", self.name, reason)
+            log.warning("%s: upstream unreachable: %s; clients wait up to %gs "
+                        "(pool.queue_timeout) while mysqlgate reconnects", self.name, reason,
+                        self.settings.queue_timeout)
         elif now - self._outage.logged > UNREACHABLE_LOG_EVERY:
             self._outage.logged = now
             log.warning("%s: upstream still unreachable after %.0fs: %s", self.name,
@@ -741,9 +740,14 @@ class UpstreamPool:
         now = self._clock()
         for req in [r for r in self._waiters if r.deadline <= now]:
             self.stats.wait_timeouts += 1
-            log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
-                        self.name, self.settings.queue_timeout, self.describe())
-            self._fail(req, PoolTimeout(self._timeout_message()))
+            if self.unreachable is not None:
+                log.warning("%s: a client waited %gs for the unreachable server and got "
+                            "an error", self.name, self.settings.queue_timeout)
+                self._fail(req, self.unreachable_error())
+            else:
+                log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
+                            self.name, self.settings.queue_timeout, self.describe())
+                self._fail(req, PoolTimeout(self._timeout_message()))
         if self._waiters:
             self._expire_at(min(r.deadline for r in self._waiters))
 
@@ -775,10 +779,6 @@ class UpstreamPool:
         self.paused = False
         self._update_shedding()
         if not self._waiters:
-            return
-        if self.unreachable is not None:
-            for req in list(self._waiters):
-                self._fail(req, self.unreachable_error())
             return
         deadline = self._clock() + self.settings.queue_timeout
         for req in self._waiters:  # each with a fresh queue timeout
@@ -827,8 +827,11 @@ class UpstreamPool:
         if self._preemptible:
             self._preemptible.pop(backend, None)
         if backend.closed or backend.busy:
+            died = backend.closed  # (busy: its client left mid-result; we abort it)
             backend.abort()
             self.stats.closed_broken += 1
+            if died:
+                self._suspect_idle()
             self._fill()
             return
         if self._clock() - backend.created_at > self._lifetime(backend):
@@ -846,20 +849,43 @@ class UpstreamPool:
     async def _reset_then_offer(self, backend: BackendConnection) -> None:
         try:
             await self._reset(backend)
-            self.stats.resets += 1
-        except BaseException as exc:
+        except Exception as exc:
             log.info("%s: reset of upstream %s failed (%s); closing it",
                      self.name, backend.thread_id, exc)
+            backend.abort()  # _offer counts it
+        except BaseException:  # cancelled (shutdown): nothing more to do with it
             backend.abort()
-        finally:
             self._arrived(backend.key)
+            raise
+        else:
+            self.stats.resets += 1
+        self._arrived(backend.key)
         self._offer(backend)
 
     def _on_backend_closed(self, backend: BackendConnection) -> None:
         if backend in self._idle:
             self._idle.remove(backend)
             self.stats.closed_broken += 1
+            self._suspect_idle()
             self._fill()
+
+    def _suspect_idle(self) -> None:
+        """A connection died: the idle ones may be dying too (a server restarting, a
+        network cut), so each is checked (pinged) before anyone gets it; a statement run
+        again after the loss must not meet a second dead connection."""
+        now = self._clock()
+        while self._idle:
+            backend = self._idle.pop()
+            if backend.closed:
+                self.stats.closed_broken += 1
+            elif now - backend.last_active > self.settings.idle_timeout:
+                self.stats.closed_idle += 1
+                backend.close()
+            elif now - backend.created_at > self._lifetime(backend):
+                self.stats.closed_lifetime += 1
+                backend.close()
+            else:
+                self._start_check(backend)
 
     def _lifetime(self, backend: BackendConnection) -> float:
         # Jitter (up to 10%, fixed per connection) so connections opened together

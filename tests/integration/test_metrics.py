@@ -120,7 +120,8 @@ def test_healthz_follows_the_server(
     private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
     port = free_port()
-    gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}")
+    gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}",
+                        "--pool-queue-timeout", "2")  # (how long clients wait for it)
     url = f"http://127.0.0.1:{port}/healthz"
     assert _get(url)[0] == 200
     assert _health_command(port) == (0, "200 ok")

@@ -431,11 +431,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="Every connection the pool opened is idle, in use, on its way, or closed",
         edits=(
             Edit("pool.py",
-                 "        finally:\n"
-                 "            self._arrived(backend.key)\n"
+                 "            self.stats.resets += 1\n"
+                 "        self._arrived(backend.key)\n"
                  "        self._offer(backend)\n",
-                 "        finally:\n"
-                 "            self._arrived(backend.key)\n"
+                 "            self.stats.resets += 1\n"
+                 "        self._arrived(backend.key)\n"
                  "        pass  # mutation\n"),
         ),
         tests=(f"{ISOLATION}::test_changed_session_is_reset_before_another_client_gets_it",
@@ -460,14 +460,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A freed slot serves the queue (no client waits while a connect could start)",
         edits=(
             Edit("pool.py",
-                 "        if backend.closed or backend.busy:\n"
-                 "            backend.abort()\n"
-                 "            self.stats.closed_broken += 1\n"
-                 "            self._fill()\n",
-                 "        if backend.closed or backend.busy:\n"
-                 "            backend.abort()\n"
-                 "            self.stats.closed_broken += 1\n"
-                 "            pass  # mutation\n"),
+                 "                self._suspect_idle()\n"
+                 "            self._fill()\n"
+                 "            return\n",
+                 "                self._suspect_idle()\n"
+                 "            return  # mutation\n"),
         ),
         tests=(f"{IDLE_AND_KILL}::test_kill_mid_query", POOL_MODEL, POOL_UNIT),
     ),
@@ -476,8 +473,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="The pool's statistics match what happened",
         edits=(
             Edit("pool.py",
+                 "        for backend in self._idle:\n"
+                 "            if backend.closed:\n"
+                 "                self.stats.closed_broken += 1\n"
                  "            elif now - backend.last_active > self.settings.idle_timeout:\n"
                  "                self.stats.closed_idle += 1\n",
+                 "        for backend in self._idle:\n"
+                 "            if backend.closed:\n"
+                 "                self.stats.closed_broken += 1\n"
                  "            elif now - backend.last_active > self.settings.idle_timeout:\n"
                  "                pass  # mutation\n"),
         ),
@@ -994,16 +997,47 @@ MUTATIONS += (
         tests=(f"{INTEGRATION}/test_admin.py::test_pause_holds_statements_and_resume_releases_them",
                POOL_MODEL, POOL_UNIT),
     ),
+    # 28. Riding through a server restart (issue 16): clients wait, one probe looks.
     Mutation(
-        name="an unreachable server makes clients wait",
-        guarantee="While the server is down, clients get a mysqlgate: error at once",
+        name="an unreachable server fails clients at once",
+        guarantee="While the server cannot be reached, clients wait up to pool.queue_timeout",
         edits=(Edit("pool.py",
-                    "        if backend is None and self.unreachable is not None and not"
-                    " self.paused:\n"
-                    "            self._fail(req, self.unreachable_error())\n"
-                    "            return req\n",
-                    "        pass  # mutation\n"),),
-        tests=(COLD_START,),
+                    "            else:\n"
+                    "                self.mark_unreachable(str(exc), key)\n"
+                    "            return\n",
+                    "            else:\n"
+                    "                self.mark_unreachable(str(exc), key)\n"
+                    "                for waiter in list(self._waiters):  # mutation\n"
+                    "                    self._fail(waiter, self.unreachable_error())\n"
+                    "            return\n"),),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="a connection's death leaves the idle ones unchecked",
+        guarantee="A read run again after a lost connection never meets a second dead one",
+        edits=(Edit("pool.py",
+                    "            if died:\n"
+                    "                self._suspect_idle()\n",
+                    "            pass  # mutation\n"),),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="clients connect on their own while the server is unreachable",
+        guarantee="While the server cannot be reached, one connect at a time (never a storm)",
+        edits=(Edit("pool.py",
+                    "            if self.unreachable is not None or self._limit.retry is not"
+                    " None:\n",
+                    "            if self._limit.retry is not None:  # mutation\n"),),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="the server looked for once a second from the start",
+        guarantee="Reconnects start tens of ms apart: a restart is found within 250 ms",
+        edits=(Edit("pool.py",
+                    "        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self._outage.since) *"
+                    " PROBE_GROWTH))\n",
+                    "        delay = PROBE_MAX  # mutation\n"),),
+        tests=(POOL_UNIT,),
     ),
     Mutation(
         name="console open to any OS user without a password",

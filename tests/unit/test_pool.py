@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mysqlgate.errors import ServerError, UpstreamUnavailable
+from mysqlgate.errors import PoolTimeout, ServerError, UpstreamUnavailable
 from mysqlgate.pool import PoolSettings, UpstreamPool
 from mysqlgate.protocol.messages import ERR
 
@@ -129,6 +129,7 @@ class World:
         opened = []
         for key, pending, _ in self.connects:
             backend = FakeBackend(100 + self.opened, key, clock=self.loop.time)
+            backend.loop = self.loop  # its pings wait for the test
             self.opened += 1
             opened.append(backend)
             pending.resolve(backend)
@@ -210,3 +211,123 @@ def test_paused_hands_out_nothing_and_resume_serves_in_order() -> None:
     assert first == [backend] and second == []
     world.pool.release(backend)  # type: ignore[arg-type]
     assert second == [backend]
+
+
+def test_the_janitor_closes_and_counts_idle_connections_past_their_timeouts() -> None:
+    world = World(size=3, idle_timeout=30.0, max_lifetime=100.0)
+    asks = [world.ask() for _ in range(3)]
+    old, used, fresh = world.accept()
+    assert asks == [[old], [used], [fresh]]
+    world.loop.advance(20.0)
+    for backend in (old, used, fresh):
+        world.pool.release(backend)  # type: ignore[arg-type]
+    world.loop.advance(15.0)
+    used.last_active = world.loop.now - 31.0  # idle past the idle timeout
+    fresh.last_active = world.loop.now
+    old.created_at = world.loop.now - 101.0  # past its lifetime
+    old.last_active = world.loop.now
+    world.pool.expire_idle()
+    assert world.pool.idle() == [fresh]
+    assert used.closed and old.closed and not fresh.closed
+    assert world.pool.stats.closed_idle == 1 and world.pool.stats.closed_lifetime == 1
+
+
+def test_after_a_connection_died_the_idle_ones_are_checked_before_use() -> None:
+    """A restart kills every connection: the one a client held dies first, and the read
+    it runs again must not be sent on an idle one that is dying too."""
+    world = World(size=3)
+    asks = [world.ask() for _ in range(3)]
+    held, idle_a, idle_b = world.accept()
+    assert asks == [[held], [idle_a], [idle_b]]
+    world.pool.release(idle_a)  # type: ignore[arg-type]
+    world.pool.release(idle_b)  # type: ignore[arg-type]
+    held.die()  # under its client
+    world.pool.release(held)  # type: ignore[arg-type]
+    assert world.pool.idle() == [] and world.pool.opening_count == 2
+    assert world.pool.take_ready(0) is None
+    retry = world.ask()
+    world.loop.run_ready()
+    assert idle_a.ping_pending is not None and idle_b.ping_pending is not None
+    idle_b.die()  # dying too: its ping fails
+    idle_a.ping_pending.resolve()
+    world.loop.run_ready()
+    assert retry == [idle_a]
+    assert world.pool.stats.pings_failed == 1
+
+
+# -- the server unreachable (issue 16, part 1) ------------------------------------------------
+
+
+def test_requests_wait_out_an_outage_and_are_served_in_order() -> None:
+    """A restart: the connect fails, the clients that ask meanwhile wait (no error, no
+    connect of their own), one probe at a time looks for the server, and once it answers
+    the clients are served at once, in the order they asked."""
+    world = World(size=2)
+    first = world.ask()
+    world.refuse()
+    assert world.pool.unreachable is not None
+    second, third = world.ask(), world.ask()
+    assert first == second == third == [] and not world.connects
+    world.outage(2.5)
+    assert first == second == third == [], "an error during the outage"
+    assert world.pool.waiting_count == 3
+    # The server accepts again: the next probe finds it soon.
+    up = world.loop.now
+    while not world.connects and world.loop.now - up < 2.0:
+        world.loop.advance(0.001)
+    assert world.connects and world.loop.now - up <= 0.1, "the server was found late"
+    (probe,) = world.accept()
+    assert first == [probe]
+    (opened,) = world.accept()  # the second client's connect started at once (size 2)
+    assert second == [opened] and third == []
+    world.pool.release(probe)  # type: ignore[arg-type]
+    assert third == [probe]
+    assert world.pool.unreachable is None and world.pool.stats.outages == 1
+    assert world.pool.stats.wait_timeouts == 0
+
+
+def test_the_probe_interval_grows_from_tens_of_milliseconds_to_a_second() -> None:
+    world = World(size=2)
+    world.ask()
+    world.refuse()
+    world.outage(60.0, step=0.001)
+    start = world.started[0]
+    gaps = [b - a for a, b in zip(world.started[1:], world.started[2:], strict=False)]
+    assert 0.015 <= min(gaps), "connects in a burst"
+    assert world.started[1] - start <= 0.03, "the first retry not within tens of ms"
+    at = {round(a - start, 1): b - a for a, b in zip(world.started, world.started[1:],
+                                                     strict=False)}
+    assert max(gap for t, gap in at.items() if 2.0 <= t <= 2.5) <= 0.1, \
+        "the server would be found late after a restart of 2.5 s"
+    assert max(gaps) <= 1.0 * 1.25 + 0.002, "more than about a second between tries"
+    late = [t for t in world.started if t - start >= 40.0]
+    assert len(late) <= 20 / 0.75 + 1, f"{len(late)} connects in the last 20 s: a storm"
+
+
+def test_an_outage_longer_than_the_queue_timeout_gives_the_clear_error() -> None:
+    world = World(size=2, queue_timeout=3.0)
+    early = world.ask()
+    world.refuse()
+    world.outage(1.0)
+    late = world.ask()
+    world.outage(2.0 - 0.006)
+    assert early == [] and late == []
+    world.outage(0.01)  # the first client's queue timeout
+    (error,) = early
+    assert isinstance(error, UpstreamUnavailable) and "cannot be reached" in str(error)
+    assert "pool.queue_timeout" in str(error)
+    assert late == []  # it asked a second later: it still waits
+    world.outage(1.0)
+    assert isinstance(late[0], UpstreamUnavailable)
+    assert world.pool.stats.wait_timeouts == 2
+
+
+def test_a_saturated_pool_still_says_pool_full() -> None:
+    world = World(size=1, queue_timeout=1.0)
+    holder = world.ask()
+    world.accept()
+    assert len(holder) == 1
+    waiter = world.ask()
+    world.loop.advance(1.0)
+    (error,) = waiter
+    assert isinstance(error, PoolTimeout)

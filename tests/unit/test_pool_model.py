@@ -24,15 +24,18 @@ connection given back going to the first client waiting for its key). The invari
   lowered, never more than there were, going down to it);
 - clients asking for the same capability key are served in the order they asked;
 - every request is answered exactly once, by a connection or an error: the pool-full
-  error at its deadline, the unreachable error while the server cannot be reached, a
-  refusal's error only after a connect was refused; and it is answered by its deadline,
-  unless paused;
+  error at its deadline, or the unreachable error at its deadline while the server
+  cannot be reached (a restart is waited out, never an error at once), a refusal's
+  error only after a connect was refused; and it is answered by its deadline, unless
+  paused;
 - no connection is both idle and in use; none is handed out closed, past its idle
   timeout or with another key, and none idle past its idle timeout is even pinged (it
   is closed); every connection the pool opened is idle, in use, being checked or reset,
   or was closed and counted: none lost, none leaked;
 - a waiting client is not left waiting while an idle connection of its key, or room for
   a connect, would serve it (unless the server is unreachable or the pool backs off);
+- once a connection died, the idle ones are checked before anyone gets them (a restart
+  kills them all: a statement run again must not meet a second dead one);
 - while the server cannot be reached, one connect at a time tries again (never a storm),
   and one is always due within PROBE_MAX;
 - the statistics match what happened.
@@ -75,7 +78,7 @@ WAIT_TIMEOUT = 40.0  # the server's: it closes connections idle longer
 MAX_LIFETIME = 120.0
 PING_AFTER = 5.0
 
-EXAMPLES = 150  # x STEPS: about 5,000 steps (some end early), the same ones every run
+EXAMPLES = 200  # x STEPS: up to 8,000 steps (some runs end early), the same ones every run
 STEPS = 40
 EXPLORE = int(os.environ.get("MYSQLGATE_POOL_MODEL_EXAMPLES", "0"))
 SHRINK = os.environ.get("MYSQLGATE_POOL_MODEL_SHRINK", "1") != "0"
@@ -149,6 +152,8 @@ class PoolModel(RuleBasedStateMachine):
         self.refused = {key: 0 for key in KEYS}  # refusals not yet told to a client
         self.last_connect_start: float | None = None
         self.limited = False  # the last connect to end was refused for the account's limit
+        self.outages = 0  # times the pool was seen to turn unreachable
+        self.was_unreachable = False
         # What happened, to check the statistics against.
         self.count = {"connects": 0, "connect_failures": 0, "limit_rejections": 0,
                       "pings_failed": 0, "resets": 0, "preemptions": 0, "timeouts": 0}
@@ -198,13 +203,14 @@ class PoolModel(RuleBasedStateMachine):
 
     def _check_error(self, ask: Ask, error: BaseException) -> None:
         now = self.loop.now
-        if isinstance(error, PoolTimeout):
+        if isinstance(error, PoolTimeout) or \
+                isinstance(error, UpstreamUnavailable) and "cannot be reached" in str(error):
             assert ask.deadline is not None and now == ask.deadline, \
-                f"{ask.number}: the pool-full error at {now}, the deadline is {ask.deadline}"
+                f"{ask.number}: {error!r} at {now}, the deadline is {ask.deadline}"
             self.count["timeouts"] += 1
-            return
-        if isinstance(error, UpstreamUnavailable) and "cannot be reached" in str(error):
-            assert self.pool.unreachable is not None, f"{ask.number}: {error}"
+            # Which error: the one true at the deadline.
+            assert isinstance(error, UpstreamUnavailable) == \
+                (self.pool.unreachable is not None), f"{ask.number}: {error!r}"
             return
         # Otherwise only a refusal for good, told to the first client waiting for its key.
         assert isinstance(error, UpstreamAuthError) or "refused a connection" in str(error), \
@@ -255,6 +261,8 @@ class PoolModel(RuleBasedStateMachine):
         if not fine or pool.paused:
             assert backend.closed, "a broken, expired or paused-out connection was kept"
             assert backend not in pool.idle()
+            if backend.closed_how == "died":  # the others may be dying too: all checked
+                assert not pool.idle(), "a connection died; the idle ones are not checked"
         elif reset:
             assert not backend.closed and backend not in pool.idle()
         elif first is not None and not pool._above_size and quiet:
@@ -288,7 +296,10 @@ class PoolModel(RuleBasedStateMachine):
         started = len(self.connects)
         self._ask(key, fast)
         if connect != "hangs":
-            while len(self.connects) > started:
+            # (Bounded: a pool gone wrong may connect again after each connect.)
+            for _ in range(2 * SIZE + 2):
+                if len(self.connects) <= started:
+                    break
                 self.connect_ends(started, connect)
         ask = self.asks[-1]
         if not hold and isinstance(ask.answer, FakeBackend) and ask.answer in self.held:
@@ -347,11 +358,17 @@ class PoolModel(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.held))
     @rule(pick=st.integers(0, 1000), reset=st.booleans(), busy=st.booleans(),
-          used=st.booleans())
-    def give_back(self, pick: int, reset: bool, busy: bool, used: bool) -> None:
+          used=st.booleans(), died=st.sampled_from([False, False, True]))
+    def give_back(self, pick: int, reset: bool, busy: bool, used: bool,
+                  died: bool = False) -> None:
+        """A client is done with its connection: used for its statements or not, with a
+        command still in flight (its client left mid-result), or dead (the statement met
+        a lost connection, a server going away)."""
         backend = list(self.held)[pick % len(self.held)]
         if used and not backend.closed:
             backend.last_active = self.loop.now  # it ran the client's statements
+        if died and not backend.closed:
+            self._dies(backend, noticed=True)
         backend.busy = busy and not backend.closed  # a command still in flight
         self._give_back(backend, reset)
         self.settle()
@@ -401,6 +418,14 @@ class PoolModel(RuleBasedStateMachine):
             if not any(a.waiting and a.key == key for a in self.asks):
                 self.refused[key] = 0
 
+    @precondition(lambda self: bool(self.connects))
+    @rule(pick=st.integers(0, 1000), code=st.sampled_from(LIMITS))
+    def the_account_is_full(self, pick: int, code: str) -> None:
+        """Someone outside holds the account's last connection: a connect is refused
+        with 1226 (or 1040), and the back-off passes."""
+        self.connect_ends(pick, code)
+        self.time_passes(0.25)
+
     @precondition(lambda self: bool(self.pings()))
     @rule(pick=st.integers(0, 1000), ok=st.booleans())
     def ping_ends(self, pick: int, ok: bool) -> None:
@@ -439,35 +464,39 @@ class PoolModel(RuleBasedStateMachine):
         self._dies(chosen[pick % len(chosen)], noticed)  # type: ignore[arg-type]
 
     @precondition(lambda self: bool(self.pool.idle()))
-    @rule(janitor=st.booleans())
-    def an_idle_connection_expires(self, janitor: bool) -> None:
+    @rule(then=st.sampled_from(["a client asks", "the janitor", "nothing"]))
+    def an_idle_connection_expires(self, then: str) -> None:
         """Time passes until the most recently used idle connection is past the pool's
-        idle timeout, not yet the server's wait_timeout; the janitor's round may come
-        before any client asks."""
+        idle timeout, not yet the server's wait_timeout; then a client asks for its key,
+        or the janitor's round comes first."""
         backend = self.pool.idle()[-1]
         self.time_passes(max(0.0, backend.last_active + IDLE_TIMEOUT + 1 - self.loop.now))
-        if janitor:
+        if then == "a client asks":
+            self._ask(backend.key, fast=True)
+        elif then == "the janitor":
             self.pool.expire_idle()
             self.settle()
 
     @precondition(lambda self: bool(self.pool.idle()))
-    @rule(fast=st.booleans(), other_key=st.booleans(), noticed=st.booleans())
-    def idle_connection_dies_as_it_is_asked_for(self, fast: bool, other_key: bool,
-                                                 noticed: bool) -> None:
+    @rule(other_key=st.sampled_from([False, False, True]), noticed=st.booleans())
+    def idle_connection_dies_as_it_is_asked_for(self, other_key: bool, noticed: bool) -> None:
         """The race of issue 16: the most recently used idle connection, used a moment
         ago, dies (its loss noticed, or not yet) when a client asks (for its key, or
-        the other)."""
+        the other; the fast path, then the queue)."""
         backend = self.pool.idle()[-1]
         if not backend.closed:
             backend.last_active = self.loop.now
         self._dies(backend, noticed)  # type: ignore[arg-type]
-        self._ask(KEYS[(KEYS.index(backend.key) + other_key) % len(KEYS)], fast)
+        self._ask(KEYS[(KEYS.index(backend.key) + other_key) % len(KEYS)], fast=True)
 
     def _dies(self, backend: FakeBackend, noticed: bool) -> None:
         reset = self.resets.get(backend)
         if backend in self.pings():
             self.count["pings_failed"] += 1
+        was_idle = backend in self.pool.idle()
         backend.die(notify=noticed)
+        if was_idle and noticed:  # the others may be dying too: all checked
+            assert not self.pool.idle(), "a connection died; the idle ones are not checked"
         if reset is not None:
             reset.fail(ConnectionResetError("upstream closed the connection"))
         self.settle()
@@ -567,6 +596,10 @@ class PoolModel(RuleBasedStateMachine):
 
     @invariant()
     def statistics_match(self) -> None:
+        if self.pool.unreachable is not None and not self.was_unreachable:
+            self.outages += 1
+        self.was_unreachable = self.pool.unreachable is not None
+        assert self.pool.stats.outages == self.outages
         stats, count = self.pool.stats, self.count
         assert stats.acquires == len(self.asks)
         assert stats.waited == sum(1 for a in self.asks if isinstance(a.answer, FakeBackend))
