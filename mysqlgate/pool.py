@@ -912,6 +912,14 @@ class UpstreamPool:
         self._idle = keep
         self._fill()
 
+    def server_going_away(self) -> None:
+        """A connection said the server shuts down (1053): the idle ones are closed now,
+        before they are handed out to hear the same; new connects will tell when it is
+        back."""
+        while self._idle:
+            self._idle.pop().abort()
+            self.stats.closed_broken += 1
+
     def lent(self) -> list[BackendConnection]:
         return list(self._lent)
 

@@ -30,7 +30,7 @@ from .backend import (
 )
 from .context import GateContext
 from .errors import MysqlgateError, ServerError, UpstreamLost, lost_message
-from .pool import Request
+from .pool import SERVER_GOING_AWAY, Request
 from .prepared import (
     LAST_PREPARED,
     ClientStatement,
@@ -262,7 +262,7 @@ class ClientExchange(Exchange):
 
     __slots__ = ("session", "backend", "packet", "retried", "sent_at", "forwarded",
                  "in_transaction_before", "tail", "swallow", "settings", "statement",
-                 "answer")
+                 "answer", "going_away")
 
     def __init__(self, scanner: ResponseScanner, session: Session,
                  backend: BackendConnection, packet: Packet, retried: bool) -> None:
@@ -285,10 +285,14 @@ class ClientExchange(Exchange):
         # A COM_STMT_* command's statement; a prepare's answer as the client got it.
         self.statement: ClientStatement | None = None
         self.answer = bytearray() if scanner.command == COMMAND.COM_STMT_PREPARE else None
+        self.going_away = False  # the server said it shuts down: run it again (finish)
 
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         scanner = self.scanner
         event = scanner.event
+        if event == Event.ERR and not self.forwarded and end == scanner.event_end and \
+                self.session.shutting_down(self, buf):
+            return
         if not self.forwarded and self.session.replay_error is not None:
             self.swallow = True
         self.forwarded = True
@@ -345,6 +349,10 @@ class ClientExchange(Exchange):
         self.tail += data
 
     def finish(self) -> None:
+        if self.going_away:
+            self.session._retry(self.backend, ConnectionResetError(
+                "the server is shutting down"), self.packet)
+            return
         self.session.command_done(self)
 
     def fail(self, exc: BaseException) -> None:
@@ -1383,6 +1391,21 @@ class Session:
                    "while the statement ran",
                    exchange.scanner.last_seq if exchange.forwarded else -1)
         self._command_over()
+
+    def shutting_down(self, exchange: ClientExchange, buf: bytes | bytearray) -> bool:
+        """The server answered a statement "shutting down" (1053, as MySQL does to every
+        statement during its shutdown): it did not run it. A read the client has seen
+        nothing of runs again once the server is back, as after a lost connection
+        (SPEC section 4); the idle connections go too (they would answer the same)."""
+        if exchange.in_transaction_before or exchange.retried or \
+                not _retryable(exchange.packet) or \
+                ERR.parse(bytes(buf[exchange.scanner.event_start:exchange.scanner.event_end])
+                          ).code not in SERVER_GOING_AWAY:
+            return False
+        exchange.going_away = True
+        self.replay_error = None  # a state replay ahead of it was refused alike
+        self.account.pool.server_going_away()
+        return True
 
     def _retry(self, backend: BackendConnection, exc: BaseException, packet: Packet) -> None:
         """The connection died, and the command either never reached the server or

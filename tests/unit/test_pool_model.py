@@ -489,6 +489,14 @@ class PoolModel(RuleBasedStateMachine):
         self._dies(backend, noticed)  # type: ignore[arg-type]
         self._ask(KEYS[(KEYS.index(backend.key) + other_key) % len(KEYS)], fast=True)
 
+    @rule()
+    def server_says_it_shuts_down(self) -> None:
+        """A statement was answered 1053 (the server shuts down): the session runs it
+        again elsewhere, and the pool drops its idle connections."""
+        self.pool.server_going_away()
+        self.settle()
+        assert not self.pool.idle()
+
     def _dies(self, backend: FakeBackend, noticed: bool) -> None:
         reset = self.resets.get(backend)
         if backend in self.pings():
