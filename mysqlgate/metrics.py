@@ -88,6 +88,12 @@ class GateCollector(Collector):
         reachable = GaugeMetricFamily("mysqlgate_upstream_reachable",
                                       "1 unless the server could not be reached",
                                       labels=["pool"])
+        unreachable_for = GaugeMetricFamily(
+            "mysqlgate_upstream_unreachable_seconds",
+            "How long the server has been unreachable, clients waiting meanwhile (0: it "
+            "answers)", labels=["pool"])
+        outages = CounterMetricFamily("mysqlgate_upstream_outages",
+                                      "Times the server became unreachable", labels=["pool"])
         wait = HistogramMetricFamily("mysqlgate_queue_wait_seconds",
                                      "How long clients waited for an upstream connection",
                                      labels=["pool"])
@@ -119,6 +125,8 @@ class GateCollector(Collector):
             effective.add_metric([name], pool.effective_size)
             waiting.add_metric([name], pool.waiting_count)
             reachable.add_metric([name], 0 if pool.unreachable else 1)
+            unreachable_for.add_metric([name], pool.unreachable_for)
+            outages.add_metric([name], stats.outages)
             cumulative = 0
             buckets = []
             for bound, count in zip((*WAIT_BUCKETS, float("inf")), stats.wait_buckets,
@@ -134,10 +142,11 @@ class GateCollector(Collector):
             for cause, count in (("idle", stats.closed_idle), ("lifetime", stats.closed_lifetime),
                                  ("ping", stats.pings_failed), ("lost", stats.closed_broken),
                                  ("evicted", stats.key_evictions),
-                                 ("paused", stats.closed_paused)):
+                                 ("paused", stats.closed_paused),
+                                 ("excess", stats.closed_excess)):
                 closed.add_metric([name, cause], count)
-        yield from (connections, size, effective, waiting, reachable, wait, connects, failures,
-                    limited, timeouts, resets, closed)
+        yield from (connections, size, effective, waiting, reachable, unreachable_for,
+                    outages, wait, connects, failures, limited, timeouts, resets, closed)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -40,7 +40,8 @@ def _columns(*spec: tuple[str, type]) -> tuple[Column, ...]:
 POOL_COLUMNS = _columns(
     ("pool", str), ("size", int), ("effective_size", int), ("in_use", int), ("idle", int),
     ("opening", int), ("waiting", int), ("longest_wait_s", float), ("clients", int),
-    ("pinned", int), ("in_transaction", int), ("paused", int), ("status", str))
+    ("pinned", int), ("in_transaction", int), ("paused", int), ("status", str),
+    ("unreachable_s", float))
 
 
 def pools(ctx: GateContext) -> Table:
@@ -50,13 +51,14 @@ def pools(ctx: GateContext) -> Table:
         pool = account.pool
         sessions = [s for s in ctx.sessions.values() if s.account is account and
                     s.authenticated]
-        status = "ok" if pool.unreachable is None else f"unreachable: {pool.unreachable}"
+        status = "ok" if pool.unreachable is None else \
+            f"unreachable for {pool.unreachable_for:.1f}s: {pool.unreachable}"
         rows.append((
             pool.name, pool.settings.size, pool.effective_size, pool.lent_count,
             pool.idle_count, pool.opening_count, pool.waiting_count, pool.longest_wait,
             len(sessions), sum(1 for s in sessions if s.pins),
             sum(1 for s in sessions if s.in_transaction or s.savepoints),
-            int(pool.paused), status))
+            int(pool.paused), status, pool.unreachable_for))
     return Table(POOL_COLUMNS, rows)
 
 
@@ -137,6 +139,7 @@ def totals(ctx: GateContext) -> dict[str, int]:
         "upstream_connects": sum(p.connects for p in pools),
         "upstream_connect_failures": sum(p.connect_failures for p in pools),
         "upstream_limit_rejections": sum(p.limit_rejections for p in pools),
+        "upstream_outages": sum(p.outages for p in pools),
         "upstream_resets": sum(p.resets for p in pools),
         "queue_waits": sum(p.waited for p in pools),
         "queue_timeouts": sum(p.wait_timeouts for p in pools),

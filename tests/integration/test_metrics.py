@@ -134,12 +134,21 @@ def test_healthz_follows_the_server(
     assert status == 503 and "unreachable" in body, (status, body)
     code, said = _health_command(port)  # the container image's HEALTHCHECK
     assert code == 1 and said.startswith("503 upstream unreachable"), said
-    reachable = [value for (name, _), value in _scrape(port).items()
+    scraped = _scrape(port)
+    reachable = [value for (name, _), value in scraped.items()
                  if name == "mysqlgate_upstream_reachable"]
     assert reachable == [0]
+    # The outage: how long so far, and how many.
+    (unreachable_for,) = [value for (name, _), value in scraped.items()
+                          if name == "mysqlgate_upstream_unreachable_seconds"]
+    assert unreachable_for > 0
+    assert [value for (name, _), value in scraped.items()
+            if name == "mysqlgate_upstream_outages_total"] == [1]
 
     private_server.start()
     wait_until(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
+    assert [value for (name, _), value in _scrape(port).items()
+            if name == "mysqlgate_upstream_unreachable_seconds"] == [0]
     with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
         assert fetch_rows(conn, "SELECT 1") == ((1,),)
 
