@@ -62,6 +62,7 @@ DIAGNOSTICS = f"{INTEGRATION}/test_diagnostics.py"
 UNTRACKED = f"{INTEGRATION}/test_untracked_state.py"
 IDLE_AND_KILL = f"{INTEGRATION}/test_idle_and_kill.py"
 COLD_START = f"{INTEGRATION}/test_cold_start.py"
+RESTART = f"{INTEGRATION}/test_restart.py"
 POOL_MODEL = "tests/unit/test_pool_model.py"  # the pool against its reference model
 POOL_UNIT = "tests/unit/test_pool.py"
 SQL_EFFECTS_UNIT = "tests/unit/test_sql_effects.py"
@@ -1010,7 +1011,8 @@ MUTATIONS += (
                     "                for waiter in list(self._waiters):  # mutation\n"
                     "                    self._fail(waiter, self.unreachable_error())\n"
                     "            return\n"),),
-        tests=(POOL_MODEL, POOL_UNIT),
+        tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error", POOL_MODEL,
+               POOL_UNIT),
     ),
     Mutation(
         name="a connection's death leaves the idle ones unchecked",
@@ -1019,7 +1021,8 @@ MUTATIONS += (
                     "            if died:\n"
                     "                self._suspect_idle()\n",
                     "            pass  # mutation\n"),),
-        tests=(POOL_MODEL, POOL_UNIT),
+        tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error", POOL_MODEL,
+               POOL_UNIT),
     ),
     Mutation(
         name="clients connect on their own while the server is unreachable",
@@ -1037,7 +1040,15 @@ MUTATIONS += (
                     "        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self._outage.since) *"
                     " PROBE_GROWTH))\n",
                     "        delay = PROBE_MAX  # mutation\n"),),
-        tests=(POOL_UNIT,),
+        tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error", POOL_UNIT),
+    ),
+    Mutation(
+        name="a statement answered 1053 (server shutting down) is not run again",
+        guarantee="A read the server refused because it shuts down waits for it, unseen",
+        edits=(_session("        if event == Event.ERR and not self.forwarded and end =="
+                        " scanner.event_end and \\\n",
+                        "        if False and \\\n"),),
+        tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error",),
     ),
     Mutation(
         name="console open to any OS user without a password",
