@@ -115,8 +115,8 @@ async def probe_variables(backend: BackendConnection, names: list[str]) -> Varia
             continue  # settable; or global only, which no tracker reports
         read_only_code = failure.err.code in (ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY)
         (read_only if read_only_code else refused).add(name)
-    log.debug("upstream %s: read-only session variables: %s; refused: %s",
-              backend.upstream.address, sorted(read_only), sorted(refused))
+    log.debug("upstream %s: %d session variables are read-only; setting these pins: %s",
+              backend.upstream.address, len(read_only), ", ".join(sorted(refused)))
     return VariableKinds(frozenset(read_only), frozenset(refused))
 
 

@@ -89,6 +89,11 @@ class ServerInfo:
     auth_plugin: str
     mariadb_capabilities: int
 
+    @property
+    def mariadb(self) -> bool:
+        """MariaDB, not MySQL: where the two differ (MariaDB's version says so)."""
+        return b"MariaDB" in self.version
+
 
 class Exchange:
     """One command's response in flight. Subclasses decide where the bytes go and

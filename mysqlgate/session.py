@@ -87,10 +87,12 @@ from .session_state import (
     reconcile,
 )
 from .sql_effects import (
+    KEEPS,
     PIN_REASONS,
     PINNING,
     RESET_AFTER,
     Effect,
+    found_rows_after_ok,
     kill_target,
     read_only,
     statement_effects,
@@ -312,7 +314,7 @@ class ClientExchange(Exchange):
         if event == Event.OK:
             ok = OK.parse(bytes(buf[event_start:end]), CLIENT.SESSION_TRACK)
             session.note_ok(ok, self.backend)
-            session.note_result(scanner, ok.affected_rows)
+            session.note_result(scanner, ok)
             if self.settings is not None:
                 self.settings.append(ok)
             if ok.session_state is None and ok.status & SERVER_SESSION_STATE_CHANGED == 0:
@@ -332,7 +334,7 @@ class ClientExchange(Exchange):
         if event == Event.EOF:
             status = scanner.status
             session.note_status(status, buf[event_start + 1] | buf[event_start + 2] << 8)
-            session.note_result(scanner, 0)
+            session.note_result(scanner, None)
             if status & SERVER_SESSION_STATE_CHANGED:
                 # A result set changed state; classic EOF cannot say what.
                 session.unexplained_change()
@@ -1135,7 +1137,9 @@ class Session:
             self.send_ok()  # nothing of it waits on any connection
             return True
         if command == COMMAND.COM_STMT_FETCH and not statement.cursor:
-            self.send_error(1421, f"The statement ({statement_id}) has no open cursor")
+            # The server's own text (MySQL ends it with a full stop, MariaDB does not).
+            self.send_error(1421, f"The statement ({statement_id}) has no open cursor"
+                            + ("" if self.account.server.mariadb else "."))
             return True
         return False
 
@@ -1152,7 +1156,7 @@ class Session:
         if target is None:
             # Long data has no reply, so the client's next command (its execute) comes
             # before the prepare's answer names the statement: prepare it first.
-            if b"MariaDB" not in self.account.server.version or \
+            if not self.account.server.mariadb or \
                     command == COMMAND.COM_STMT_SEND_LONG_DATA:
                 return None
             prepare = (prepare_packet(statement.sql),)
@@ -1553,12 +1557,13 @@ class Session:
         if upstream is not None:
             upstream.conditions = True
 
-    def note_result(self, scanner: ResponseScanner, affected_rows: int) -> None:
-        """The end of one result of a statement: what ROW_COUNT() and FOUND_ROWS() say
-        about it afterwards."""
-        if scanner.command != COMMAND.COM_QUERY and scanner.command != COMMAND.COM_STMT_EXECUTE:
+    def note_result(self, scanner: ResponseScanner, ok: OK | None) -> None:
+        """The end of one result of a statement (`ok`: the OK packet that ended it, if
+        one did): what ROW_COUNT() and FOUND_ROWS() say about it afterwards."""
+        command = scanner.command
+        if command != COMMAND.COM_QUERY and command != COMMAND.COM_STMT_EXECUTE:
             return
-        if scanner.result_set:
+        if scanner.result_set or ok is None:
             if self.effects & Effect.CALC_FOUND_ROWS:
                 found: int | None | object = None  # only the server knows
             elif self.effects & Effect.SHOW_CONDITIONS:
@@ -1566,8 +1571,13 @@ class Session:
             else:
                 found = scanner.rows
             self._note_values(self.backend, -1, found)
-        else:
-            self._note_values(self.backend, affected_rows, KEEP)
+            return
+        sql, start = self.current, 1
+        if command == COMMAND.COM_STMT_EXECUTE:
+            statement = self.statements.get(int.from_bytes(sql[1:5], "little"))
+            sql, start = (statement.sql, 0) if statement is not None else (b"", 0)
+        found = found_rows_after_ok(sql, start, ok.info, self.account.server.mariadb)
+        self._note_values(self.backend, ok.affected_rows, KEEP if found == KEEPS else found)
 
     def _note_values(self, backend: BackendConnection | None, row_count: int,
                      found_rows: int | None | object) -> None:
@@ -1701,7 +1711,7 @@ class Session:
         modes = sql_mode.split(",")
         if "NO_BACKSLASH_ESCAPES" in modes:
             status |= SERVER_STATUS_NO_BACKSLASH_ESCAPES
-        if "ANSI_QUOTES" in modes and b"MariaDB" in self.account.server.version:
+        if "ANSI_QUOTES" in modes and self.account.server.mariadb:
             status |= SERVER_STATUS_ANSI_QUOTES
         return status
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from .builtin_names import BUILTIN_NAMES
+
 
 class Effect:
     """What a statement may leave behind on its connection: bits of a plain int.
@@ -63,6 +65,10 @@ class Effect:
     # The statement uses a table: it empties the diagnostics area, which statements
     # without tables (SELECT 1, DO, SET, COMMIT) leave as it is (measured).
     TABLES = 1 << 25
+    # Calls a stored function (a name followed by `(` that is no built-in): what it
+    # does inside is reported only in part (MySQL with classic EOF packets reports a
+    # user variable it sets nowhere; neither server reports a named lock it takes).
+    STORED_FUNCTION = 1 << 26
     # INSERT ... ON DUPLICATE KEY UPDATE: when it updates, its OK packet's insert id
     # is the row's, and LAST_INSERT_ID() does not change (measured).
     UPSERT = 1 << 27
@@ -101,7 +107,7 @@ for _effect in PIN_REASONS:
 # Effects after which the connection is reset before anyone else gets it, without
 # pinning the client: a procedure's user variables and temporary tables raise the
 # trackers' flag (and pin then), but a named lock it takes does not.
-RESET_AFTER = Effect.STORED_PROCEDURE | Effect.DYNAMIC_SQL
+RESET_AFTER = Effect.STORED_PROCEDURE | Effect.DYNAMIC_SQL | Effect.STORED_FUNCTION
 
 # Words that must appear for any effect above; text without them needs no tokenising.
 _HINT = re.compile(
@@ -113,6 +119,8 @@ _HINT = re.compile(
     rb"|REPAIR|CHECK|CHECKSUM)\b|;",
     re.IGNORECASE,
 )
+# A word followed by `(`: maybe a stored function (Effect.STORED_FUNCTION).
+_ANY_CALL = re.compile(rb"([\w$]+)\s*\(")
 # A statement that starts with SET or USE may be settings only (Effect.SETTINGS).
 _LEADING_SET = re.compile(rb"\s*(?:SET|USE)\b", re.IGNORECASE)
 
@@ -203,6 +211,9 @@ _PLAIN_STOP_WORDS = re.compile(
 )
 # FROM followed by a token that is not DUAL (the rule for TABLES in _statement).
 _PLAIN_FROM_TABLE = re.compile(rb"\bFROM\b(?=\s*(?!DUAL\b)\S)")
+# A word followed by `(`, and the word before it (see _calls_stored_function).
+_PLAIN_CALL = re.compile(rb"\b(\w+)\s*\(")
+_PLAIN_WORD_BEFORE = re.compile(rb"(\w+)\s*\Z")
 
 
 def _plain_effects(sql: bytes, start: int = 0) -> int | None:
@@ -219,6 +230,11 @@ def _plain_effects(sql: bytes, start: int = 0) -> int | None:
     if _PLAIN_CHARS.fullmatch(text, start) is None or b"--" in text or \
             _PLAIN_STOP_WORDS.search(text, start) is not None:
         return None
+    for call in _PLAIN_CALL.finditer(text, start):
+        if call.group(1) not in BUILTIN_NAMES:
+            before = _PLAIN_WORD_BEFORE.search(text, start, call.start())
+            if before is None or before.group(1) not in _NAME_BEFORE_PARENTHESIS:
+                return None  # a stored function, maybe: the full reading decides
     if first.group(1) is None or _PLAIN_FROM_TABLE.search(text, start) is not None:
         return Effect.TABLES  # INSERT, UPDATE, DELETE, REPLACE; a SELECT FROM a table
     return Effect.NONE
@@ -253,7 +269,9 @@ _REMEMBERED_TEXT_MAX = 512
 
 def _read_effects(sql: bytes, start: int = 0) -> int:
     """statement_effects without the fast path: the full reading."""
-    if _HINT.search(sql, start) is None and _LEADING_SET.match(sql, start) is None:
+    if _HINT.search(sql, start) is None and _LEADING_SET.match(sql, start) is None and \
+            not any(call.group(1).upper() not in BUILTIN_NAMES
+                    for call in _ANY_CALL.finditer(sql, start)):
         return Effect.NONE
     effects = _effects(tokens(sql, start, True))
     if b"\\" in sql:
@@ -443,6 +461,10 @@ def _statement(toks: list[Token]) -> int:
             effects |= Effect.CALC_FOUND_ROWS
         elif call and text in _DIAGNOSTIC_FUNCTIONS:
             effects |= Effect.DIAGNOSTIC_VALUES
+        elif call and text not in BUILTIN_NAMES and first not in _DEFINING and not (
+            i and toks[i - 1][0] == "word" and toks[i - 1][1] in _NAME_BEFORE_PARENTHESIS
+        ):
+            effects |= Effect.STORED_FUNCTION
         elif text in (b"WARNINGS", b"ERRORS") and first == b"SHOW" or text == b"DIAGNOSTICS":
             effects |= Effect.DIAGNOSTICS_READ
             if first == b"SHOW" and second in (b"WARNINGS", b"ERRORS"):
@@ -496,6 +518,18 @@ def _statement(toks: list[Token]) -> int:
         effects |= Effect.TRANSACTION_END
     return effects
 
+
+# Statements whose `name(` defines or names things rather than calling a function.
+_DEFINING = frozenset({
+    b"CREATE", b"ALTER", b"DROP", b"RENAME", b"GRANT", b"REVOKE", b"SHOW", b"DESCRIBE",
+    b"DESC", b"HELP", b"CALL", b"PREPARE", b"DEALLOCATE", b"HANDLER", b"LOCK", b"XA",
+})
+# After these a name followed by `(` is a table with a column list (INSERT INTO t (a)),
+# a CTE or derived table's column names (WITH c (a) AS, AS d (a)), not a call.
+_NAME_BEFORE_PARENTHESIS = frozenset({
+    b"INTO", b"TABLE", b"UPDATE", b"FROM", b"JOIN", b"WITH", b"RECURSIVE", b"AS",
+    b"REFERENCES", b"INDEX", b"KEY", b"PARTITION", b"VIEW",
+})
 
 _READ_ONLY_FIRST_WORDS = frozenset({b"SELECT", b"SHOW", b"DESCRIBE", b"DESC", b"EXPLAIN", b"HELP"})
 _WRITING_WORDS = frozenset({b"INTO", b"ANALYZE", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE"})
@@ -628,3 +662,45 @@ def kill_target(sql: bytes, start: int = 0) -> tuple[str, int | None]:
     if len(rest) == 1 and rest[0].isdigit():
         return kind, int(rest[0])
     return "other", None
+
+
+# -- FOUND_ROWS() after a statement answered with OK --------------------------------------
+
+KEEPS = -1  # found_rows_after_ok: the statement leaves FOUND_ROWS() as it was
+_ROWS_MATCHED = re.compile(rb"Rows matched: (\d+)")
+_FIRST_WORD = re.compile(rb"\s*\(*\s*([A-Za-z]+)")
+_UPDATE_TABLES = re.compile(rb"\s*UPDATE\b(.*?)\bSET\b", re.IGNORECASE | re.DOTALL)
+_MANY_TABLES = re.compile(rb",|\bJOIN\b", re.IGNORECASE)
+
+
+def found_rows_after_ok(sql: bytes, start: int, info: bytes, mariadb: bool) -> int | None:
+    """FOUND_ROWS() after sql[start:] answered OK: its new value, KEEPS, or None when
+    only the server knows. Measured on MariaDB 10.11 and MySQL 9.7, which differ:
+
+    | statement                | MariaDB          | MySQL            |
+    |--------------------------|------------------|------------------|
+    | UPDATE of one table      | keeps            | rows matched     |
+    | UPDATE of several tables | rows matched     | 0                |
+    | DO ...                   | keeps            | 1                |
+    | SELECT ... INTO ...      | 0 (1 row)        | rows selected    |
+    | INSERT, DELETE, SET, ... | keeps            | keeps            |
+    """
+    first = _FIRST_WORD.match(sql, start)
+    if first is None:
+        return None  # a comment first, or no text (a statement unknown to mysqlgate)
+    word = first.group(1).upper()
+    if word == b"UPDATE":
+        matched = _ROWS_MATCHED.search(info)
+        tables = _UPDATE_TABLES.match(sql, start)
+        if matched is None or tables is None or b"/*" in tables.group(1) or \
+                b"#" in tables.group(1) or b"--" in tables.group(1):
+            return None
+        several = _MANY_TABLES.search(tables.group(1)) is not None
+        if mariadb:
+            return int(matched.group(1)) if several else KEEPS
+        return 0 if several else int(matched.group(1))
+    if word == b"DO":
+        return KEEPS if mariadb else 1
+    if word in (b"SELECT", b"WITH", b"TABLE", b"VALUES"):
+        return None  # SELECT ... INTO: how many rows it selected, the server knows
+    return KEEPS
