@@ -207,9 +207,13 @@ def close_packet(server_id: int) -> bytes:
                          0)[0]
 
 
-def unknown_handler_message(statement_id: int, command: int) -> str:
-    """The server's own text for an id it does not know."""
-    name = {COMMAND.COM_STMT_EXECUTE: "mysqld_stmt_execute",
-            COMMAND.COM_STMT_FETCH: "mysqld_stmt_fetch",
-            COMMAND.COM_STMT_RESET: "mysqld_stmt_reset"}.get(command, "mysqld_stmt_execute")
+def unknown_handler_message(statement_id: int, command: int, mariadb: bool) -> str:
+    """The server's own text for an id it does not know (MySQL 8 and later name one
+    function for every command, MariaDB the command's)."""
+    if not mariadb:
+        name = "mysql_stmt_precheck"
+    else:
+        name = {COMMAND.COM_STMT_EXECUTE: "mysqld_stmt_execute",
+                COMMAND.COM_STMT_FETCH: "mysqld_stmt_fetch",
+                COMMAND.COM_STMT_RESET: "mysqld_stmt_reset"}.get(command, "mysqld_stmt_execute")
     return f"Unknown prepared statement handler ({statement_id}) given to {name}"

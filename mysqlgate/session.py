@@ -1131,7 +1131,8 @@ class Session:
             return True  # no reply
         if statement is None:
             if command != COMMAND.COM_STMT_SEND_LONG_DATA:  # which has no reply
-                self.send_error(1243, unknown_handler_message(statement_id, command))
+                self.send_error(1243, unknown_handler_message(
+                    statement_id, command, self.account.server.mariadb))
             return True
         if command == COMMAND.COM_STMT_RESET and not (statement.long_data or statement.cursor):
             self.send_ok()  # nothing of it waits on any connection
@@ -1354,8 +1355,9 @@ class Session:
             ok.warnings or ok.session_state is None for ok in oks
         ) or len(oks) != exchange.scanner.results:
             return
+        own = self.account.variables.own
         self.account.settings.put(exchange.packet.payload,
-                              tuple(ok.session_state for ok in oks if ok.session_state))
+                                  tuple(own(ok.session_state) for ok in oks if ok.session_state))
 
     def _replay_failed(self, exchange: ClientExchange) -> None:
         err = self.replay_error
@@ -1612,10 +1614,7 @@ class Session:
             self.unexplained_change()
             return
         kinds = self.account.variables
-        if kinds.server_set:  # what the server changed by itself is not the session's
-            tracked = dataclasses.replace(tracked, variables=[
-                (name, value) for name, value in tracked.variables
-                if name not in kinds.server_set])
+        tracked = kinds.own(tracked)  # what the server changed by itself is not the session's
         if any(name in UNMOVABLE_VARIABLES or name in kinds.unreplayable
                for name, _ in tracked.variables):
             self.pin(PIN_SESSION_STATE)
@@ -1643,8 +1642,7 @@ class Session:
                 self.tracking = self.tracking.with_setting(name, value)
                 if upstream is not None:
                     self.tracking_disturbed = True  # the connection must track all again
-            elif name not in UNMOVABLE_VARIABLES and name not in kinds.server_set \
-                    and name not in kinds.unreplayable:
+            elif name not in UNMOVABLE_VARIABLES and name not in kinds.unreplayable:
                 variables.append((name, value))
         charsets = self.account.charsets
         apply_tracked(self.state.variables, variables, self.current, charsets)

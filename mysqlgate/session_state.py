@@ -10,6 +10,7 @@ never set (SPEC section 2, "Session state follows the client").
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -45,6 +46,14 @@ class VariableKinds:
 
     server_set: frozenset[str] = frozenset()
     unreplayable: frozenset[str] = frozenset()
+
+    def own(self, tracked: TrackedChanges) -> TrackedChanges:
+        """A tracker report without what the server changed on its own."""
+        if not self.server_set or not tracked.variables:
+            return tracked
+        return dataclasses.replace(tracked, variables=[
+            (name, value) for name, value in tracked.variables
+            if name not in self.server_set])
 
 
 def quoted(name: str) -> str:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from mysqlgate.charsets import Charsets, builtin
+from mysqlgate.protocol.messages import SessionState as TrackedChanges
 from mysqlgate.session_state import (
     SessionState,
+    VariableKinds,
     apply_tracked,
     reconcile,
     set_statement,
@@ -15,7 +17,6 @@ from mysqlgate.session_state import (
 )
 
 from .wire import frame
-
 
 BUILTIN = builtin()
 charset_variables = BUILTIN.handshake_variables
@@ -327,3 +328,12 @@ def test_set_statement_orders_charsets_collations_others_sql_mode() -> None:
         "SET SESSION `character_set_client`='latin1', "
         "`collation_connection`='latin1_swedish_ci', `time_zone`='+00:00', `sql_mode`='ANSI'"
     )
+
+
+def test_the_servers_own_changes_are_not_the_sessions() -> None:
+    """Issue 14: MySQL reports its read-only statement_id after every statement; as part
+    of the session it was replayed (SET statement_id = N: 1238) when the client moved."""
+    kinds = VariableKinds(server_set=frozenset({"statement_id"}))
+    reported = TrackedChanges([("sql_mode", "ANSI"), ("statement_id", "29")], None, True)
+    assert kinds.own(reported) == TrackedChanges([("sql_mode", "ANSI")], None, True)
+    assert VariableKinds().own(reported) == reported
