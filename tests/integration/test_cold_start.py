@@ -56,8 +56,9 @@ def test_server_started_after_mysqlgate(
                 assert time.monotonic() < deadline, "not served after the server came up"
                 time.sleep(0.2)
     # A new client gets the server's own greeting now.
-    with contextlib.closing(gate.connect(ssl_disabled=True)) as late:
-        assert "MariaDB" in late.get_server_info()
+    with contextlib.closing(gate.connect(ssl_disabled=True)) as late, \
+            contextlib.closing(db.connect(ssl_disabled=True)) as direct:
+        assert late.get_server_info() == direct.get_server_info()
         with late.cursor() as cursor:
             cursor.execute("SELECT 1")
             assert cursor.fetchone() == (1,)

@@ -72,16 +72,17 @@ def test_local_answer_is_the_servers_answer(
     settings ask), and its session then has the setting."""
     flags = CLIENT.MULTI_STATEMENTS | CLIENT.SESSION_TRACK
     gate = gate_factory("--pool-size", "1")
+    state_sql = db.server.dialect.translate(
+        "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
+        " @@character_set_client, DATABASE()")
     with contextlib.closing(db.connect(client_flag=flags, ssl_disabled=True)) as direct:
         expected = _parsed(_raw_answers(direct, sql))
-        after = fetch_rows(direct, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
-                              " @@character_set_client, DATABASE()")
+        after = fetch_rows(direct, state_sql)
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as first:
         assert _parsed(_raw_answers(first, sql)) == expected  # from the server
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as second:
         assert _parsed(_raw_answers(second, sql)) == expected  # from mysqlgate
-        assert fetch_rows(second, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
-                             " @@character_set_client, DATABASE()") == after
+        assert fetch_rows(second, state_sql) == after
 
 
 def test_connection_per_request_sends_the_setting_once(

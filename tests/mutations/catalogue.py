@@ -125,6 +125,49 @@ MUTATIONS: tuple[Mutation, ...] = (
             *leak("transaction_open", leave="after_error"),
         ),
     ),
+    # What mysqlgate sends ahead of a client's statement (issue 14, found on MySQL).
+    Mutation(
+        name="replay: a read-only variable the server set",
+        guarantee="What the server changes on its own (statement_id) is never replayed",
+        edits=(Edit("session_state.py",
+                    "        if not self.server_set or not tracked.variables:\n",
+                    "        if True:  # mutation\n"),),
+        tests=(
+            f"{INTEGRATION}/test_replay.py::test_alternating_inserts_are_each_written_once_and_answered",
+            f"{INTEGRATION}/test_local_answers.py",
+            "tests/unit/test_session_state.py::test_the_servers_own_changes_are_not_the_sessions",
+        ),
+    ),
+    Mutation(
+        name="replay: a refused restore, the write sent behind it",
+        guarantee="Never an error for a statement that ran: a write waits for a restore",
+        edits=(_session("        if plan.may_fail and self._may_write(packet, command):\n",
+                        "        if plan.changes_schema and self._may_write(packet, command):"
+                        "  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_replay.py::test_a_refused_restore_keeps_a_write_from_running",),
+    ),
+    Mutation(
+        name="replay: SET NAMES with a MariaDB default collation",
+        guarantee="A character set's default collation is the server's, not a driver's",
+        edits=(Edit("session_state.py",
+                    "                     charsets.default_collation(variables[",
+                    "                     builtin().default_collation(variables["),
+               Edit("session_state.py", "from .charsets import Charsets\n",
+                    "from .charsets import Charsets, builtin  # mutation\n")),
+        tests=(
+            f"{CLIENTS}::test_session_state_follows_client",
+            f"{SESSION_STATE_UNIT}::test_set_names_takes_the_servers_default_collation",
+        ),
+    ),
+    Mutation(
+        name="replay: a SET's warning left for the client",
+        guarantee="A replay leaves no trace: no warning of mysqlgate's SET in SHOW WARNINGS",
+        edits=(_session("        if plan.sets_variables or upstream.conditions and "
+                        "upstream.last_client != self.id:\n",
+                        "        if upstream.conditions and upstream.last_client != self.id:"
+                        "  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_replay.py::test_a_replayed_set_leaves_no_warning",),
+    ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
         name="no reset on COM_RESET_CONNECTION",
@@ -620,8 +663,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A client never reads another client's warnings or error (cleared first)",
         edits=(
             _session(
-                "        elif upstream.conditions and upstream.last_client != self.id:\n",
-                "        elif False:  # mutation\n",
+                "        if plan.sets_variables or upstream.conditions and "
+                "upstream.last_client != self.id:\n",
+                "        if plan.sets_variables:  # mutation\n",
             ),
         ),
         tests=leak("warnings", "warnings_insert_ignore", "error"),
@@ -681,8 +725,8 @@ MUTATIONS += (
         guarantee="insert_id, timestamp and the like pin instead of being replayed",
         edits=(
             _session(
-                "        if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):\n",
-                "        if False:  # mutation\n",
+                "        if any(name in UNMOVABLE_VARIABLES or name in kinds.unreplayable\n",
+                "        if any(False\n",
             ),
         ),
         tests=(f"{UNTRACKED}::test_one_shot_variables_pin_rather_than_move",),
