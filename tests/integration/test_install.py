@@ -41,6 +41,7 @@ from pathlib import Path
 import pymysql
 import pytest
 from harness import ScratchDb, free_port
+from harness.docs import code_blocks, commands
 from harness.mysql_dist import cache_dir
 
 if os.environ.get("MYSQLGATE_TEST_INSTALL") != "1":
@@ -54,8 +55,6 @@ if os.environ.get("MYSQLGATE_TEST_INSTALL") != "1":
 pytestmark = pytest.mark.timeout(1800)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "unit"))
-from test_deploy import code_blocks, commands  # noqa: E402
 
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "sudo")

@@ -16,13 +16,10 @@ from mysqlgate import cli
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _help_entries() -> dict[str, str]:
+def _help_entries(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """--help's text per flag (continuation lines joined), as wide as a terminal might be."""
-    os.environ["COLUMNS"] = "200"
-    try:
-        text = cli.build_parser().format_help()
-    finally:
-        del os.environ["COLUMNS"]
+    monkeypatch.setenv("COLUMNS", "200")
+    text = cli.build_parser().format_help()
     assert "(default: None)" not in text
     entries: dict[str, str] = {}
     flag = ""
@@ -37,8 +34,8 @@ def _help_entries() -> dict[str, str]:
     return entries
 
 
-def test_help_shows_defaults_as_the_readme_writes_them() -> None:
-    entries = _help_entries()
+def test_help_shows_defaults_as_the_readme_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = _help_entries(monkeypatch)
     assert entries["--pool-size"].endswith("(default: auto)"), entries["--pool-size"]
     assert entries["--pool-idle-timeout"].endswith("(default: auto)")
     assert entries["--pool-idle-transaction-timeout"].endswith("(default: auto)")
