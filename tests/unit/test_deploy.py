@@ -8,6 +8,7 @@ tests/integration/test_install.py (opt-in: it needs debootstrap and the network)
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -23,15 +24,17 @@ from mysqlgate.accounts import pool_settings
 from mysqlgate.config import load
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-README = (REPO_ROOT / "README.md").read_text()
-UNIT = (REPO_ROOT / "deploy" / "mysqlgate.service").read_text()
-ALWAYS_ON = (REPO_ROOT / "deploy" / "always-on-task.md").read_text()
-COMPOSE = (REPO_ROOT / "deploy" / "docker-compose.sidecar.yml").read_text()
-EXAMPLE = (REPO_ROOT / "deploy" / "mysqlgate.toml.example").read_text()
+
+
+# Read when a test runs, not at collection: a copy of tests/ without the docs (the
+# mutation runner's snapshot) must still collect.
+@functools.cache
+def text(name: str) -> str:
+    return (REPO_ROOT / name).read_text()
 
 
 def unit_value(key: str) -> str:
-    (value,) = re.findall(rf"^{key}=(.*)$", UNIT, re.MULTILINE)
+    (value,) = re.findall(rf"(?m)^{key}=(.*)$", text("deploy/mysqlgate.service"))
     return value
 
 
@@ -40,7 +43,7 @@ def unit_value(key: str) -> str:
 
 def test_quick_start_installs_into_a_virtual_environment() -> None:
     """Plain `pip install .` fails on Debian 12 (PEP 668) and plain Debian has no pip."""
-    (block,) = code_blocks(README, "## Quick start")[:1]
+    (block,) = code_blocks(text("README.md"), "## Quick start")[:1]
     steps = commands(block)
     assert steps[0][:3] == ["python3", "-m", "venv"], steps
     venv = steps[0][3]
@@ -53,7 +56,7 @@ def test_quick_start_installs_into_a_virtual_environment() -> None:
 
 
 def service_steps() -> list[list[str]]:
-    (block,) = code_blocks(README, "### As a systemd service")[:1]
+    (block,) = code_blocks(text("README.md"), "### As a systemd service")[:1]
     return commands(block)
 
 
@@ -69,7 +72,7 @@ def test_unit_runs_what_the_install_steps_create() -> None:
     assert ["install", "-m", "0644", "deploy/mysqlgate.service", "/etc/systemd/system/"] in steps
     # The unit's own comment gives the same steps.
     for step in steps:
-        assert " ".join(step) in " ".join(UNIT.split()), step
+        assert " ".join(step) in " ".join(text("deploy/mysqlgate.service").split()), step
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -121,8 +124,9 @@ def test_a_configuration_error_does_not_restart_the_unit(
 
 
 def test_readme_says_what_each_exit_status_means() -> None:
-    start = README.index("### Exit status")
-    table = README[start:README.index("\n\n", README.index("| 0 |", start))]
+    readme = text("README.md")
+    start = readme.index("### Exit status")
+    table = readme[start:readme.index("\n\n", readme.index("| 0 |", start))]
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()
             if re.match(r"\| \d ", line)}
     assert set(rows) == {"0", "1", "2"}
@@ -136,7 +140,7 @@ def test_readme_says_what_each_exit_status_means() -> None:
 
 def test_always_on_recipe_installs_from_a_checkout() -> None:
     """No `pip install mysqlgate`: the name is not on PyPI."""
-    blocks = code_blocks(ALWAYS_ON)
+    blocks = code_blocks(text("deploy/always-on-task.md"))
     assert not any(re.search(r"pip[\d.]* install (--user )?mysqlgate\b", block)
                    for block in blocks), blocks
     install, _, wrapper = blocks[:3]
@@ -148,7 +152,8 @@ def test_always_on_recipe_installs_from_a_checkout() -> None:
 
 
 def test_compose_sidecar_bounds_its_logs() -> None:
-    service = COMPOSE[COMPOSE.index("\n  mysqlgate:\n"):COMPOSE.index("\n  app:\n")]
+    compose = text("deploy/docker-compose.sidecar.yml")
+    service = compose[compose.index("\n  mysqlgate:\n"):compose.index("\n  app:\n")]
     logging = service[service.index("\n    logging:\n"):]
     assert re.search(r"\n {6}driver: json-file\n", logging)
     assert re.search(r'\n {8}max-size: "\d+m"\n', logging)
@@ -166,6 +171,7 @@ def test_idle_timeout_of_the_usual_server_is_the_same_everywhere() -> None:
 
     settings = pool_settings(load(None, {}, {}), Facts())  # type: ignore[arg-type]
     assert settings.idle_timeout == 270
-    assert "270 s for the\n# usual 300 s" in EXAMPLE
-    assert "280" not in EXAMPLE
-    assert "(270 s for 300 s)" in README
+    example = text("deploy/mysqlgate.toml.example")
+    assert "270 s for the\n# usual 300 s" in example
+    assert "280" not in example
+    assert "(270 s for 300 s)" in text("README.md")
