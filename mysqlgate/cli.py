@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -39,12 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     for setting in config.SETTINGS:
         if setting.name in ("upstream.url", "listen.addresses"):
             continue
+        default = config.show_default(setting)
+        text = setting.help if default is None else f"{setting.help} (default: {default})"
+        # argparse %-formats help texts ("90% of wait_timeout").
         parser.add_argument(config.flag_name(setting.name), dest=setting.name, metavar="VALUE",
-                            help=f"{setting.help} (default: {setting.default})")
+                            help=text.replace("%", "%%"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = run_command(argv)
+        # Flushed here rather than at exit, so that a reader gone away is caught below.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader stopped reading (`mysqlgate status --json | head`): no traceback, and,
+        # as for any tool whose output was cut short, a non-zero status. stdout now points
+        # at /dev/null so that the interpreter's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def run_command(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
         name: value for name, value in vars(args).items() if "." in name and value is not None

@@ -7,6 +7,7 @@ serve -> startup (probe, pools, listeners) -> main loop (janitor) -> shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from .accounts import Account, pool_settings, probe, read_facts
 from .admin import AdminConsole
-from .admin.views import show_value
+from .admin.views import describe_command, show_value
 from .backend import BackendConnection, open_backend
 from .config import (
     SETTINGS,
@@ -38,13 +39,17 @@ from .frontend import ClientConnection
 from .metrics import MetricsServer
 from .pool import UpstreamPool
 from .protocol import results
-from .session import UpstreamSession, close_unused_statements, reset_upstream
+from .session import Session, UpstreamSession, close_unused_statements, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
 IDLE_CHECK_SLICE = 500  # sessions checked by the janitor between two yields
 T = TypeVar("T")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
+# While it drains, mysqlgate says this often what it still waits for: a silent wait of
+# up to 30 s looks like a hang to whoever pressed Ctrl-C.
+DRAIN_REPORT_EVERY = 5.0
+DRAIN_CLIENTS_NAMED = 5  # clients described in a drain report; the rest are counted
 
 
 class Gate:
@@ -56,6 +61,9 @@ class Gate:
         self.ctx: GateContext | None = None
         self.servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
+        # A second stop request while draining: stop at once, rolling transactions back.
+        self._hurry = asyncio.Event()
+        self.stop_reason = ""
         self._janitor: asyncio.Task[None] | None = None
         self.metrics: MetricsServer | None = None
         self.admin: AdminConsole | None = None
@@ -244,7 +252,15 @@ class Gate:
             pool.settings.ping_after = fresh.ping_after
         logging.getLogger("mysqlgate").setLevel(config["log.level"].upper())
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "SHUTDOWN from the admin console") -> None:
+        """Stop as SIGTERM does; asked again while draining, stop at once."""
+        if self._stop.is_set():
+            if not self._hurry.is_set():
+                log.warning("%s again: stopping now; transactions still open are rolled "
+                            "back", reason)
+            self._hurry.set()
+            return
+        self.stop_reason = reason
         self._stop.set()
 
     async def wait_stopped(self) -> None:
@@ -261,13 +277,7 @@ class Gate:
         ctx = self.ctx
         if ctx is None:
             return
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        # Sessions not in a transaction can go now; the others may finish theirs.
-        while time.monotonic() < deadline:
-            busy = [s for s in ctx.sessions.values() if s.backend is not None]
-            if not busy:
-                break
-            await asyncio.sleep(0.1)
+        await self._drain(ctx)
         for session in list(ctx.sessions.values()):
             session.on_client_gone()
         await asyncio.sleep(0)
@@ -279,6 +289,56 @@ class Gate:
             if listener.path and os.path.exists(listener.path):
                 os.unlink(listener.path)
         log.info("stopped; totals: %s", ctx.summary())
+
+
+    async def _drain(self, ctx: GateContext) -> None:
+        """Let clients holding an upstream connection (a statement running, a transaction
+        open, pinned) finish, up to SHUTDOWN_GRACE; the others can go now. Says what it
+        waits for, and how a second signal ends the wait."""
+        start = time.monotonic()
+        deadline = start + SHUTDOWN_GRACE
+        next_report = start
+        while True:
+            busy = [s for s in ctx.sessions.values() if s.backend is not None]
+            now = time.monotonic()
+            if not busy:
+                if now - start >= 1.0:
+                    log.info("every client finished after %.0f s", now - start)
+                return
+            if self._hurry.is_set():
+                log.warning("not waiting for %d client(s): %s", len(busy),
+                            describe_holders(busy, now))
+                return
+            if now >= deadline:
+                log.warning("waited %.0f s (the most a stop waits); stopping now, rolling "
+                            "back what is still open: %s", SHUTDOWN_GRACE,
+                            describe_holders(busy, now))
+                return
+            if now >= next_report:
+                log.warning("stopping: waiting up to %.0f s more for %d client(s) holding an "
+                            "upstream connection to finish: %s. Another SIGTERM or Ctrl-C "
+                            "stops at once, rolling their transactions back",
+                            deadline - now, len(busy), describe_holders(busy, now))
+                next_report = now + DRAIN_REPORT_EVERY
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._hurry.wait()
+
+
+def describe_holders(sessions: list[Session], now: float) -> str:
+    """`client 3 (app@127.0.0.1:51234) idle in transaction for 12 s; ...`: who holds
+    connections during a stop, and since when (at most DRAIN_CLIENTS_NAMED of them)."""
+    parts = []
+    for session in sorted(sessions, key=lambda s: s.last_command_at)[:DRAIN_CLIENTS_NAMED]:
+        what = session.activity()
+        statement = describe_command(session.current) if session.busy else None
+        if statement:
+            what += f" ({statement[:60]})"
+        who = f"{session.user}@{session.peer}" if session.user else session.peer
+        parts.append(f"client {session.id} ({who}) {what} for "
+                     f"{now - session.last_command_at:.0f} s")
+    more = len(sessions) - DRAIN_CLIENTS_NAMED
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def client_tls(config: Config) -> ssl.SSLContext | None:
@@ -327,8 +387,8 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
     """Run until SIGTERM/SIGINT; SIGHUP re-reads the configuration with `load`."""
     gate = Gate(config, load)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, gate.stop)
+    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT (Ctrl-C)")):
+        loop.add_signal_handler(sig, gate.stop, name)
     if load is not None:
         loop.add_signal_handler(signal.SIGHUP, gate.reload)
     try:
@@ -340,6 +400,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
         log.error("configuration error: %s", exc)
         return 2
     await gate.wait_stopped()
-    log.info("shutting down")
+    log.info("shutting down (%s): no new clients; those holding an upstream connection may "
+             "finish for up to %.0f s", gate.stop_reason, SHUTDOWN_GRACE)
     await gate.shutdown()
     return 0

@@ -256,14 +256,20 @@ class AdminConnection:
                 return "wrong user or password (admin.user, admin.password)"
             return None
         if self.user != expected_user:
-            return f"the console's user is {expected_user!r} (admin.user)"
+            return f"no console user {self.user!r}; the console's user is {expected_user!r} " \
+                "(admin.user)"
         # Root too: it can read and signal the process anyway, and under systemd's
         # DynamicUser no one else shares the service's uid (`sudo mysqlgate status`).
         uid = peer_uid(self.writer.get_extra_info("socket"))
-        if uid is None or uid not in (os.getuid(), 0):
-            return (f"admin.password is not set, so only OS user {_user_name(os.getuid())} "
-                    "(or root) may log in, over the console's unix socket or loopback")
-        return None
+        if uid is not None and uid in (os.getuid(), 0):
+            return None
+        admitted = "root" if os.getuid() == 0 else f"{_user_name(os.getuid())} (or root)"
+        rule = (f"admin.password is not set, so only OS user {admitted} may log in, over the "
+                "console's unix socket or loopback")
+        if uid is None:
+            return (f"{rule}, and who runs this client ({self.peer}) cannot be told; set "
+                    "admin.password to admit others")
+        return f"{rule}, not OS user {_user_name(uid)}; set admin.password to admit others"
 
     # -- commands ---------------------------------------------------------------------
 

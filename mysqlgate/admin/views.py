@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import __version__
-from ..config import SETTINGS, Setting
+from ..config import SETTINGS, Setting, parse_setting, show_default
 from ..context import GateContext
 from ..protocol.constants import COMMAND
 from ..protocol.resultset import Column, Value
@@ -63,7 +63,7 @@ def pools(ctx: GateContext) -> Table:
 CLIENT_COLUMNS = _columns(
     ("id", int), ("user", str), ("address", str), ("state", str), ("statement", str),
     ("pins", str), ("connected_s", float), ("idle_s", float), ("upstream_thread", int),
-    ("pool", str))
+    ("pool", str), ("autocommit", int))
 
 
 def clients(ctx: GateContext) -> Table:
@@ -77,7 +77,11 @@ def clients(ctx: GateContext) -> Table:
             describe_command(session.current), ", ".join(sorted(session.pins)) or None,
             now - session.connected_at, 0.0 if session.busy else now - session.last_command_at,
             backend.thread_id if backend is not None else None,
-            session.account.name if session.authenticated else None))
+            session.account.name if session.authenticated else None,
+            # 0 beside `idle in transaction` is the usual story: a driver that starts with
+            # autocommit off (PyMySQL, mysqlclient) opened a transaction with its first
+            # statement and holds the connection until it commits.
+            int(session.autocommit) if session.authenticated else None))
     return Table(CLIENT_COLUMNS, rows)
 
 
@@ -207,19 +211,18 @@ def config(ctx: GateContext) -> Table:
     shown = ctx.config.public()
     rows: list[tuple[Value, ...]] = []
     for setting in SETTINGS:
-        unset = "auto" if _takes_auto(setting) else None
-        rows.append((setting.name, show_value(shown[setting.name]) or unset,
-                     show_value(setting.default) or unset,
-                     "yes" if setting.reloadable else "no", setting.help))
+        rows.append((setting.name, show_value(shown[setting.name]) or _unset_word(setting),
+                     show_default(setting), "yes" if setting.reloadable else "no",
+                     setting.help))
     return Table(CONFIG_COLUMNS, rows)
 
 
-def _takes_auto(setting: Setting) -> bool:
-    """Whether the setting's None means `auto` (its parser reads "auto" as None)."""
-    try:
-        return setting.parse("auto") is None
-    except (TypeError, ValueError):
-        return False
+def _unset_word(setting: Setting) -> str | None:
+    """What a value of None stands for: the word of a default that parses to None
+    (`auto`, `off`), else nothing (NULL: not set)."""
+    if setting.default is not None and parse_setting(setting.name, setting.default) is None:
+        return show_default(setting)
+    return None
 
 
 VERSION_COLUMNS = _columns(("version", str), ("python", str), ("event_loop", str),

@@ -879,8 +879,8 @@ MUTATIONS += (
         name="console open to any OS user without a password",
         guarantee="With no admin.password, only mysqlgate's own OS user (or root) logs in",
         edits=(Edit("admin/console.py",
-                    "        if uid is None or uid not in (os.getuid(), 0):\n",
-                    "        if uid is None:  # mutation\n"),),
+                    "        if uid is not None and uid in (os.getuid(), 0):\n",
+                    "        if uid is not None:  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_admin.py::test_other_os_users_are_refused_without_a_password",),
     ),
     Mutation(
