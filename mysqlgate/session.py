@@ -687,8 +687,13 @@ class Session:
             # Answered here or by the server, ROW_COUNT() says 0 afterwards (measured).
             self.diagnostics.row_count = 0
         if command in FORWARDED:
-            self.effects = statement_effects(payload, 1) if command == COMMAND.COM_QUERY \
-                else Effect.NONE
+            if command == COMMAND.COM_QUERY:
+                self.effects = statement_effects(payload, 1)
+            elif command == COMMAND.COM_STMT_EXECUTE:
+                statement = self.statements.get(int.from_bytes(payload[1:5], "little"))
+                self.effects = statement.effects if statement is not None else Effect.NONE
+            else:
+                self.effects = Effect.NONE
             if self.effects & Effect.KILL:
                 self._kill(*kill_target(payload, 1))
                 return

@@ -109,6 +109,17 @@ for _effect in PIN_REASONS:
 # trackers' flag (and pin then), but a named lock it takes does not.
 RESET_AFTER = Effect.STORED_PROCEDURE | Effect.DYNAMIC_SQL | Effect.STORED_FUNCTION
 
+# What an execute of a prepared statement (COM_STMT_EXECUTE) may leave behind, read
+# from the statement's text: what it leaves on the connection. Not what concerns the
+# text of a COM_QUERY (settings answered locally, KILL, SET @@x rewritten, ROW_COUNT()
+# rewritten): a prepared SET @@x pins instead.
+EXECUTE_EFFECTS = (
+    PINNING | RESET_AFTER | Effect.CALC_FOUND_ROWS | Effect.SAVEPOINT
+    | Effect.TRANSACTION_END | Effect.SCHEMA_CHANGE | Effect.UPSERT | Effect.LASTVAL_READ
+    | Effect.TABLES | Effect.DIAGNOSTICS_READ | Effect.SHOW_CONDITIONS
+    | Effect.UNREPORTED_SET
+)
+
 # Words that must appear for any effect above; text without them needs no tokenising.
 _HINT = re.compile(
     rb"@|\b(?:GET_LOCK|ROLE|HANDLER|LAST_INSERT_ID|NEXTVAL|SETVAL|LASTVAL|NEXT|PREVIOUS"

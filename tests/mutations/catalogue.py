@@ -168,6 +168,15 @@ MUTATIONS: tuple[Mutation, ...] = (
                         "  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_replay.py::test_a_replayed_set_leaves_no_warning",),
     ),
+    Mutation(
+        name="a prepared statement's effects ignored",
+        guarantee="GET_LOCK or stored code run by COM_STMT_EXECUTE does not outlive its client",
+        edits=(_session(
+            "                self.effects = statement.effects if statement is not None "
+            "else Effect.NONE\n",
+            "                self.effects = Effect.NONE  # mutation\n"),),
+        tests=(f"{LEAKS}::test_named_lock_of_a_prepared_statement_goes_with_its_client",),
+    ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
         name="no reset on COM_RESET_CONNECTION",
