@@ -30,6 +30,7 @@ from .protocol.framing import Packet, PacketAssembler, encode_packet
 from .protocol.messages import (
     ERR,
     AuthSwitchRequest,
+    ChangeUser,
     Handshake,
     HandshakeResponse,
     Reader,
@@ -76,6 +77,7 @@ def set_option_packet(multi_statements: bool) -> bytes:
                          0)[0]
 
 DEFAULT_CHARSET = 45  # utf8mb4_general_ci: known to MySQL 5.5+ and every MariaDB
+CONNECT_ATTRIBUTES = {b"_client_name": b"mysqlgate", b"program_name": b"mysqlgate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,8 @@ class BackendConnection(asyncio.Protocol):
         self._packet_waiter: asyncio.Future[None] | None = None
         self._connected = asyncio.get_running_loop().create_future()
         self._close_callbacks: list[Any] = []
+        self._charset = DEFAULT_CHARSET  # the login's
+        self._auth = (NATIVE_PASSWORD, b"")  # the login's plugin and nonce
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -396,15 +400,38 @@ class BackendConnection(asyncio.Protocol):
         nonce = hs.auth_data
         response = HandshakeResponse(
             caps, 1 << 24, charset, up.user.encode(), auth.scramble(plugin, password, nonce),
-            up.database.encode() if up.database else None, plugin,
-            {b"_client_name": b"mysqlgate", b"program_name": b"mysqlgate"},
+            up.database.encode() if up.database else None, plugin, CONNECT_ATTRIBUTES,
         )
         self._write_packet(response.build(), seq)
         await self._finish_auth(plugin, password, nonce)
         self._login_packets = None
+        self._charset = charset
+        await self.query(TRACKING_SQL)
+
+    async def change_user(self) -> None:
+        """COM_CHANGE_USER to the same account and database: a new session, like
+        COM_RESET_CONNECTION, that also leaves a database a client selected when the
+        account has none of its own (no command deselects one; issue 16). Only on a
+        connection with nothing in flight; its proof answers the login's nonce (or the
+        server switches plugins and asks again)."""
+        if self._exchanges or self.closed:
+            raise ConnectionResetError("the upstream connection is busy or closed")
+        plugin, nonce = self._auth
+        up = self.upstream
+        password = up.password.encode()
+        request = ChangeUser(up.user.encode(), auth.scramble(plugin, password, nonce),
+                             up.database.encode() if up.database else None,
+                             self._charset, plugin)
+        self._login_packets = PacketAssembler()
+        try:
+            self._write_packet(request.build(self.capabilities, CONNECT_ATTRIBUTES), 0)
+            await self._finish_auth(plugin, password, nonce)
+        finally:
+            self._login_packets = None
         await self.query(TRACKING_SQL)
 
     async def _finish_auth(self, plugin: str, password: bytes, nonce: bytes) -> None:
+        self._auth = (plugin, nonce)
         while True:
             packet = await self._read_packet()
             payload = packet.payload
@@ -425,6 +452,7 @@ class BackendConnection(asyncio.Protocol):
             if first == 0xFE:  # auth switch
                 switch = AuthSwitchRequest.parse(payload)
                 plugin, nonce = switch.plugin, switch.data
+                self._auth = (plugin, nonce)
                 if plugin not in auth.SUPPORTED_PLUGINS:
                     raise UpstreamAuthError(
                         f"the upstream server asks for auth plugin {plugin!r}, which "

@@ -938,7 +938,10 @@ class Session:
         plan = reconcile(self.state, upstream.state, upstream.fresh,
                          force_reset=self._needs_own_session(upstream))
         commands: list[bytes] = []
-        if plan.reset:
+        if plan.change_user:
+            upstream.after_reset()  # as a reset, and the database goes too
+            upstream.state.schema = upstream.fresh.schema
+        elif plan.reset:
             commands += upstream.reset_commands()
             upstream.after_reset()
         commands += plan.commands
@@ -952,7 +955,10 @@ class Session:
             backend.multi_statements = self.multi_statements
         upstream.state = self.state.copy()
         upstream.values = None
-        if plan.may_fail and self._may_write(packet, command):
+        if plan.change_user:
+            self._run_task(self._replay_then_forward(packet, command, backend, commands,
+                                                     change_user=True))
+        elif plan.may_fail and self._may_write(packet, command):
             # Never an error for a statement that ran (SPEC section 4): a statement that
             # may write waits for the replay, and does not run if the server refused it.
             # Reads go in the same write; if the replay fails, their answer is dropped.
@@ -970,15 +976,25 @@ class Session:
         return False
 
     async def _replay_then_forward(self, packet: Packet, command: int,
-                                   backend: BackendConnection, commands: list[bytes]) -> None:
-        """The replay selects another database: a statement that may write waits for
-        it, so that it never runs in the old one if the database went away."""
+                                   backend: BackendConnection, commands: list[bytes],
+                                   change_user: bool = False) -> None:
+        """The statement waits for the replay: it may write and the replay may be
+        refused (see _attach), or the connection must first leave a database by a new
+        login (change_user)."""
         try:
+            if change_user:
+                await backend.change_user()
             await backend.pipeline(commands)
         except asyncio.CancelledError:
             return
         except ServerError as exc:
             self._restore_refused(backend, exc)
+            return
+        except MysqlgateError as exc:  # the new login refused (a password changed)
+            backend.abort(exc)
+            self._lost(backend, exc, self.in_transaction or bool(self.pins),
+                       "before the statement was sent", -1)
+            self._command_over()
             return
         except (ConnectionError, OSError) as exc:
             if not (self.in_transaction or self.pins or self._retrying):

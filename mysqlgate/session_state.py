@@ -182,6 +182,9 @@ class Reconciliation:
     # It selects another database: that fails when the database was dropped, and
     # whatever is sent behind it runs in the old one.
     changes_schema: bool = False
+    # The connection must leave its database (the client has none): a new login, which
+    # resets the session too, before the commands.
+    change_user: bool = False
 
     @property
     def needed(self) -> bool:
@@ -199,7 +202,13 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
     connection holds right after a reset."""
     plan = Reconciliation()
     base = upstream
-    if force_reset or any(name not in client.variables for name in upstream.variables):
+    # A client that never chose a schema gets the one a fresh connection starts in,
+    # not whatever the previous client left behind; when that is none, only a new login
+    # on the connection (COM_CHANGE_USER, a reset too) leaves the database selected.
+    wanted = client.schema if client.schema is not None else fresh.schema
+    plan.change_user = wanted is None and upstream.schema is not None
+    if force_reset or plan.change_user or any(
+            name not in client.variables for name in upstream.variables):
         plan.reset = True  # it holds a variable the client never set
         base = fresh
     changed = {
@@ -210,9 +219,6 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
         plan.commands.append(set_statement(changed))
         plan.sets_variables = True
     schema = upstream.schema  # COM_RESET_CONNECTION keeps the current database
-    # A client that never chose a schema gets the one a fresh connection starts in,
-    # not whatever the previous client left behind.
-    wanted = client.schema if client.schema is not None else fresh.schema
     if wanted is not None and wanted != schema:
         plan.commands.append(
             encode_packet(bytes((COMMAND.COM_INIT_DB,)) + wanted.encode(), 0)[0]

@@ -125,3 +125,36 @@ def test_a_replayed_set_leaves_no_warning(
             fetch_rows(client, "SHOW WARNINGS")
         other.rollback()
     assert got == expected
+
+
+class _WithoutDatabase(ScratchDb):
+    """The scratch account, with an upstream URL that names no database."""
+
+    def __init__(self, db: ScratchDb) -> None:  # noqa: D107 - shares db's account
+        self.__dict__.update(db.__dict__)
+
+    @property
+    def upstream_url(self) -> str:
+        return super().upstream_url.rsplit("/", 1)[0] + "/"
+
+
+def test_a_client_without_a_database_never_finds_another_clients(
+    gate_factory: Callable[..., Gate], db: ScratchDb, db_factory: Callable[..., ScratchDb]
+) -> None:
+    """Issue 16: behind an upstream URL without a database, a client that connected
+    without one found itself in the database the previous client of its connection
+    selected (no command deselects a database). As directly, DATABASE() is NULL."""
+    other = db_factory()
+    with contextlib.closing(db.root()) as root, root.cursor() as cursor:
+        for host in ("%", "localhost"):
+            cursor.execute(f"GRANT ALL ON `{other.database}`.* TO %s@%s", (db.user, host))
+    gate = gate_factory("--pool-size", "1", db=_WithoutDatabase(db))
+    for _ in range(3):
+        with contextlib.closing(gate.connect(database=None, ssl_disabled=True)) as a:
+            assert fetch_rows(a, "SELECT DATABASE()") == ((None,),)
+            fetch_rows(a, f"USE `{other.database}`")
+            ((a_id,),) = fetch_rows(a, "SELECT CONNECTION_ID()")
+        with contextlib.closing(gate.connect(database=None, ssl_disabled=True)) as b:
+            assert fetch_rows(b, "SELECT DATABASE(), CONNECTION_ID()") == ((None, a_id),)
+        with contextlib.closing(gate.connect(ssl_disabled=True)) as c:  # names one
+            assert fetch_rows(c, "SELECT DATABASE()") == ((db.database,),)

@@ -141,8 +141,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="replay: a refused restore, the write sent behind it",
         guarantee="Never an error for a statement that ran: a write waits for a restore",
-        edits=(_session("        if plan.may_fail and self._may_write(packet, command):\n",
-                        "        if plan.changes_schema and self._may_write(packet, command):"
+        edits=(_session("        elif plan.may_fail and self._may_write(packet, command):\n",
+                        "        elif plan.changes_schema and self._may_write(packet, command):"
                         "  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_replay.py::test_a_refused_restore_keeps_a_write_from_running",),
     ),
@@ -176,6 +176,15 @@ MUTATIONS: tuple[Mutation, ...] = (
             "else Effect.NONE\n",
             "                self.effects = Effect.NONE  # mutation\n"),),
         tests=(f"{LEAKS}::test_named_lock_of_a_prepared_statement_goes_with_its_client",),
+    ),
+    Mutation(
+        name="a database another client selected is kept",
+        guarantee="A client without a database never finds itself in another client's",
+        edits=(Edit("session_state.py",
+                    "    plan.change_user = wanted is None and upstream.schema is not None\n",
+                    "    plan.change_user = False  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_replay.py::"
+               "test_a_client_without_a_database_never_finds_another_clients",),
     ),
     # 2. COM_RESET_CONNECTION.
     Mutation(

@@ -19,6 +19,7 @@ from mysqlgate.protocol.messages import (
     ERR,
     OK,
     AuthSwitchRequest,
+    ChangeUser,
     Handshake,
     HandshakeResponse,
     Reader,
@@ -484,3 +485,11 @@ def test_eof_build_and_parse() -> None:
 )
 def test_is_eof(payload: bytes, eof: bool) -> None:
     assert is_eof(payload) is eof
+
+
+def test_change_user_round_trip() -> None:
+    caps = CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.CONNECT_ATTRS
+    request = ChangeUser(b"app", b"\x01" * 20, None, 45, "mysql_native_password")
+    payload = request.build(caps, {b"program_name": b"mysqlgate"})
+    assert payload[0] == 0x11
+    assert ChangeUser.parse(payload, caps) == request
