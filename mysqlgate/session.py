@@ -860,8 +860,8 @@ class Session:
                     "its %s (pool.idle_transaction_timeout)", self, idle, what)
         self.ctx.stats.idle_transaction_timeouts += 1
         self._aborted = (
-            errors.ER_LOCK_DEADLOCK if transaction else errors.CR_SERVER_LOST,
-            "40001" if transaction else "HY000",
+            errors.ER_LOCK_DEADLOCK if transaction else errors.UpstreamLost.code,
+            "40001" if transaction else errors.UpstreamLost.sqlstate,
             f"mysqlgate: this connection's {what}: it stayed idle for {idle:.0f}s holding "
             "an upstream connection while other clients waited for one "
             "(pool.idle_transaction_timeout). Start again; keep transactions short.")
@@ -910,7 +910,8 @@ class Session:
                 if isinstance(result, MysqlgateError):
                     self.send_mysqlgate_error(result)
                 else:
-                    self.send_error(2013, f"mysqlgate: no upstream connection: {result}")
+                    self.send_mysqlgate_error(
+                        errors.UpstreamUnavailable(f"no upstream connection: {result}"))
                 self._command_over()
             return
         if self.closed:
