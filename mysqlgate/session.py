@@ -721,10 +721,12 @@ class Session:
         backend = self.backend
         if backend is None:
             if command == COMMAND.COM_PING:
-                if self.account.pool.unreachable is not None:  # the server is down: say so
-                    self.send_mysqlgate_error(self.account.pool.unreachable_error())
-                else:
-                    self.send_ok()
+                # Answered for the client's connection to mysqlgate, which works even
+                # while the server is unreachable (statements then get 1053). Drivers
+                # and pools ping to decide whether to throw a connection away, and
+                # Connector/Python pings before every cursor(): an error here would
+                # reach its users as "MySQL Connection not available", not as ours.
+                self.send_ok()
                 return
             backend = self.account.pool.take_ready(self.key)
             if backend is None:
