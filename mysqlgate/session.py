@@ -726,10 +726,12 @@ class Session:
         backend = self.backend
         if backend is None:
             if command == COMMAND.COM_PING:
-                if self.account.pool.unreachable is not None:  # the server is down: say so
-                    self.send_mysqlgate_error(self.account.pool.unreachable_error())
-                else:
-                    self.send_ok()
+                # Answered for the client's connection to mysqlgate, which works even
+                # while the server is unreachable (statements then get 1053). Drivers
+                # and pools ping to decide whether to throw a connection away, and
+                # Connector/Python pings before every cursor(): an error here would
+                # reach its users as "MySQL Connection not available", not as ours.
+                self.send_ok()
                 return
             backend = self.account.pool.take_ready(self.key)
             if backend is None:
@@ -865,8 +867,8 @@ class Session:
                     "its %s (pool.idle_transaction_timeout)", self, idle, what)
         self.ctx.stats.idle_transaction_timeouts += 1
         self._aborted = (
-            errors.ER_LOCK_DEADLOCK if transaction else errors.CR_SERVER_LOST,
-            "40001" if transaction else "HY000",
+            errors.ER_LOCK_DEADLOCK if transaction else errors.UpstreamLost.code,
+            "40001" if transaction else errors.UpstreamLost.sqlstate,
             f"mysqlgate: this connection's {what}: it stayed idle for {idle:.0f}s holding "
             "an upstream connection while other clients waited for one "
             "(pool.idle_transaction_timeout). Start again; keep transactions short.")
@@ -915,7 +917,8 @@ class Session:
                 if isinstance(result, MysqlgateError):
                     self.send_mysqlgate_error(result)
                 else:
-                    self.send_error(2013, f"mysqlgate: no upstream connection: {result}")
+                    self.send_mysqlgate_error(
+                        errors.UpstreamUnavailable(f"no upstream connection: {result}"))
                 self._command_over()
             return
         if self.closed:

@@ -58,6 +58,7 @@ CAPABILITIES = f"{INTEGRATION}/test_capabilities.py"
 POOL_LIMITS = f"{INTEGRATION}/test_pool_limits.py"
 AUTH = f"{INTEGRATION}/test_auth.py"
 LEAKS = f"{INTEGRATION}/test_leaks.py"
+ERROR_CODES = f"{INTEGRATION}/test_error_codes.py"
 DIAGNOSTICS = f"{INTEGRATION}/test_diagnostics.py"
 UNTRACKED = f"{INTEGRATION}/test_untracked_state.py"
 IDLE_AND_KILL = f"{INTEGRATION}/test_idle_and_kill.py"
@@ -892,6 +893,49 @@ MUTATIONS += (
                     "            return\n",
                     "        pass  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_cold_start.py",),
+    ),
+    Mutation(
+        name="client-range code: upstream lost sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(Edit("errors.py", "    code = ER_NET_READ_ERROR\n",
+                    "    code = 2013  # mutation\n"),),
+        tests=(K(ERROR_CODES, "killed_mid_statement and (mysqlclient or mariadb-cli)"),
+               f"{INTEGRATION}/test_idle_and_kill.py::test_kill_mid_query",
+               "tests/unit/test_errors.py"),
+    ),
+    Mutation(
+        name="client-range code: unreachable server sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(Edit("errors.py",
+                    '    app can tell "did not run" from "may have run"."""\n\n'
+                    "    code = ER_SERVER_SHUTDOWN\n",
+                    '    app can tell "did not run" from "may have run"."""\n\n'
+                    "    code = 2013  # mutation\n"),),
+        tests=(K(ERROR_CODES, "server_stopped and (mysqlclient or mariadb-cli)"),
+               f"{INTEGRATION}/test_cold_start.py::test_server_started_after_mysqlgate",
+               "tests/unit/test_errors.py"),
+    ),
+    Mutation(
+        name="client-range code: idle pinned session sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(_session(
+            "            errors.ER_LOCK_DEADLOCK if transaction else errors.UpstreamLost.code,\n",
+            "            errors.ER_LOCK_DEADLOCK if transaction else 2013,  # mutation\n"),),
+        tests=(K(ERROR_CODES, "idle_pinned and (mysqlclient or mariadb-cli)"),),
+    ),
+    Mutation(
+        name="ping fails while the server is unreachable",
+        guarantee="COM_PING answers for the client's own connection, also while the server "
+                  "is down",
+        edits=(_session(
+            '                # reach its users as "MySQL Connection not available", not as ours.\n'
+            "                self.send_ok()\n",
+            "                if self.account.pool.unreachable is not None:  # mutation\n"
+            "                    self.send_mysqlgate_error(self.account.pool.unreachable_error())\n"
+            "                    return\n"
+            "                self.send_ok()\n"),),
+        tests=(f"{INTEGRATION}/test_cold_start.py::test_server_started_after_mysqlgate",
+               K(ERROR_CODES, "server_stopped and connector")),
     ),
     Mutation(
         name="console open to any OS user without a password",
