@@ -114,7 +114,16 @@ class ServerError(Exception):
         self.err = err
 
 
-def lost_message(in_transaction: bool, during: str) -> str:
+def lost_message(in_transaction: bool, during: str, may_commit: bool = False) -> str:
+    """`may_commit`: the statement lost inside the transaction may have committed it
+    (COMMIT, or one that commits implicitly: DDL, BEGIN, SET autocommit = 1, ...), and
+    the server may have done so before the connection went."""
+    if in_transaction and may_commit:
+        return (
+            f"the upstream MySQL connection was lost {during}, a statement that commits "
+            "the open transaction: it may or may not have been committed. Check before "
+            "running it again. This connection to mysqlgate is still usable."
+        )
     if in_transaction:
         return (
             f"the upstream MySQL connection was lost {during}; the open transaction "

@@ -94,6 +94,7 @@ from .sql_effects import (
     Effect,
     found_rows_after_ok,
     kill_target,
+    may_commit,
     read_only,
     statement_effects,
     with_diagnostic_values,
@@ -1411,8 +1412,19 @@ class Session:
             return
         self._lost(exchange.backend, exc, exchange.in_transaction_before,
                    "while the statement ran",
-                   exchange.scanner.last_seq if exchange.forwarded else -1)
+                   exchange.scanner.last_seq if exchange.forwarded else -1,
+                   may_commit=self._may_commit(exchange.packet))
         self._command_over()
+
+    def _may_commit(self, packet: Packet) -> bool:
+        """Whether the command may commit an open transaction (sql_effects.may_commit)."""
+        command = packet.payload[0]
+        if command == COMMAND.COM_QUERY:
+            return may_commit(packet.payload, 1)
+        if command == COMMAND.COM_STMT_EXECUTE:
+            statement = self.statements.get(int.from_bytes(packet.payload[1:5], "little"))
+            return statement is None or may_commit(statement.sql)
+        return False
 
     def _retry(self, backend: BackendConnection, exc: BaseException, packet: Packet) -> None:
         """The connection died, and the command either never reached the server or
@@ -1696,7 +1708,8 @@ class Session:
                       self.backend.thread_id, reason)
 
     def _lost(self, backend: BackendConnection, exc: BaseException,
-              was_in_transaction: bool, during: str, last_seq: int) -> None:
+              was_in_transaction: bool, during: str, last_seq: int,
+              may_commit: bool = False) -> None:
         self.ctx.stats.upstream_lost += 1
         log.warning("%s: upstream %s lost %s: %s", self, backend.thread_id, during, exc)
         backend.abort()
@@ -1704,7 +1717,7 @@ class Session:
             self.backend = None
         self.account.pool.release(backend)
         lost_state = bool(self.pins)
-        message = lost_message(was_in_transaction and not lost_state, during)
+        message = lost_message(was_in_transaction and not lost_state, during, may_commit)
         if lost_state:
             message += (" Session state that lived only on that connection (user variables,"
                         " temporary tables, prepared statements, locks) is gone.")

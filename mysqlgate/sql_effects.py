@@ -715,3 +715,24 @@ def found_rows_after_ok(sql: bytes, start: int, info: bytes, mariadb: bool) -> i
     if word in (b"SELECT", b"WITH", b"TABLE", b"VALUES"):
         return None  # SELECT ... INTO: how many rows it selected, the server knows
     return KEEPS
+
+
+# Statements that never commit a transaction, explicitly or implicitly.
+_NEVER_COMMITS = frozenset({
+    b"SELECT", b"WITH", b"VALUES", b"TABLE", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE",
+    b"ROLLBACK", b"SAVEPOINT", b"RELEASE", b"DO", b"SHOW", b"DESCRIBE", b"DESC", b"EXPLAIN",
+    b"HANDLER", b"LOAD",
+})
+
+
+def may_commit(sql: bytes, start: int = 0) -> bool:
+    """Whether sql[start:] may commit an open transaction: COMMIT, and everything that
+    commits implicitly (DDL, BEGIN, SET autocommit = 1, LOCK TABLES, CALL, ...).
+    Conservative: only statements known never to commit say no."""
+    first = _FIRST_WORD.match(sql, start)
+    if first is None:
+        return True
+    word = first.group(1).upper()
+    if word == b"ROLLBACK" and b"RELEASE" in sql.upper():
+        return False  # ROLLBACK ... RELEASE ends the session, committing nothing
+    return word not in _NEVER_COMMITS

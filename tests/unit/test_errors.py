@@ -80,3 +80,14 @@ def test_no_client_code_written_anywhere() -> None:
             if _client_code(code):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{line}: {code}")
     assert not offenders, offenders
+
+
+def test_a_lost_commit_is_not_called_rolled_back() -> None:
+    """A statement lost inside a transaction that may have committed it (COMMIT, DDL)
+    must not be reported as "nothing of it was committed": the app would run the
+    transaction again and write it twice."""
+    rolled_back = errors.lost_message(True, "while the statement ran")
+    assert "nothing of it was committed" in rolled_back
+    maybe = errors.lost_message(True, "while the statement ran", may_commit=True)
+    assert "nothing of it was committed" not in maybe
+    assert "may or may not have been committed" in maybe

@@ -22,6 +22,7 @@ from mysqlgate.sql_effects import (
     _plain_effects,
     _read_effects,
     found_rows_after_ok,
+    may_commit,
     read_only,
     statement_effects,
     tokens,
@@ -529,3 +530,27 @@ def test_found_rows_after_ok(sql: bytes, info: bytes, mariadb: int | None,
                              mysql: int | None) -> None:
     assert found_rows_after_ok(sql, 0, info, mariadb=True) == mariadb
     assert found_rows_after_ok(b"\x03" + sql, 1, info, mariadb=False) == mysql
+
+
+@pytest.mark.parametrize(
+    ("sql", "commits"),
+    [
+        (b"COMMIT", True),
+        (b"commit work", True),
+        (b"CREATE TABLE t (a INT)", True),  # DDL commits implicitly
+        (b"BEGIN", True),  # ends the open transaction with a commit
+        (b"SET autocommit = 1", True),
+        (b"LOCK TABLES t WRITE", True),
+        (b"CALL p()", True),  # anything may happen inside
+        (b"/* x */ SELECT 1", True),  # unknown first word: assume it may
+        (b"SELECT * FROM t", False),
+        (b"INSERT INTO t VALUES (1)", False),
+        (b"UPDATE t SET a = 1", False),
+        (b"ROLLBACK", False),
+        (b"ROLLBACK TO SAVEPOINT s", False),
+        (b"SAVEPOINT s", False),
+    ],
+)
+def test_may_commit(sql: bytes, commits: bool) -> None:
+    assert may_commit(sql) is commits
+    assert may_commit(b"\x03" + sql, 1) is commits
