@@ -93,6 +93,7 @@ from .sql_effects import (
     RESET_AFTER,
     Effect,
     found_rows_after_ok,
+    bare_transaction_end,
     kill_target,
     may_commit,
     read_only,
@@ -879,12 +880,18 @@ class Session:
         """A settings statement the server accepted before, or a database it let this
         account select, sent while the client holds no connection: answered here as the
         server would (its OK packets, session-tracking data and all); the change
-        reaches the server ahead of the client's next statement."""
+        reaches the server ahead of the client's next statement. And a bare COMMIT or
+        ROLLBACK with no transaction open, which changes nothing: pools send one whenever
+        a connection comes back (SQLAlchemy), and it need not wait for a connection, nor
+        fail while the server restarts."""
         if command == COMMAND.COM_QUERY and self.effects & Effect.SETTINGS:
             answers = self.account.settings.get(payload)
         elif command == COMMAND.COM_INIT_DB and payload[1:].decode(errors="replace") in \
                 self.account.known_schemas:
             answers = (TrackedChanges(schema=payload[1:].decode(), state_changed=True),)
+        elif command == COMMAND.COM_QUERY and self.effects & Effect.TRANSACTION_END and \
+                not (self.in_transaction or self.savepoints) and bare_transaction_end(payload, 1):
+            answers = (TrackedChanges(),)
         else:
             return False
         if answers is None:

@@ -736,3 +736,11 @@ def may_commit(sql: bytes, start: int = 0) -> bool:
     if word == b"ROLLBACK" and b"RELEASE" in sql.upper():
         return False  # ROLLBACK ... RELEASE ends the session, committing nothing
     return word not in _NEVER_COMMITS
+
+
+_BARE_END = re.compile(rb"\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*", re.IGNORECASE)
+
+
+def bare_transaction_end(sql: bytes, start: int = 0) -> bool:
+    """COMMIT or ROLLBACK [WORK], nothing more (no AND CHAIN, RELEASE, TO SAVEPOINT)."""
+    return _BARE_END.fullmatch(sql, start) is not None

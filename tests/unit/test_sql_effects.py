@@ -21,6 +21,7 @@ from mysqlgate.sql_effects import (
     Effect,
     _plain_effects,
     _read_effects,
+    bare_transaction_end,
     found_rows_after_ok,
     may_commit,
     read_only,
@@ -554,3 +555,15 @@ def test_found_rows_after_ok(sql: bytes, info: bytes, mariadb: int | None,
 def test_may_commit(sql: bytes, commits: bool) -> None:
     assert may_commit(sql) is commits
     assert may_commit(b"\x03" + sql, 1) is commits
+
+
+@pytest.mark.parametrize(
+    ("sql", "bare"),
+    [
+        (b"COMMIT", True), (b"rollback", True), (b" ROLLBACK WORK ;", True),
+        (b"COMMIT AND CHAIN", False), (b"ROLLBACK RELEASE", False),
+        (b"ROLLBACK TO SAVEPOINT s", False), (b"COMMIT; SELECT 1", False), (b"BEGIN", False),
+    ],
+)
+def test_bare_transaction_end(sql: bytes, bare: bool) -> None:
+    assert bare_transaction_end(sql) is bare
