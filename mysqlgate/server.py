@@ -19,6 +19,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from . import janitor
 from .accounts import Account, pool_settings, probe, read_facts
 from .admin import AdminConsole
 from .admin.views import describe_command, show_value
@@ -33,16 +34,15 @@ from .config import (
     parse_listener,
     parse_setting,
 )
-from .context import GateContext
+from .context import ClientHandle, GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .metrics import MetricsServer
 from .pool import UpstreamPool
 from .protocol import results
-from .session import Session, UpstreamSession, close_unused_statements, reset_upstream
+from .upstream_session import UpstreamSession, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
-IDLE_CHECK_SLICE = 500  # sessions checked by the janitor between two yields
 T = TypeVar("T")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
@@ -125,7 +125,8 @@ class Gate:
             await _bind("metrics.listen", address, self.metrics.start(address.host,
                                                                       address.port))
             log.info("metrics on http://%s/metrics (health: /healthz)", address)
-        self._janitor = loop.create_task(self._maintain())
+        assert self.ctx is not None
+        self._janitor = loop.create_task(janitor.run(self.ctx))
         notify_systemd("READY=1")
 
     def health_problem(self) -> str | None:
@@ -158,39 +159,6 @@ class Gate:
                             pool_settings(self.config, None))
         account = Account(upstream, self.config, None, pool)
         return account
-
-    async def _maintain(self) -> None:
-        """The janitor: age out idle connections, keep quiet attached ones alive."""
-        assert self.ctx is not None
-        accounts = self.ctx.accounts
-        interval = max(0.2, min(1.0, min(a.pool.settings.idle_timeout for a in accounts) / 4))
-        while True:
-            await asyncio.sleep(interval)
-            for account in accounts:
-                self._maintain_account(account)
-            sessions = list(self.ctx.sessions.values())
-            for start in range(0, len(sessions), IDLE_CHECK_SLICE):
-                if start:
-                    # 10,000 idle clients take ~15 ms to check: in slices, so that the
-                    # statements of busy clients are not held up behind them.
-                    await asyncio.sleep(0)
-                now = time.monotonic()
-                for session in sessions[start:start + IDLE_CHECK_SLICE]:
-                    session.check_idle(now)
-
-    @staticmethod
-    def _maintain_account(account: Account) -> None:
-        pool = account.pool
-        pool.expire_idle()
-        for backend in pool.idle():
-            close_unused_statements(backend, account.statements)
-        now = time.monotonic()
-        for backend in pool.lent():
-            # A client in a transaction or pinned may stay quiet for long; ping
-            # before the server's wait_timeout would end the connection.
-            if not backend.busy and not backend.closed and \
-                    now - backend.last_active > pool.settings.idle_timeout:
-                asyncio.ensure_future(_ping_quietly(backend))
 
     def reload(self) -> None:
         """SIGHUP: re-read the settings; reloadable ones apply at once, clients stay."""
@@ -325,7 +293,7 @@ class Gate:
                     await self._hurry.wait()
 
 
-def describe_holders(sessions: list[Session], now: float) -> str:
+def describe_holders(sessions: list[ClientHandle], now: float) -> str:
     """`client 3 (app@127.0.0.1:51234) idle in transaction for 12 s; ...`: who holds
     connections during a stop, and since when (at most DRAIN_CLIENTS_NAMED of them)."""
     parts = []
@@ -360,13 +328,6 @@ async def _bind(setting: str, address: object, start: Coroutine[Any, Any, T]) ->
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot listen on {address}: {exc.strerror or exc}")\
             from None
-
-
-async def _ping_quietly(backend: BackendConnection) -> None:
-    try:
-        await backend.ping()
-    except Exception as exc:  # the session learns of it at its next statement
-        log.info("keepalive ping of upstream %s failed: %s", backend.thread_id, exc)
 
 
 def notify_systemd(message: str) -> None:

@@ -20,6 +20,7 @@ from ..config import SETTINGS, Setting, parse_setting, show_default
 from ..context import GateContext
 from ..protocol.constants import COMMAND
 from ..protocol.resultset import Column, Value
+from ..session.client_state import HOLD_SAVEPOINT, HOLD_TRANSACTION
 
 STATEMENT_SHOWN = 200  # characters of a client's statement in SHOW CLIENTS
 RATE_WINDOW = 60.0  # seconds over which SHOW STATS computes its recent rates
@@ -43,6 +44,10 @@ POOL_COLUMNS = _columns(
     ("pinned", int), ("in_transaction", int), ("paused", int), ("status", str))
 
 
+# Why a client holds a connection, when that is a transaction (SHOW POOLS in_transaction).
+IN_TRANSACTION = (HOLD_TRANSACTION, HOLD_SAVEPOINT)
+
+
 def pools(ctx: GateContext) -> Table:
     """A row per account: how full its pool is and who waits (SHOW POOLS)."""
     rows: list[tuple[Value, ...]] = []
@@ -55,7 +60,7 @@ def pools(ctx: GateContext) -> Table:
             pool.name, pool.settings.size, pool.effective_size, pool.lent_count,
             pool.idle_count, pool.opening_count, pool.waiting_count, pool.longest_wait,
             len(sessions), sum(1 for s in sessions if s.pins),
-            sum(1 for s in sessions if s.in_transaction or s.savepoints),
+            sum(1 for s in sessions if s.hold_reason() in IN_TRANSACTION),
             int(pool.paused), status))
     return Table(POOL_COLUMNS, rows)
 

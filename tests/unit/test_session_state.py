@@ -271,7 +271,7 @@ def test_leaving_a_database_when_the_account_has_none_takes_a_new_login() -> Non
 )
 def test_which_replays_a_write_must_wait_for(client: SessionState, may_fail: bool) -> None:
     """Never an error for a statement that ran: a write waits for a replay the server
-    may refuse (session.py, _attach)."""
+    may refuse (session/attach.py, _attach)."""
     plan = reconcile(client, client_state(), FRESH)
     assert plan.may_fail is may_fail
 
