@@ -389,7 +389,7 @@ class AdminConnection:
         return "resumed"
 
     def kill(self, client_id: int, seq: int) -> None:
-        session = self.ctx.sessions.get(client_id)
+        session = self.ctx.client_named(client_id)  # as a client's own KILL finds it
         if session is None:
             raise AdminError(ER_NO_SUCH_THREAD, f"Unknown thread id: {client_id} (SHOW CLIENTS "
                              "lists the clients' ids)")
