@@ -2,7 +2,7 @@
 faults are injected at random, checked by a ledger.
 
 Usage:  python bench/soak.py [--minutes 10] [--server mariadb|mysql|both] [--seed N]
-        [--result PATH] [--keep-logs]
+        [--faults kill,restart,freeze,vanish,outsider] [--result PATH] [--keep-logs]
 
 Per server flavour: a throwaway server from the test harness (tests/harness), an account
 limited to ACCOUNT_LIMIT connections (max_user_connections), and mysqlgate in front of it
@@ -20,13 +20,15 @@ each a thread of this process:
 - idle       PyMySQL connections that sleep 5-30 s between a tag check and a write.
 
 Faults, one at a time, in random order (each kind once per cycle, shuffled), with random
-gaps: `kill` (KILL or KILL QUERY of some of mysqlgate's server connections), `restart`
+gaps: `kill` (KILL or KILL QUERY of some of mysqlgate's server connections, always
+including that of a reader in the middle of a ~40 MB result, which must then get a
+clean error and keep a usable connection), `restart`
 (the server stopped, gracefully or by SIGKILL, and started again), `freeze` (SIGSTOP of
 the server for 2-5 s, then SIGCONT), `vanish` (clients that drop their socket mid-result,
 mid-statement or mid-transaction, an uncommitted write behind), `outsider` (a program
 that logs in as the same account directly to the server and holds every connection it
 can get, up to all but OUTSIDER_LEAVES of the limit, for 5-8 s; it also KILLs mysqlgate's
-idle connections to free their slots for itself).
+idle connections once to free their slots for itself).
 
 Checks, at the end (the verdict; exit status 1 when one fails):
 
@@ -37,13 +39,17 @@ Checks, at the end (the verdict; exit status 1 when one fails):
   balance row equals the sum of its ledger rows (no half transaction).
 - session state: every client tags its session with a unique group_concat_max_len and a
   time_zone and checks both on every unit of work (in the statement's result for the
-  large reads): another client's value is a crossing, the server's default a loss.
+  large reads): another client's group_concat_max_len is a crossing, any other value not
+  its own (a default, a time zone not its own) a wrong session state. Rows of results
+  are checked too, and a reader killed mid-result must get a clean error.
 - errors: only the kinds in ALLOWED below, only while a fault of that kind is active or
   within GRACE_S after it.
 - resources: mysqlgate's VmRSS grows < RSS_GROWTH_LIMIT between minute 2 (half the run
-  for runs under 4 minutes) and the end; its open files are back to at most their
-  count before any client plus the pool size once the clients have left; no traceback
-  in its log; it is still running.
+  for runs under 4 minutes, and not before every kind of fault was seen once) and the
+  end; its open files are back to at most their count before any client plus the pool
+  size once the clients have left.
+- mysqlgate itself: still running, no traceback in its log, its pool back to full size
+  (SHOW POOLS: effective_size) at the end.
 
 Prints a summary table (a column per server) and the errors by kind; writes
 bench/results/<stamp>-soak-<flavour>.json (or --result), and keeps the logs next to it
@@ -150,7 +156,11 @@ LOG_MUST_BE_CLEAN = True
 
 # Resources of the mysqlgate process.
 RSS_GROWTH_LIMIT = 0.10
-RSS_REFERENCE_S = 120.0  # "minute 2"; runs shorter than 2 x this use half the run
+# The reference is "minute 2" (half the run for runs under 4 minutes), but never before
+# every kind of fault has been injected once: the first mid-result KILL leaves
+# mysqlgate's read-ahead buffers at their high-water mark (~35 MiB more on MySQL, not
+# given back to the OS, flat after that), which is not growth over the run.
+RSS_REFERENCE_S = 120.0
 SAMPLE_EVERY_S = 2.0
 SAMPLE_WINDOW_S = 10.0  # a figure "at" a time is the median of the samples within this
 
@@ -331,6 +341,7 @@ class Soak:
         self.state_wrong: list[str] = []
         self.wrong_rows: list[str] = []
         self.readback: list[str] = []
+        self.broken_results: list[str] = []  # see MidResultVictim
         self.vanisher_notes: Counter[str] = Counter()
         self.samples: list[tuple[float, int, int]] = []  # (t, VmRSS KiB, open fds)
         self.slow_units: list[tuple[str, float, float]] = []
@@ -339,6 +350,7 @@ class Soak:
         self.frozen = False
         self.last_fault_end = 0.0
         self.first_cycle_done = False
+        self.first_cycle_end = 0.0
 
     # -- time and bookkeeping ---------------------------------------------------------------
 
@@ -496,8 +508,9 @@ class Soak:
             common.log(f"{self.flavour}: {window.start:6.1f}-{window.end:6.1f}s {kind}: "
                        f"{window.detail}")
             done.add(kind)
-            if done >= set(self.settings.faults):
+            if done >= set(self.settings.faults) and not self.first_cycle_done:
                 self.first_cycle_done = True
+                self.first_cycle_end = window.end
             if self.stop.wait(rng.uniform(*GAP_S)):
                 return
 
@@ -513,21 +526,31 @@ class Soak:
                 and (states is None or c in states)]
 
     def fault_kill(self, rng: random.Random) -> str:
+        # A reader in the middle of a result too big for the buffers on the way: its
+        # server connection is one of those killed, with most of the result not sent.
+        victim = MidResultVictim(self, f"victim-{len(self.faults)}")
+        thread = threading.Thread(target=victim.run, daemon=True, name=victim.name)
+        thread.start()
+        victim.reading.wait(CLIENT_TIMEOUT_S)
         with contextlib.closing(self.server.root_connect()) as root:
             targets = self.gate_connections(root)
-            if not targets:
-                return "no connection to kill"
-            chosen = rng.sample(targets, rng.randint(1, len(targets)))
+            others = [t for t in targets if t[0] != victim.upstream_id]
+            chosen = rng.sample(others, rng.randint(0, len(others)))
+            if victim.upstream_id is not None:
+                chosen.append((victim.upstream_id, "Query"))
             kills = queries = 0
             with root.cursor() as cursor:
                 for thread_id, _ in chosen:
-                    query = rng.random() < 0.3
+                    query = thread_id != victim.upstream_id and rng.random() < 0.3
                     with contextlib.suppress(pymysql.err.OperationalError):  # gone meanwhile
                         cursor.execute(f"KILL {'QUERY ' if query else ''}{thread_id}")
                         queries += query
                         kills += not query
+        victim.killed.set()
+        thread.join(CLIENT_TIMEOUT_S + 5)
         busy = sum(1 for _, c in chosen if c != "Sleep")
-        return f"KILL {kills}, KILL QUERY {queries} of {len(targets)} ({busy} busy)"
+        return (f"KILL {kills}, KILL QUERY {queries} of {len(targets)} ({busy} busy); "
+                f"reader mid-result: {victim.outcome}")
 
     def fault_restart(self, rng: random.Random) -> str:
         crash = rng.random() < 0.5
@@ -567,6 +590,11 @@ class Soak:
         return ", ".join(v.outcome for v in vanishers)
 
     def fault_outsider(self, rng: random.Random) -> str:
+        """Another program on the same account: it takes every free slot of the limit,
+        once takes mysqlgate's idle connections away (KILL) to get more, and then keeps
+        taking whatever frees up, racing mysqlgate's reconnects, until it holds all but
+        OUTSIDER_LEAVES of the limit or its time is up. Killing only once: a program
+        that killed every new connection would be a KILL storm, not an outsider."""
         hold = rng.uniform(5.0, 8.0)
         cap = ACCOUNT_LIMIT - OUTSIDER_LEAVES
         held: list[pymysql.connections.Connection] = []
@@ -582,15 +610,14 @@ class Soak:
                             continue
                         except pymysql.err.MySQLError:
                             refused += 1
-                        # Full: free slots the way another program's load would, by
-                        # taking mysqlgate's idle connections away from it.
-                        mine = {c.thread_id() for c in held}
-                        idle = self.gate_connections(root, ("Sleep",), mine)
-                        with root.cursor() as cursor:
-                            for thread_id, _ in idle[: cap - len(held)]:
-                                with contextlib.suppress(pymysql.err.OperationalError):
-                                    cursor.execute(f"KILL {thread_id}")
-                                    killed += 1
+                        if not killed:
+                            mine = {c.thread_id() for c in held}
+                            idle = self.gate_connections(root, ("Sleep",), mine)
+                            with root.cursor() as cursor:
+                                for thread_id, _ in idle[: cap - len(held)]:
+                                    with contextlib.suppress(pymysql.err.OperationalError):
+                                        cursor.execute(f"KILL {thread_id}")
+                                        killed += 1
                     time.sleep(0.05)
             most = len(held)
         finally:
@@ -920,6 +947,96 @@ CLIENT_TYPES: dict[str, Callable[[Soak, str], Client]] = {
 }
 
 
+class MidResultVictim:
+    """A reader whose upstream connection the kill fault KILLs in the middle of a
+    ~40 MB result: it must see every row or the rows up to a clean error (an error
+    packet), and its connection must go on working. Anything else (a broken packet
+    stream, a hang, a bare disconnect) is recorded as a broken result."""
+
+    ROWS = 10 * BIG_ROWS
+    SQL = ("SELECT b.id, b.payload FROM soak_big b CROSS JOIN (SELECT 1 AS n UNION ALL "
+           + " UNION ALL ".join(f"SELECT {n}" for n in range(2, 11)) + ") AS ten")
+
+    def __init__(self, soak: Soak, name: str) -> None:
+        self.soak = soak
+        self.name = name
+        self.reading = threading.Event()  # set once it is inside the result
+        self.killed = threading.Event()  # set once the KILLs are sent
+        self.upstream_id: int | None = None
+        self.outcome = "did not start"
+
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.reading.set()
+
+    def _run(self) -> None:
+        soak = self.soak
+        started = soak.now()
+        step = "connect"
+        rows = 0
+        conn: Any = None
+        try:
+            conn = pymysql.connect(
+                host="127.0.0.1", port=soak.gate.port, user=soak.db.user,
+                password=soak.db.password, database=soak.db.database, autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=CLIENT_TIMEOUT_S,
+                cursorclass=pymysql.cursors.SSCursor)
+            cursor = conn.cursor()
+            # In a transaction the client keeps one upstream connection: the one whose
+            # thread id CONNECTION_ID() gives is the one that sends the result.
+            step = "begin"
+            cursor.execute("START TRANSACTION")
+            cursor.execute("SELECT CONNECTION_ID()")
+            self.upstream_id = int(cursor.fetchone()[0])
+            step = "large read"
+            cursor.execute(self.SQL)
+            for row_id, payload in cursor:
+                if payload != big_payload(row_id):
+                    soak.wrong_rows.append(f"{self.name}: row {row_id} wrong after {rows}")
+                    break
+                rows += 1
+                if rows == 2000:
+                    self.reading.set()
+                    self.killed.wait(CLIENT_TIMEOUT_S)
+            self.outcome = f"read all {rows} rows" if rows == self.ROWS else (
+                f"{rows} rows of {self.ROWS}, then the result ended without an error")
+            if rows != self.ROWS:
+                soak.broken_results.append(f"{self.name}: {self.outcome}")
+        except Exception as exc:
+            info = classify(exc)
+            self.outcome = f"{rows} rows, then {info.key}: {info.message[:70]}"
+            if info.cls in (MYSQLGATE, SERVER):
+                soak.record_error(self.name, step, started, exc)
+                self.check_usable(conn)
+            else:
+                soak.broken_results.append(f"{soak.now():.1f}s {self.name}: {self.outcome}")
+                if conn is not None and conn.open:
+                    abort(conn)  # a broken stream: nothing more to read from it
+        if conn is not None and conn.open:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def check_usable(self, conn: Any) -> None:
+        """After a clean error mysqlgate keeps the client's connection: it must work."""
+        started = self.soak.now()
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+                cursor.execute("SELECT 1")
+                cursor.fetchall()
+            self.outcome += "; connection still usable"
+        except Exception as exc:
+            info = classify(exc)
+            self.outcome += f"; then unusable: {info.key} {info.message[:60]}"
+            if info.cls in (MYSQLGATE, SERVER):
+                self.soak.record_error(self.name, "after the error", started, exc)
+            else:
+                self.soak.broken_results.append(f"{self.soak.now():.1f}s {self.name}: "
+                                                f"{self.outcome}")
+
+
 class Vanisher:
     """A client that drops its socket without a word (RST), leaving an uncommitted write
     behind: mid-result (an unbuffered read partly read), mid-statement (a SLEEP running
@@ -1075,7 +1192,9 @@ def verdict(soak: Soak) -> dict[str, Any]:
         failures.append(f"{len(atomicity)} half-applied transactions: {atomicity[:3]}")
     for name, found in (("state crossings", soak.crossings), ("wrong session states",
                         soak.state_wrong), ("wrong results", soak.wrong_rows),
-                        ("read-back mismatches", soak.readback)):
+                        ("read-back mismatches", soak.readback),
+                        ("readers killed mid-result saw no clean error",
+                         soak.broken_results)):
         if found:
             failures.append(f"{len(found)} {name}: {found[:3]}")
 
@@ -1094,6 +1213,8 @@ def verdict(soak: Soak) -> dict[str, Any]:
 
     # Resources: the reference at minute 2 (half the run when it is shorter than 4 min).
     ref_t = RSS_REFERENCE_S if soak.load_end >= 2 * RSS_REFERENCE_S else soak.load_end / 2
+    ref_t = min(max(ref_t, soak.first_cycle_end + SAMPLE_WINDOW_S / 2),
+                soak.load_end - SAMPLE_WINDOW_S)
     half = SAMPLE_WINDOW_S / 2
     rss_ref = median_near(soak.samples, ref_t - half, ref_t + half, 1)
     rss_end = median_near(soak.samples, soak.load_end - SAMPLE_WINDOW_S, soak.load_end, 1)
@@ -1125,7 +1246,8 @@ def verdict(soak: Soak) -> dict[str, Any]:
             "half_transactions": len(atomicity),
         },
         "state": {"crossings": soak.crossings, "wrong": soak.state_wrong,
-                  "wrong_results": soak.wrong_rows, "read_back": soak.readback},
+                  "wrong_results": soak.wrong_rows, "read_back": soak.readback,
+                  "broken_results": soak.broken_results},
         "errors": error_table(soak.errors),
         "errors_inside": sum(1 for r in soak.errors if r.allowed),
         "errors_outside": len(outside),
@@ -1141,6 +1263,10 @@ def verdict(soak: Soak) -> dict[str, Any]:
         "fault_windows": [dataclasses.asdict(f) for f in soak.faults],
         "units": dict(soak.units),
         "slow_units": soak.slow_units,
+        # Informational: a unit that took > 5 s with no fault near is a stall worth a look
+        # (a busy machine can cause one, so it does not fail the run).
+        "slow_units_outside": [u for u in soak.slow_units if not any(
+            u[1] <= f.end + GRACE_S and u[1] + u[2] >= f.start for f in soak.faults)],
         "vanishers": dict(soak.vanisher_notes),
         "load_s": round(soak.load_end, 1),
         "failures": failures,
@@ -1226,7 +1352,9 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
     row("session state wrong", lambda r: len(r["state"]["wrong"]))
     row("wrong results / read-backs", lambda r: f"{len(r['state']['wrong_results'])} / "
         f"{len(r['state']['read_back'])}")
+    row("killed mid-result: no clean error", lambda r: len(r["state"]["broken_results"]))
     row("errors inside fault windows", lambda r: r["errors_inside"])
+    row("units > 5 s, no fault near", lambda r: len(r["slow_units_outside"]))
     row("ERRORS OUTSIDE (not allowed)", lambda r: r["errors_outside"])
     row("RSS at ref / end (MiB)", lambda r: f"{r['resources']['rss_ref_kib'] / 1024:.1f} / "
         f"{r['resources']['rss_end_kib'] / 1024:.1f} ({r['resources']['rss_growth']:+.1%}, "
@@ -1246,7 +1374,11 @@ def print_summary(results: dict[str, dict[str, Any]]) -> None:
 
     width = max(len(label) for label, _ in rows)
     cell_width = max([len(n) for n in names] + [len(c) for _, cells in rows for c in cells])
-    print(f"\nsoak summary (grace window {GRACE_S:g}s after each fault)")
+    print(f"\nsoak summary (grace window {GRACE_S:g}s after each fault; allowed there: "
+          + "; ".join(f"{kind}: " + (" + ".join(
+              (["'mysqlgate:'"] if rule.mysqlgate else [])
+              + [str(c) for c in sorted(rule.server_codes)]) or "nothing")
+              for kind, rule in ALLOWED.items()) + ")")
     print(f"{'':<{width}}  " + "  ".join(f"{n:<{cell_width}}" for n in names))
     for label, cells in rows:
         print(f"{label:<{width}}  " + "  ".join(f"{c:<{cell_width}}" for c in cells))
