@@ -176,6 +176,9 @@ BIG_ROWS = 20_000
 BIG_PAYLOAD = 200  # bytes per row: ~4.3 MB per full read
 CLIENT_TIMEOUT_S = 45.0  # read timeout of every client: longer than any fault + queue
 CONNECT_TIMEOUT_S = 20.0
+# The reader killed mid-result: after the KILL it has ~30 MB of rows to read (a few
+# seconds); longer than this without a byte means it waits for bytes never coming.
+VICTIM_TIMEOUT_S = 20.0
 ERROR_BACKOFF_S = (0.2, 0.6)  # as an application retries after an error
 WARMUP_S = 5.0
 GAP_S = (2.0, 5.0)  # between faults
@@ -981,7 +984,7 @@ class MidResultVictim:
             conn = pymysql.connect(
                 host="127.0.0.1", port=soak.gate.port, user=soak.db.user,
                 password=soak.db.password, database=soak.db.database, autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=CLIENT_TIMEOUT_S,
+                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=VICTIM_TIMEOUT_S,
                 cursorclass=pymysql.cursors.SSCursor)
             cursor = conn.cursor()
             # In a transaction the client keeps one upstream connection: the one whose
@@ -1012,7 +1015,7 @@ class MidResultVictim:
                 self.check_usable(conn)
             else:
                 soak.broken_results.append(f"{soak.now():.1f}s {self.name}: {self.outcome}")
-                if conn is not None and conn.open:
+                if conn is not None:
                     abort(conn)  # a broken stream: nothing more to read from it
         if conn is not None and conn.open:
             with contextlib.suppress(Exception):
@@ -1091,7 +1094,11 @@ class Vanisher:
 
 
 def abort(conn: pymysql.connections.Connection) -> None:
-    """Close the connection's socket with a reset and no COM_QUIT, as a killed process."""
+    """Close the connection's socket with a reset and no COM_QUIT, as a killed process.
+    Also for a connection PyMySQL already closed after an error: its unfinished
+    unbuffered result would try to read the rest from it when collected."""
+    if conn._result is not None:
+        conn._result.unbuffered_active = False
     sock = conn._sock
     if sock is None:
         return
@@ -1103,9 +1110,6 @@ def abort(conn: pymysql.connections.Connection) -> None:
         sock.close()
     conn._sock = None
     conn._rfile = None
-    # Its unfinished result would try to read the rest when collected.
-    if conn._result is not None:
-        conn._result.unbuffered_active = False
 
 
 # ======================================================================================
