@@ -311,15 +311,22 @@ class BackendConnection(asyncio.Protocol):
                 raise failure
 
     async def outcomes(self, commands: list[bytes]) -> list[ServerError | None]:
-        """Send framed commands back to back; per command, its error or None."""
+        """Send framed commands back to back; per command, its error or None. When the
+        connection dies, every reply is still awaited (so none is left unretrieved),
+        then the first failure is raised."""
         exchanges = [self._collect(raw) for raw in commands]
         results: list[ServerError | None] = []
+        lost: BaseException | None = None
         for exchange in exchanges:
             try:
                 await exchange.wait()
                 results.append(None)
             except ServerError as exc:
                 results.append(exc)
+            except Exception as exc:  # the connection died (its reason, whatever it is)
+                lost = lost or exc
+        if lost is not None:
+            raise lost
         return results
 
     async def query(self, sql: bytes) -> list[bytes]:

@@ -61,6 +61,9 @@ class CommandOwner(Protocol):
     def run_task(self, coro: Coroutine[Any, Any, None]) -> None:
         """Go on in a task: the command waits for something."""
 
+    def end_client(self) -> None:
+        """The client's connection cannot go on: end it."""
+
 
 class ReplayExchange(Exchange):
     """One of mysqlgate's own commands sent just ahead of a client's statement, in the
@@ -291,10 +294,12 @@ class Commands:
                     payload, 1, diagnostics.row_count, diagnostics.found_rows)
                 if rewritten is not None:
                     raw = encode_packet(rewritten, 0)[0]
-        if effects & Effect.TABLES and not effects & Effect.DIAGNOSTICS_READ or \
-                command == COMMAND.COM_STMT_EXECUTE:
-            # A statement that uses a table empties the diagnostics area; one that does
-            # not (SELECT 1, SET, COMMIT, COM_PING) leaves the client's conditions there.
+        if command == COMMAND.COM_STMT_EXECUTE or not effects & Effect.DIAGNOSTICS_READ and (
+                effects & Effect.TABLES or command == COMMAND.COM_QUERY
+                and not client.account.server.mariadb):
+            # A statement empties the diagnostics area: on MariaDB one that uses a table
+            # (SELECT 1, SET, COMMIT, COM_PING leave the client's conditions there), on
+            # MySQL any but a diagnostics statement (measured on both).
             client.diagnostics.conditions = False
         client.account.pool.forbid_preemption(backend)
         if command in ZEROES_ROW_COUNT and upstream.values is not None:
@@ -452,6 +457,19 @@ class Commands:
 
     def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
         if self.client.closed:
+            return
+        scanner = exchange.scanner
+        if exchange.forwarded and not exchange.swallow and (scanner.skip or
+                                                            scanner.continuation):
+            # The client has part of a packet (a row passes on as it arrives): no error
+            # packet can follow it, only the end of the connection, as when a direct
+            # connection is cut (the driver reports its lost connection). Found by the
+            # fault soak: an ERR appended to half a row broke PyMySQL's packet stream.
+            log.warning("client %d: upstream %s lost in the middle of a packet of its "
+                        "result (%s); ending the client's connection", self.client.id,
+                        exchange.backend.thread_id, exc)
+            self._drop(exchange.backend)
+            self.owner.end_client()
             return
         if not (exchange.forwarded or exchange.in_transaction_before or exchange.retried) \
                 and time.monotonic() - exchange.sent_at < RETRY_WITHIN \

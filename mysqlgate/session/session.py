@@ -338,6 +338,9 @@ class Session:
         self.client.busy = True
         self.task = asyncio.get_running_loop().create_task(coro)
 
+    def end_client(self) -> None:
+        self.on_client_gone()
+
     def redo(self, packet: Packet) -> None:
         self.task = None
         self.dispatch(packet)

@@ -186,6 +186,14 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=(f"{INTEGRATION}/test_replay.py::"
                "test_a_client_without_a_database_never_finds_another_clients",),
     ),
+    Mutation(
+        name="an error packet after half a row",
+        guarantee="A connection lost mid-packet ends the client's, never corrupts its stream",
+        edits=(Edit("session/exchange.py",
+                    "        if exchange.forwarded and not exchange.swallow and (scanner.skip or\n",
+                    "        if False and (scanner.skip or  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
+    ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
         name="no reset on COM_RESET_CONNECTION",
