@@ -25,15 +25,6 @@ FAULT_KINDS = ("kill", "restart", "freeze", "vanish", "outsider")
 # one of these, the test is an expected failure (xfail) naming them; any other failure
 # fails it. Remove an entry once its fix is in: the test then holds mysqlgate to it.
 KNOWN_DEFECTS = {
-    "readers killed mid-result saw no clean error": (
-        "an upstream lost in the middle of a result: mysqlgate forwards raw bytes up to "
-        "the last chunk read, a partial row packet included, then appends its error "
-        "packet (session.command_failed: seq from scanner.last_seq): the client's packet "
-        "framing breaks (PyMySQL: UnicodeDecodeError or 'Packet sequence number wrong')"),
-    "tracebacks in mysqlgate's log": (
-        "BackendConnection.outcomes() stops at the first ConnectionError of a pipelined "
-        "replay and leaves the later replies' futures unawaited: asyncio logs 'Future "
-        "exception was never retrieved' with a traceback (MySQL, on KILL)"),
     "the pool did not grow back": (
         "after a 1226 the pool's effective size only grows on a successful connect, and "
         "none is tried while it is at the lowered size: it stays there after the outsider "
