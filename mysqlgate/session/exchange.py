@@ -42,6 +42,12 @@ NO_REPLY = frozenset({COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA})
 # pings before every cursor and resets every prepared statement before executing it).
 ZEROES_ROW_COUNT = frozenset({COMMAND.COM_PING, COMMAND.COM_STMT_RESET, COMMAND.COM_INIT_DB})
 
+# A row cut at the end of a read is held back, up to this size, until its rest comes:
+# if the connection dies meanwhile, the client is at a packet's end and gets a clear
+# error packet. A longer row passes on as it comes (nothing waits for its end), and a
+# loss inside it can only end the client's connection.
+HOLD_ROW = 64 * 1024
+
 # A read-only statement whose connection died this soon after it was sent, before any
 # answer, is run again: the connection was dead already (closed by the server while
 # idle, or cut). Later, the loss is more likely a KILL of the running statement, and
@@ -121,7 +127,7 @@ class ClientExchange(Exchange):
 
     __slots__ = ("commands", "tracker", "client", "write_client", "backend", "packet",
                  "retried", "sent_at", "forwarded", "in_transaction_before", "tail",
-                 "swallow", "settings", "statement", "answer", "replays")
+                 "swallow", "settings", "statement", "answer", "replays", "held")
 
     def __init__(self, scanner: ResponseScanner, commands: Commands,
                  backend: BackendConnection, packet: Packet, retried: bool) -> None:
@@ -149,6 +155,7 @@ class ClientExchange(Exchange):
         self.statement: ClientStatement | None = None
         self.answer = bytearray() if scanner.command == COMMAND.COM_STMT_PREPARE else None
         self.replays: list[ReplayExchange] = []  # sent ahead of it, in the same write
+        self.held = b""  # the start of a row whose rest has not come (HOLD_ROW)
 
     def replay_error(self) -> ReplayExchange | None:
         """The replay sent ahead of it that failed, if one did."""
@@ -169,6 +176,9 @@ class ClientExchange(Exchange):
                 self.backend.send_raw(header(0, scanner.last_seq + 1))  # no file
             return
         write = self.write_client if not scanner.done else self._keep
+        if self.held:  # its rest is here now
+            write(self.held)
+            self.held = b""
         if self.answer is not None:  # a prepare's answer: small; the id becomes ours
             data = bytes(buf[start:end])
             if event == Event.PREPARE_OK and end == scanner.event_end:
@@ -178,6 +188,12 @@ class ClientExchange(Exchange):
             write(data)
             return
         if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
+            cut = scanner.cut_row
+            if cut >= start and scanner.skip and scanner.skip + end - cut <= HOLD_ROW:
+                if cut > start:
+                    write(_span(buf, start, cut))
+                self.held = bytes(buf[cut:end])
+                return
             write(_span(buf, start, end))
             return
         event_start = scanner.event_start
@@ -459,8 +475,8 @@ class Commands:
         if self.client.closed:
             return
         scanner = exchange.scanner
-        if exchange.forwarded and not exchange.swallow and (scanner.skip or
-                                                            scanner.continuation):
+        if exchange.forwarded and not exchange.swallow and not exchange.held and (
+                scanner.skip or scanner.continuation):
             # The client has part of a packet (a row passes on as it arrives): no error
             # packet can follow it, only the end of the connection, as when a direct
             # connection is cut (the driver reports its lost connection). Found by the
@@ -476,9 +492,12 @@ class Commands:
                 and retryable(exchange.packet):
             self.retry(exchange.backend, exc, exchange.packet)
             return
+        last_seq = -1
+        if exchange.forwarded:
+            # A held row was not forwarded: the error packet takes its place.
+            last_seq = (scanner.last_seq - 1) & 0xFF if exchange.held else scanner.last_seq
         self.lost(exchange.backend, exc, exchange.in_transaction_before,
-                  "while the statement ran",
-                  exchange.scanner.last_seq if exchange.forwarded else -1,
+                  "while the statement ran", last_seq,
                   may_commit=self._may_commit(exchange.packet))
         self.owner.command_over()
 

@@ -190,8 +190,18 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="an error packet after half a row",
         guarantee="A connection lost mid-packet ends the client's, never corrupts its stream",
         edits=(Edit("session/exchange.py",
-                    "        if exchange.forwarded and not exchange.swallow and (scanner.skip or\n",
-                    "        if False and (scanner.skip or  # mutation\n"),),
+                    "        if exchange.forwarded and not exchange.swallow and not exchange"
+                    ".held and (\n",
+                    "        if False and (  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
+    ),
+    Mutation(
+        name="a cut row passed on at once",
+        guarantee="A small row cut by a read waits for its rest: a loss then gets a clear error",
+        edits=(Edit("session/exchange.py",
+                    "            if cut >= start and scanner.skip and scanner.skip + end - cut"
+                    " <= HOLD_ROW:\n",
+                    "            if False:  # mutation\n"),),
         tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
     ),
     # 2. COM_RESET_CONNECTION.
