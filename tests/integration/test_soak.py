@@ -20,18 +20,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SOAK = REPO_ROOT / "bench" / "soak.py"
 FAULT_KINDS = ("kill", "restart", "freeze", "vanish", "outsider")
 
-# Defects of mysqlgate the soak found and reports (exit status 1) that are not fixed yet:
-# the start of the soak's failure text, and what it is. When every failure of a run is
-# one of these, the test is an expected failure (xfail) naming them; any other failure
-# fails it. Remove an entry once its fix is in: the test then holds mysqlgate to it.
-KNOWN_DEFECTS = {
-    "the pool did not grow back": (
-        "after a 1226 the pool's effective size only grows on a successful connect, and "
-        "none is tried while it is at the lowered size: it stays there after the outsider "
-        "left"),
-}
-
-
 @pytest.mark.timeout(300)
 def test_one_minute_soak(flavour: str, tmp_path: Path) -> None:
     run = subprocess.run(
@@ -59,9 +47,5 @@ def test_one_minute_soak(flavour: str, tmp_path: Path) -> None:
     assert result["errors_outside"] == 0, output
     assert result["resources"]["rss_growth"] < 0.10, output
 
-    known = [why for failure in result["failures"] for marker, why in KNOWN_DEFECTS.items()
-             if marker in failure]
-    if result["failures"] and len(known) == len(result["failures"]):
-        pytest.xfail("known mysqlgate defects: " + "; ".join(sorted(set(known))))
     assert result["failures"] == [], output
     assert run.returncode == 0, output
