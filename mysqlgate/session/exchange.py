@@ -28,7 +28,9 @@ from ..protocol.constants import (
 from ..protocol.framing import Packet, encode_packet, header
 from ..protocol.messages import ERR, OK
 from ..protocol.results import Event, ResponseScanner
-from ..sql_effects import Effect, may_commit, read_only, with_diagnostic_values, with_session_scope
+from ..sql_effects import Effect, read_only
+from ..sql_outcomes import may_commit
+from ..sql_rewrite import with_diagnostic_values, with_session_scope
 from ..upstream_session import upstream_of
 from .client_state import PIN_SESSION_STATE, ClientState
 from .replies import Replies
@@ -502,7 +504,7 @@ class Commands:
         self.owner.command_over()
 
     def _may_commit(self, packet: Packet) -> bool:
-        """Whether the command may commit an open transaction (sql_effects.may_commit)."""
+        """Whether the command may commit an open transaction (sql_outcomes.may_commit)."""
         command = packet.payload[0]
         if command == COMMAND.COM_QUERY:
             return may_commit(packet.payload, 1)
