@@ -707,6 +707,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        name="idle connections removed while iterated",
+        guarantee="Two idle connections that expire together drop no client (issue 16)",
+        edits=(
+            Edit("pool.py", "        for backend in reversed(list(self._idle)):\n",
+                 "        for backend in reversed(self._idle):  # mutation\n"),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_many_clients_while_connections_expire",
+            POOL_MODEL,
+            POOL_UNIT,
+        ),
+    ),
+    Mutation(
         name="capability key ignored: _return",
         guarantee="A released connection goes only to a waiter with its flags",
         edits=(
