@@ -11,13 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .backend import (
-    DEFAULT_CHARSET,
-    RESET_COMMANDS,
-    BackendConnection,
-    ServerInfo,
-    open_backend,
-)
+from .backend import RESET_COMMANDS, BackendConnection, open_backend
 from .charsets import COLLATIONS_SQL, UTF8MB4_DEFAULT, Charsets
 from .charsets import builtin as builtin_charsets
 from .config import Config, Upstream
@@ -37,6 +31,7 @@ from .session_state import (
     restore_role_statement,
 )
 from .settings_cache import SettingsCache
+from .upstream_login import DEFAULT_CHARSET, ServerInfo
 
 log = logging.getLogger("mysqlgate.accounts")
 
@@ -115,8 +110,8 @@ async def probe_variables(backend: BackendConnection, names: list[str]) -> Varia
             continue  # settable; or global only, which no tracker reports
         read_only_code = failure.err.code in (ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY)
         (read_only if read_only_code else refused).add(name)
-    log.debug("upstream %s: read-only session variables: %s; refused: %s",
-              backend.upstream.address, sorted(read_only), sorted(refused))
+    log.debug("upstream %s: %d session variables are read-only; setting these pins: %s",
+              backend.upstream.address, len(read_only), ", ".join(sorted(refused)))
     return VariableKinds(frozenset(read_only), frozenset(refused))
 
 

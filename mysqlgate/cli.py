@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from . import __version__, config, logs
+from . import __version__, config, logs, settings
 from .loops import run
 
 
@@ -36,22 +37,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="status: JSON, for scripts")
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="health: where /healthz is served (default: metrics.listen)")
-    for setting in config.SETTINGS:
+    for setting in settings.SETTINGS:
         if setting.name in ("upstream.url", "listen.addresses"):
             continue
-        parser.add_argument(config.flag_name(setting.name), dest=setting.name, metavar="VALUE",
-                            help=f"{setting.help} (default: {setting.default})")
+        default = settings.show_default(setting)
+        text = setting.help if default is None else f"{setting.help} (default: {default})"
+        # argparse %-formats help texts ("90% of wait_timeout").
+        parser.add_argument(settings.flag_name(setting.name), dest=setting.name, metavar="VALUE",
+                            help=text.replace("%", "%%"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = run_command(argv)
+        # Flushed here rather than at exit, so that a reader gone away is caught below.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader stopped reading (`mysqlgate status --json | head`): no traceback, and,
+        # as for any tool whose output was cut short, a non-zero status. stdout now points
+        # at /dev/null so that the interpreter's own flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def run_command(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
         name: value for name, value in vars(args).items() if "." in name and value is not None
     }
     try:
         cfg = config.load(args.config, config.environment(), flags)
-    except (config.ConfigError, OSError) as exc:
+    except (settings.ConfigError, OSError) as exc:
         print(f"mysqlgate: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg["log.level"], cfg["log.format"])

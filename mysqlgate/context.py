@@ -8,13 +8,79 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .accounts import Account
+from .backend import BackendConnection
 from .config import Config
 
-if TYPE_CHECKING:
-    from .session import Session
+
+class ClientHandle(Protocol):
+    """A client connection as the server, the janitor, the admin console and the
+    metrics see it (the session package's Session implements it)."""
+
+    id: int
+    peer: str
+    connected_at: float
+    last_command_at: float  # when its last command came
+    authenticated: bool
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def account(self) -> Account: ...
+
+    @property
+    def backend(self) -> BackendConnection | None:
+        """The upstream connection it holds, if any."""
+
+    @property
+    def busy(self) -> bool:
+        """A command is in progress."""
+
+    @property
+    def current(self) -> bytes:
+        """The command in progress (b"" when none)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def capabilities(self) -> int: ...
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The session variables it set (what moves with it)."""
+
+    @property
+    def pins(self) -> set[str]: ...
+
+    @property
+    def autocommit(self) -> bool: ...
+
+    def hold_reason(self) -> str | None:
+        """Why it keeps its upstream connection (session/client_state.py)."""
+
+    def leaves_state(self) -> bool:
+        """Its connection holds a transaction or state that cannot move."""
+
+    def end_idle_transaction(self, idle: float) -> None:
+        """Roll back what it holds idle on its connection, and give the connection back;
+        its next command is told (pool.idle_transaction_timeout)."""
+
+    def activity(self) -> str:
+        """What it is doing, in a word or three (SHOW CLIENTS)."""
+
+    def on_client_gone(self) -> None:
+        """End it: as if the client had disconnected."""
+
+    def kill_query_sent(self) -> None:
+        """Another client's KILL QUERY aims at its running statement: it keeps its
+        connection until the KILL has run (or the KILL would hit the next client)."""
+
+    def kill_query_ran(self) -> None:
+        """That KILL QUERY ran."""
 
 
 @dataclass
@@ -37,7 +103,7 @@ class GateContext:
     accounts: tuple[Account, ...]  # the first one's server greets clients before login
     started: float = field(default_factory=time.monotonic)
     stats: GateStats = field(default_factory=GateStats)
-    sessions: dict[int, Session] = field(default_factory=dict)  # by client id
+    sessions: dict[int, ClientHandle] = field(default_factory=dict)  # by client id
     recent_auth_failures: list[float] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     tls: ssl.SSLContext | None = None  # offered to clients (listen.tls_cert/tls_key)
@@ -54,6 +120,18 @@ class GateContext:
 
     def next_client_id(self) -> int:
         return next(self._ids)
+
+    def client_named(self, ident: int) -> ClientHandle | None:
+        """The client a KILL names: by the id its greeting gave it, or by the upstream
+        thread id its CONNECTION_ID() showed while it held that connection."""
+        found = self.sessions.get(ident)
+        if found is not None:
+            return found
+        for client in self.sessions.values():
+            backend = client.backend
+            if backend is not None and backend.thread_id == ident:
+                return client
+        return None
 
     def summary(self) -> str:
         """One line of totals, logged when mysqlgate stops."""

@@ -44,6 +44,11 @@ class ClientConnection(asyncio.Protocol):
         self.tls_offer: ssl.SSLContext | None = None
         self._tls: ClientTLS | None = None
 
+    def offer_tls(self, context: ssl.SSLContext | None) -> None:
+        """The session's greeting offers TLS: an SSLRequest as the client's first packet
+        switches this connection to TLS on the spot."""
+        self.tls_offer = context
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport

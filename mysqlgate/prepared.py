@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from .protocol.constants import COMMAND
 from .protocol.framing import HEADER_SIZE, encode_packet
+from .sql_effects import EXECUTE_EFFECTS, statement_effects
 
 LAST_PREPARED = 0xFFFFFFFF  # MariaDB: the statement this connection prepared last
 ANSWER_TTL = 60.0  # seconds a prepare answer is reused (a table may change meanwhile)
@@ -35,6 +36,9 @@ class ClientStatement:
     types: bytes | None = None  # the parameter types the client last bound
     long_data: bool = False  # sent since the last execute: it waits on one connection
     cursor: bool = False  # an open cursor lives on one connection
+    # What each execute may leave on its connection (sql_effects.EXECUTE_EFFECTS): a
+    # prepared GET_LOCK pins as the same text would (issue 16).
+    effects: int = 0
 
 
 class ClientStatements:
@@ -45,7 +49,8 @@ class ClientStatements:
         self._next_id = 1
 
     def add(self, sql: bytes, params: int, columns: int) -> ClientStatement:
-        statement = ClientStatement(self._next_id, sql, params, columns)
+        statement = ClientStatement(self._next_id, sql, params, columns,
+                                    effects=statement_effects(sql) & EXECUTE_EFFECTS)
         self._next_id = self._next_id % 0xFFFFFFFE + 1  # never 0 or LAST_PREPARED
         self._by_id[statement.id] = statement
         return statement
@@ -207,9 +212,13 @@ def close_packet(server_id: int) -> bytes:
                          0)[0]
 
 
-def unknown_handler_message(statement_id: int, command: int) -> str:
-    """The server's own text for an id it does not know."""
-    name = {COMMAND.COM_STMT_EXECUTE: "mysqld_stmt_execute",
-            COMMAND.COM_STMT_FETCH: "mysqld_stmt_fetch",
-            COMMAND.COM_STMT_RESET: "mysqld_stmt_reset"}.get(command, "mysqld_stmt_execute")
+def unknown_handler_message(statement_id: int, command: int, mariadb: bool) -> str:
+    """The server's own text for an id it does not know (MySQL 8 and later name one
+    function for every command, MariaDB the command's)."""
+    if not mariadb:
+        name = "mysql_stmt_precheck"
+    else:
+        name = {COMMAND.COM_STMT_EXECUTE: "mysqld_stmt_execute",
+                COMMAND.COM_STMT_FETCH: "mysqld_stmt_fetch",
+                COMMAND.COM_STMT_RESET: "mysqld_stmt_reset"}.get(command, "mysqld_stmt_execute")
     return f"Unknown prepared statement handler ({statement_id}) given to {name}"

@@ -7,6 +7,7 @@ serve -> startup (probe, pools, listeners) -> main loop (janitor) -> shutdown
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -18,33 +19,29 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from . import janitor
 from .accounts import Account, pool_settings, probe, read_facts
-from .admin import AdminConsole
-from .admin.views import show_value
+from .admin.console import AdminConsole
+from .admin.views import describe_command, show_value
 from .backend import BackendConnection, open_backend
-from .config import (
-    SETTINGS,
-    SETTINGS_BY_NAME,
-    Config,
-    ConfigError,
-    Upstream,
-    is_loopback,
-    parse_listener,
-    parse_setting,
-)
-from .context import GateContext
+from .config import Config, Upstream, is_loopback, parse_listener
+from .context import ClientHandle, GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .metrics import MetricsServer
 from .pool import UpstreamPool
 from .protocol import results
-from .session import UpstreamSession, close_unused_statements, reset_upstream
+from .settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, parse_setting
+from .upstream_session import UpstreamSession, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")
-IDLE_CHECK_SLICE = 500  # sessions checked by the janitor between two yields
 T = TypeVar("T")
 
 SHUTDOWN_GRACE = 30.0  # seconds for running transactions to finish on SIGTERM
+# While it drains, mysqlgate says this often what it still waits for: a silent wait of
+# up to 30 s looks like a hang to whoever pressed Ctrl-C.
+DRAIN_REPORT_EVERY = 5.0
+DRAIN_CLIENTS_NAMED = 5  # clients described in a drain report; the rest are counted
 
 
 class Gate:
@@ -56,6 +53,9 @@ class Gate:
         self.ctx: GateContext | None = None
         self.servers: list[asyncio.Server] = []
         self._stop = asyncio.Event()
+        # A second stop request while draining: stop at once, rolling transactions back.
+        self._hurry = asyncio.Event()
+        self.stop_reason = ""
         self._janitor: asyncio.Task[None] | None = None
         self.metrics: MetricsServer | None = None
         self.admin: AdminConsole | None = None
@@ -117,7 +117,8 @@ class Gate:
             await _bind("metrics.listen", address, self.metrics.start(address.host,
                                                                       address.port))
             log.info("metrics on http://%s/metrics (health: /healthz)", address)
-        self._janitor = loop.create_task(self._maintain())
+        assert self.ctx is not None
+        self._janitor = loop.create_task(janitor.run(self.ctx))
         notify_systemd("READY=1")
 
     def health_problem(self) -> str | None:
@@ -150,39 +151,6 @@ class Gate:
                             pool_settings(self.config, None))
         account = Account(upstream, self.config, None, pool)
         return account
-
-    async def _maintain(self) -> None:
-        """The janitor: age out idle connections, keep quiet attached ones alive."""
-        assert self.ctx is not None
-        accounts = self.ctx.accounts
-        interval = max(0.2, min(1.0, min(a.pool.settings.idle_timeout for a in accounts) / 4))
-        while True:
-            await asyncio.sleep(interval)
-            for account in accounts:
-                self._maintain_account(account)
-            sessions = list(self.ctx.sessions.values())
-            for start in range(0, len(sessions), IDLE_CHECK_SLICE):
-                if start:
-                    # 10,000 idle clients take ~15 ms to check: in slices, so that the
-                    # statements of busy clients are not held up behind them.
-                    await asyncio.sleep(0)
-                now = time.monotonic()
-                for session in sessions[start:start + IDLE_CHECK_SLICE]:
-                    session.check_idle(now)
-
-    @staticmethod
-    def _maintain_account(account: Account) -> None:
-        pool = account.pool
-        pool.expire_idle()
-        for backend in pool.idle():
-            close_unused_statements(backend, account.statements)
-        now = time.monotonic()
-        for backend in pool.lent():
-            # A client in a transaction or pinned may stay quiet for long; ping
-            # before the server's wait_timeout would end the connection.
-            if not backend.busy and not backend.closed and \
-                    now - backend.last_active > pool.settings.idle_timeout:
-                asyncio.ensure_future(_ping_quietly(backend))
 
     def reload(self) -> None:
         """SIGHUP: re-read the settings; reloadable ones apply at once, clients stay."""
@@ -244,7 +212,15 @@ class Gate:
             pool.settings.ping_after = fresh.ping_after
         logging.getLogger("mysqlgate").setLevel(config["log.level"].upper())
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "SHUTDOWN from the admin console") -> None:
+        """Stop as SIGTERM does; asked again while draining, stop at once."""
+        if self._stop.is_set():
+            if not self._hurry.is_set():
+                log.warning("%s again: stopping now; transactions still open are rolled "
+                            "back", reason)
+            self._hurry.set()
+            return
+        self.stop_reason = reason
         self._stop.set()
 
     async def wait_stopped(self) -> None:
@@ -261,13 +237,7 @@ class Gate:
         ctx = self.ctx
         if ctx is None:
             return
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        # Sessions not in a transaction can go now; the others may finish theirs.
-        while time.monotonic() < deadline:
-            busy = [s for s in ctx.sessions.values() if s.backend is not None]
-            if not busy:
-                break
-            await asyncio.sleep(0.1)
+        await self._drain(ctx)
         for session in list(ctx.sessions.values()):
             session.on_client_gone()
         await asyncio.sleep(0)
@@ -279,6 +249,56 @@ class Gate:
             if listener.path and os.path.exists(listener.path):
                 os.unlink(listener.path)
         log.info("stopped; totals: %s", ctx.summary())
+
+
+    async def _drain(self, ctx: GateContext) -> None:
+        """Let clients holding an upstream connection (a statement running, a transaction
+        open, pinned) finish, up to SHUTDOWN_GRACE; the others can go now. Says what it
+        waits for, and how a second signal ends the wait."""
+        start = time.monotonic()
+        deadline = start + SHUTDOWN_GRACE
+        next_report = start
+        while True:
+            busy = [s for s in ctx.sessions.values() if s.backend is not None]
+            now = time.monotonic()
+            if not busy:
+                if now - start >= 1.0:
+                    log.info("every client finished after %.0f s", now - start)
+                return
+            if self._hurry.is_set():
+                log.warning("not waiting for %d client(s): %s", len(busy),
+                            describe_holders(busy, now))
+                return
+            if now >= deadline:
+                log.warning("waited %.0f s (the most a stop waits); stopping now, rolling "
+                            "back what is still open: %s", SHUTDOWN_GRACE,
+                            describe_holders(busy, now))
+                return
+            if now >= next_report:
+                log.warning("stopping: waiting up to %.0f s more for %d client(s) holding an "
+                            "upstream connection to finish: %s. Another SIGTERM or Ctrl-C "
+                            "stops at once, rolling their transactions back",
+                            deadline - now, len(busy), describe_holders(busy, now))
+                next_report = now + DRAIN_REPORT_EVERY
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._hurry.wait()
+
+
+def describe_holders(sessions: list[ClientHandle], now: float) -> str:
+    """`client 3 (app@127.0.0.1:51234) idle in transaction for 12 s; ...`: who holds
+    connections during a stop, and since when (at most DRAIN_CLIENTS_NAMED of them)."""
+    parts = []
+    for session in sorted(sessions, key=lambda s: s.last_command_at)[:DRAIN_CLIENTS_NAMED]:
+        what = session.activity()
+        statement = describe_command(session.current) if session.busy else None
+        if statement:
+            what += f" ({statement[:60]})"
+        who = f"{session.user}@{session.peer}" if session.user else session.peer
+        parts.append(f"client {session.id} ({who}) {what} for "
+                     f"{now - session.last_command_at:.0f} s")
+    more = len(sessions) - DRAIN_CLIENTS_NAMED
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
 def client_tls(config: Config) -> ssl.SSLContext | None:
@@ -302,13 +322,6 @@ async def _bind(setting: str, address: object, start: Coroutine[Any, Any, T]) ->
             from None
 
 
-async def _ping_quietly(backend: BackendConnection) -> None:
-    try:
-        await backend.ping()
-    except Exception as exc:  # the session learns of it at its next statement
-        log.info("keepalive ping of upstream %s failed: %s", backend.thread_id, exc)
-
-
 def notify_systemd(message: str) -> None:
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
@@ -327,8 +340,8 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
     """Run until SIGTERM/SIGINT; SIGHUP re-reads the configuration with `load`."""
     gate = Gate(config, load)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, gate.stop)
+    for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT (Ctrl-C)")):
+        loop.add_signal_handler(sig, gate.stop, name)
     if load is not None:
         loop.add_signal_handler(signal.SIGHUP, gate.reload)
     try:
@@ -340,6 +353,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
         log.error("configuration error: %s", exc)
         return 2
     await gate.wait_stopped()
-    log.info("shutting down")
+    log.info("shutting down (%s): no new clients; those holding an upstream connection may "
+             "finish for up to %.0f s", gate.stop_reason, SHUTDOWN_GRACE)
     await gate.shutdown()
     return 0

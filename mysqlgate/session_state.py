@@ -10,6 +10,7 @@ never set (SPEC section 2, "Session state follows the client").
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -45,6 +46,14 @@ class VariableKinds:
 
     server_set: frozenset[str] = frozenset()
     unreplayable: frozenset[str] = frozenset()
+
+    def own(self, tracked: TrackedChanges) -> TrackedChanges:
+        """A tracker report without what the server changed on its own."""
+        if not self.server_set or not tracked.variables:
+            return tracked
+        return dataclasses.replace(tracked, variables=[
+            (name, value) for name, value in tracked.variables
+            if name not in self.server_set])
 
 
 def quoted(name: str) -> str:
@@ -173,6 +182,9 @@ class Reconciliation:
     # It selects another database: that fails when the database was dropped, and
     # whatever is sent behind it runs in the old one.
     changes_schema: bool = False
+    # The connection must leave its database (the client has none): a new login, which
+    # resets the session too, before the commands.
+    change_user: bool = False
 
     @property
     def needed(self) -> bool:
@@ -190,7 +202,13 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
     connection holds right after a reset."""
     plan = Reconciliation()
     base = upstream
-    if force_reset or any(name not in client.variables for name in upstream.variables):
+    # A client that never chose a schema gets the one a fresh connection starts in,
+    # not whatever the previous client left behind; when that is none, only a new login
+    # on the connection (COM_CHANGE_USER, a reset too) leaves the database selected.
+    wanted = client.schema if client.schema is not None else fresh.schema
+    plan.change_user = wanted is None and upstream.schema is not None
+    if force_reset or plan.change_user or any(
+            name not in client.variables for name in upstream.variables):
         plan.reset = True  # it holds a variable the client never set
         base = fresh
     changed = {
@@ -201,9 +219,6 @@ def reconcile(client: SessionState, upstream: SessionState, fresh: SessionState,
         plan.commands.append(set_statement(changed))
         plan.sets_variables = True
     schema = upstream.schema  # COM_RESET_CONNECTION keeps the current database
-    # A client that never chose a schema gets the one a fresh connection starts in,
-    # not whatever the previous client left behind.
-    wanted = client.schema if client.schema is not None else fresh.schema
     if wanted is not None and wanted != schema:
         plan.commands.append(
             encode_packet(bytes((COMMAND.COM_INIT_DB,)) + wanted.encode(), 0)[0]

@@ -20,14 +20,17 @@ import pymysql
 import pymysql.cursors
 
 from .config import Config, parse_listener
+from .settings import ConfigError
+
+CR_CONN_HOST_ERROR = 2003  # PyMySQL's code when nothing answers at the address
 
 SECTIONS = ("POOLS", "CLIENTS", "SERVERS", "STATS")
 # Columns shown on a terminal (JSON has them all), with their headings.
 TERMINAL_COLUMNS = {
     "POOLS": ("pool", "size", "effective_size", "in_use", "idle", "opening", "waiting",
               "longest_wait_s", "clients", "pinned", "in_transaction", "paused", "status"),
-    "CLIENTS": ("id", "user", "address", "state", "idle_s", "connected_s", "pins",
-                "upstream_thread", "statement"),
+    "CLIENTS": ("id", "user", "address", "state", "autocommit", "idle_s", "connected_s",
+                "pins", "upstream_thread", "statement"),
     "SERVERS": ("pool", "thread_id", "state", "client", "age_s", "idle_s"),
     "STATS": ("stat", "total", "per_second_recent", "per_second_average"),
 }
@@ -35,7 +38,8 @@ TERMINAL_COLUMNS = {
 
 def read(config: Config, address: str | None, timeout: float = 5.0) -> dict[str, Any]:
     """Every section as a list of rows (dicts), plus `version`."""
-    target = parse_listener(address or config["admin.listen"] or "127.0.0.1:6032")
+    target = parse_listener(address or config["admin.listen"] or "127.0.0.1:6032",
+                            "--admin" if address else "admin.listen")
     params: dict[str, Any] = {
         "user": config["admin.user"], "password": config["admin.password"] or "",
         "connect_timeout": timeout, "read_timeout": timeout, "autocommit": True,
@@ -63,11 +67,18 @@ def main(config: Config, address: str | None, as_json: bool, out: TextIO = sys.s
         return 2
     try:
         facts = read(config, address)
+    except ConfigError as exc:
+        print(f"mysqlgate status: {exc}", file=sys.stderr)
+        return 2
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args else ""
         detail = exc.args[1] if len(exc.args) > 1 else exc
-        print(f"mysqlgate status: cannot read the admin console at {where}: ({code}) {detail}",
-              file=sys.stderr)
+        hint = ""
+        if code == CR_CONN_HOST_ERROR:
+            hint = ("; is mysqlgate running, with this admin.listen? Give its --config, or "
+                    "the console's address with --admin host:port or unix:/path")
+        print(f"mysqlgate status: cannot read the admin console at {where}: ({code}) "
+              f"{detail}{hint}", file=sys.stderr)
         return 1
     if as_json:
         json.dump(facts, out, indent=2, default=str)
@@ -81,7 +92,23 @@ def main(config: Config, address: str | None, as_json: bool, out: TextIO = sys.s
         out.write(f"\n{section} ({len(rows)})\n")
         if rows:
             out.write(render(TERMINAL_COLUMNS[section], rows))
+        if section == "CLIENTS":
+            out.write(autocommit_note(rows))
     return 0
+
+
+def autocommit_note(clients: Sequence[dict[str, Any]]) -> str:
+    """Clients idle in a transaction with autocommit off, and what to do about them: the
+    usual reason a pool stays full (a driver's default, not a slow query)."""
+    holders = [row for row in clients
+               if row.get("state") == "idle in transaction" and row.get("autocommit") == 0]
+    if not holders:
+        return ""
+    ids = ", ".join(str(row["id"]) for row in holders)
+    return (f"\n{len(holders)} client(s) ({ids}) hold an upstream connection idle in a "
+            "transaction with autocommit off: PyMySQL and mysqlclient start that way, so a "
+            "first statement, even a SELECT, keeps the connection until COMMIT or ROLLBACK. "
+            "Turn autocommit on in the driver (autocommit=True), or commit after reads too.\n")
 
 
 def render(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
@@ -127,7 +154,15 @@ def health(config: Config, address: str | None, timeout: float = 3.0,
         print("mysqlgate health: metrics.listen is off; set it (the health check is served "
               "there) or give --metrics host:port", file=sys.stderr)
         return 2
-    target = parse_listener(where)
+    try:
+        target = parse_listener(where, "--metrics" if address else "metrics.listen")
+    except ConfigError as exc:
+        print(f"mysqlgate health: {exc}", file=sys.stderr)
+        return 2
+    if target.path is not None:
+        print(f"mysqlgate health: --metrics {where} is a unix socket; accepted: host:port, "
+              "where /healthz is served", file=sys.stderr)
+        return 2
     host = target.host if target.host not in (None, "", "0.0.0.0", "::") else "127.0.0.1"
     try:
         conn = http.client.HTTPConnection(host, target.port, timeout=timeout)

@@ -17,7 +17,8 @@ as_root() {
 }
 
 # System packages: the server the tests start, the client and sysbench some tests and the
-# benchmarks use, and what building mysqlclient (no wheels on PyPI for Linux) needs.
+# benchmarks use, what building mysqlclient (no wheels on PyPI for Linux) needs, and
+# systemd-analyze.
 missing=()
 if [ -z "${MYSQLGATE_TEST_MARIADBD:-}" ] && ! command -v mariadbd >/dev/null 2>&1 \
         && [ ! -x /usr/sbin/mariadbd ]; then
@@ -28,6 +29,14 @@ else
     if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists libmariadb; then
         missing+=(libmariadb-dev pkg-config)
     fi
+fi
+# systemd-analyze verifies deploy/mysqlgate.service (tests/unit/test_deploy.py); a machine
+# or container without systemd as its init can still run it.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# The fresh-Debian install test (tests/integration/test_install.py) makes its root with it.
+if [ "${MYSQLGATE_TEST_INSTALL:-}" = 1 ] && ! command -v debootstrap >/dev/null 2>&1 \
+        && [ ! -x /usr/sbin/debootstrap ]; then
+    missing+=(debootstrap)
 fi
 if [ ! -x .venv/bin/python ]; then
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -23,8 +23,8 @@ mysql) runs one flavour only, for a quicker look.
 
 @pytest.mark.server_options(wait_timeout=2, ...) on a test that uses the shared server sets
 those globals (SET GLOBAL, so they apply to connections opened afterwards) for the test and
-restores them after it. When a test fails, the logs of its gates and its private server are
-added to the failure report.
+restores them after it; a value written {"mariadb": 1} is for that flavour only. When a
+test fails, the logs of its gates and its private server are added to the failure report.
 
 MYSQLGATE_TEST_MARIADBD names the mariadbd binary to use (default: mariadbd on PATH, else
 /usr/sbin/mariadbd); MYSQLGATE_TEST_MYSQLD a mysqld (default: Debian sid's, fetched once
@@ -75,16 +75,25 @@ def selected_flavours() -> tuple[str, ...]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that needs a server runs on each flavour it is about."""
-    if "flavour" not in metafunc.fixturenames:
-        return
-    flavours = selected_flavours()
-    marker = metafunc.definition.get_closest_marker("only_on")
-    if marker is not None:
-        if not marker.kwargs.get("why"):
-            raise pytest.UsageError(f"{metafunc.definition.nodeid}: only_on needs why=...")
-        flavours = tuple(f for f in flavours if f in marker.args)
-    metafunc.parametrize("flavour", flavours, indirect=True, scope="session")
+    """Every test that needs a server runs on each flavour (see only_on below)."""
+    if "flavour" in metafunc.fixturenames:
+        metafunc.parametrize("flavour", selected_flavours(), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test (or one of its parameters) marked only_on(...) is not collected for the
+    other flavours: it does not exist there, rather than being skipped."""
+    kept = []
+    for item in items:
+        marker = item.get_closest_marker("only_on")
+        callspec = getattr(item, "callspec", None)
+        if marker is not None:
+            if not marker.kwargs.get("why"):
+                raise pytest.UsageError(f"{item.nodeid}: only_on needs why=...")
+            if callspec is not None and callspec.params.get("flavour") not in marker.args:
+                continue
+        kept.append(item)
+    items[:] = kept
 
 
 def _marker_options(node: pytest.Item, name: str) -> dict[str, Any]:
@@ -95,6 +104,19 @@ def _marker_options(node: pytest.Item, name: str) -> dict[str, Any]:
             raise TypeError(f"@pytest.mark.{name} takes keyword arguments only")
         options.update(marker.kwargs)
     return {key.replace("-", "_"): value for key, value in options.items()}
+
+
+def _server_options(node: pytest.Item, flavour: str) -> dict[str, Any]:
+    """The server_options for `flavour`: a value given as {"mariadb": 1} applies to the
+    flavours it names only (a variable the other one does not have)."""
+    options = {}
+    for name, value in _marker_options(node, "server_options").items():
+        if isinstance(value, dict):
+            if flavour not in value:
+                continue
+            value = value[flavour]
+        options[name] = value
+    return options
 
 
 def _uses_private_server(request: pytest.FixtureRequest) -> bool:
@@ -122,7 +144,7 @@ def server(flavour: str) -> Iterator[DbServer]:
 
 @pytest.fixture
 def private_server(request: pytest.FixtureRequest, flavour: str) -> Iterator[DbServer]:
-    options = {**SHARED_SERVER_OPTIONS, **_marker_options(request.node, "server_options")}
+    options = {**SHARED_SERVER_OPTIONS, **_server_options(request.node, flavour)}
     server = server_class(flavour)(options)
     request.node.stash[_PRIVATE_SERVER] = server
     try:
@@ -135,11 +157,11 @@ def private_server(request: pytest.FixtureRequest, flavour: str) -> Iterator[DbS
 @pytest.fixture(autouse=True)
 def _shared_server_options(request: pytest.FixtureRequest) -> Iterator[None]:
     """Apply @pytest.mark.server_options to the shared server for one test."""
-    options = _marker_options(request.node, "server_options")
-    if not options or _uses_private_server(request):
+    if not _marker_options(request.node, "server_options") or _uses_private_server(request):
         yield
         return
     server: DbServer = request.getfixturevalue("server")
+    options = _server_options(request.node, server.flavour)
     saved: dict[str, Any] = {}
     try:
         for name, value in options.items():

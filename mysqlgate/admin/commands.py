@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import SETTINGS_BY_NAME
+from ..settings import SETTINGS_BY_NAME
 
 HELP: tuple[tuple[str, str], ...] = (
     ("SHOW POOLS", "a row per account: size, in use, idle, opening, waiting, longest wait, "
@@ -58,43 +58,64 @@ _ECHOED_TABLES = re.compile(r"SHOW\s+(?:WARNINGS|ERRORS|(?:SESSION\s+|GLOBAL\s+)
                             re.IGNORECASE)
 
 
+KNOWN_COMMANDS = "; ".join(name for name, _ in HELP)
+# SET changes these only: the others need a restart.
+RELOADABLE = tuple(name for name, setting in SETTINGS_BY_NAME.items() if setting.reloadable)
+
+
 def parse(text: str) -> Command:
     sql = _COMMENTS.sub(" ", text).strip().rstrip(";").strip()
     if not sql:
         return Command("EMPTY")
     if ";" in sql:
-        raise CommandError("one command at a time, please")
+        raise CommandError(f"{sql.count(';') + 1} commands in one ({_quote(sql)}); the console "
+                           "takes one command at a time")
     words = sql.split()
     head = words[0].upper()
     if head == "SHOW" and len(words) == 2 and words[1].upper() in SHOW_WHAT:
         return Command("SHOW", words[1].upper())
     if _ECHOED_TABLES.match(sql):
         return Command("SHOW", "EMPTY")
+    if head == "SHOW":
+        what = " ".join(words[1:])
+        if len(words) > 2 and words[1].upper() in SHOW_WHAT:
+            raise CommandError(f"SHOW {words[1].upper()} takes nothing after it, not "
+                               f"{' '.join(words[2:])!r}")
+        raise CommandError(f"unknown SHOW {what!r}; accepted: SHOW "
+                           + ", SHOW ".join(SHOW_WHAT))
     if head == "HELP" and len(words) == 1:
         return Command("SHOW", "HELP")
-    if head in ("RELOAD", "PAUSE", "RESUME", "SHUTDOWN") and len(words) == 1:
-        return Command(head)
+    if head in ("RELOAD", "PAUSE", "RESUME", "SHUTDOWN", "HELP"):
+        if len(words) == 1:
+            return Command(head)
+        raise CommandError(f"{head} takes nothing after it, not {' '.join(words[1:])!r}")
     if head == "KILL":
         rest = words[1:]
         if rest and rest[0].upper() in ("CLIENT", "CONNECTION"):
             rest = rest[1:]
         if len(rest) == 1 and rest[0].isdigit():
             return Command("KILL", rest[0])
-        raise CommandError("KILL CLIENT <id>: the id as SHOW CLIENTS gives it")
+        raise CommandError(f"{_quote(sql)} names no client; accepted: KILL CLIENT <id>, with "
+                           "the id SHOW CLIENTS gives")
     if head == "SELECT":
         return Command("SELECT", select=_select_items(sql[6:]))
     if _CHATTER.match(sql):
         return Command("IGNORE")
     if head == "SET":
         return _set(sql)
-    raise CommandError(f"unknown command {words[0]!r}. Known commands: "
-                       + "; ".join(name for name, _ in HELP))
+    raise CommandError(f"unknown command {words[0]!r}; known commands: {KNOWN_COMMANDS}")
+
+
+def _quote(sql: str, limit: int = 60) -> str:
+    """A command as a message quotes it: whole, or its start."""
+    return repr(sql if len(sql) <= limit else sql[:limit - 3] + "...")
 
 
 def _set(sql: str) -> Command:
     match = _SET.fullmatch(sql)
     if match is None:
-        raise CommandError("SET <setting> = <value>, e.g. SET pool.queue_timeout = 5")
+        raise CommandError(f"cannot read {_quote(sql)} as SET <setting> = <value>; accepted "
+                           "e.g.: SET pool.queue_timeout = 5")
     name, value = match.group(1).lower(), match.group(2).strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         value = value[1:-1]
@@ -104,10 +125,17 @@ def _set(sql: str) -> Command:
             raise CommandError(f"unknown setting {name!r}; did you mean {near[0]}?")
         return Command("IGNORE")  # a session variable a driver sets (autocommit, ...)
     if name not in SETTINGS_BY_NAME:
-        raise CommandError(f"unknown setting {name!r} (SHOW CONFIG lists them)")
+        raise CommandError(f"unknown setting {name!r}; SET takes: {', '.join(RELOADABLE)}")
+    if not SETTINGS_BY_NAME[name].reloadable:
+        raise CommandError(f"{name} cannot change without a restart; SET takes: "
+                           f"{', '.join(RELOADABLE)} (edit the file and restart for the "
+                           "others)")
     return Command("SET", name, value)
 
 
+SELECTABLE = ("the console answers SELECT of @@variables, functions without arguments "
+              "(VERSION(), ...), numbers and strings only; its own commands are SHOW POOLS, "
+              "SHOW CLIENTS, ... (HELP lists them)")
 _ITEM = re.compile(
     r"\s*(@@(?:session\.|global\.|local\.)?\w+|\w+\s*\(\s*\)|-?\d+|'[^']*')"
     r"(?:\s+(?:AS\s+)?(\w+|`[^`]*`|'[^']*'))?\s*", re.IGNORECASE)
@@ -122,8 +150,7 @@ def _select_items(text: str) -> tuple[tuple[str, str], ...]:
     while True:
         match = _ITEM.match(body, pos)
         if match is None:
-            raise CommandError("the console answers SELECT of @@variables only; its commands "
-                               "are SHOW POOLS, SHOW CLIENTS, ... (HELP lists them)")
+            raise _unanswerable(text)
         expression = match.group(1)
         label = match.group(2) or expression
         items.append((label.strip("`'"), expression))
@@ -131,8 +158,12 @@ def _select_items(text: str) -> tuple[tuple[str, str], ...]:
         if pos == len(body):
             return tuple(items)
         if body[pos] != ",":
-            raise CommandError("the console answers SELECT of @@variables only (HELP)")
+            raise _unanswerable(text)
         pos += 1
+
+
+def _unanswerable(text: str) -> CommandError:
+    return CommandError(f"cannot answer {_quote('SELECT ' + text.strip())}: {SELECTABLE}")
 
 
 def evaluate(expression: str, variables: Mapping[str, object],
@@ -150,5 +181,6 @@ def evaluate(expression: str, variables: Mapping[str, object],
         return int(expression)
     name = expression.split("(")[0].strip().upper()
     if name not in functions:
-        raise CommandError(f"the console does not know {name}()")
+        raise CommandError(f"the console does not know {name}(); it knows "
+                           + ", ".join(f"{known}()" for known in functions))
     return functions[name]

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .. import __version__
-from ..config import ConfigError, Listener
+from ..config import Listener
 from ..context import GateContext
 from ..protocol import auth
 from ..protocol.constants import CLIENT, COM_RESET_CONNECTION, COMMAND, NATIVE_PASSWORD
@@ -32,6 +32,7 @@ from ..protocol.errors import ProtocolViolation
 from ..protocol.framing import MAX_PACKET_PAYLOAD, encode_packet
 from ..protocol.messages import EOF, ERR, OK, AuthSwitchRequest, Handshake, HandshakeResponse
 from ..protocol.resultset import Column, text_result
+from ..settings import ConfigError
 from . import views
 from .commands import HELP, Command, CommandError, evaluate, parse
 from .peer import peer_uid
@@ -256,14 +257,20 @@ class AdminConnection:
                 return "wrong user or password (admin.user, admin.password)"
             return None
         if self.user != expected_user:
-            return f"the console's user is {expected_user!r} (admin.user)"
+            return f"no console user {self.user!r}; the console's user is {expected_user!r} " \
+                "(admin.user)"
         # Root too: it can read and signal the process anyway, and under systemd's
         # DynamicUser no one else shares the service's uid (`sudo mysqlgate status`).
         uid = peer_uid(self.writer.get_extra_info("socket"))
-        if uid is None or uid not in (os.getuid(), 0):
-            return (f"admin.password is not set, so only OS user {_user_name(os.getuid())} "
-                    "(or root) may log in, over the console's unix socket or loopback")
-        return None
+        if uid is not None and uid in (os.getuid(), 0):
+            return None
+        admitted = "root" if os.getuid() == 0 else f"{_user_name(os.getuid())} (or root)"
+        rule = (f"admin.password is not set, so only OS user {admitted} may log in, over the "
+                "console's unix socket or loopback")
+        if uid is None:
+            return (f"{rule}, and who runs this client ({self.peer}) cannot be told; set "
+                    "admin.password to admit others")
+        return f"{rule}, not OS user {_user_name(uid)}; set admin.password to admit others"
 
     # -- commands ---------------------------------------------------------------------
 
@@ -383,7 +390,7 @@ class AdminConnection:
         return "resumed"
 
     def kill(self, client_id: int, seq: int) -> None:
-        session = self.ctx.sessions.get(client_id)
+        session = self.ctx.client_named(client_id)  # as a client's own KILL finds it
         if session is None:
             raise AdminError(ER_NO_SUCH_THREAD, f"Unknown thread id: {client_id} (SHOW CLIENTS "
                              "lists the clients' ids)")

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import __version__
-from ..config import SETTINGS, Setting
 from ..context import GateContext
 from ..protocol.constants import COMMAND
 from ..protocol.resultset import Column, Value
+from ..session.client_state import HOLD_SAVEPOINT, HOLD_TRANSACTION
+from ..settings import SETTINGS, Setting, parse_setting, show_default
 
 STATEMENT_SHOWN = 200  # characters of a client's statement in SHOW CLIENTS
 RATE_WINDOW = 60.0  # seconds over which SHOW STATS computes its recent rates
@@ -44,6 +45,10 @@ POOL_COLUMNS = _columns(
     ("unreachable_s", float))
 
 
+# Why a client holds a connection, when that is a transaction (SHOW POOLS in_transaction).
+IN_TRANSACTION = (HOLD_TRANSACTION, HOLD_SAVEPOINT)
+
+
 def pools(ctx: GateContext) -> Table:
     """A row per account: how full its pool is and who waits (SHOW POOLS)."""
     rows: list[tuple[Value, ...]] = []
@@ -57,7 +62,7 @@ def pools(ctx: GateContext) -> Table:
             pool.name, pool.settings.size, pool.effective_size, pool.lent_count,
             pool.idle_count, pool.opening_count, pool.waiting_count, pool.longest_wait,
             len(sessions), sum(1 for s in sessions if s.pins),
-            sum(1 for s in sessions if s.in_transaction or s.savepoints),
+            sum(1 for s in sessions if s.hold_reason() in IN_TRANSACTION),
             int(pool.paused), status, pool.unreachable_for))
     return Table(POOL_COLUMNS, rows)
 
@@ -65,7 +70,7 @@ def pools(ctx: GateContext) -> Table:
 CLIENT_COLUMNS = _columns(
     ("id", int), ("user", str), ("address", str), ("state", str), ("statement", str),
     ("pins", str), ("connected_s", float), ("idle_s", float), ("upstream_thread", int),
-    ("pool", str))
+    ("pool", str), ("autocommit", int))
 
 
 def clients(ctx: GateContext) -> Table:
@@ -79,7 +84,11 @@ def clients(ctx: GateContext) -> Table:
             describe_command(session.current), ", ".join(sorted(session.pins)) or None,
             now - session.connected_at, 0.0 if session.busy else now - session.last_command_at,
             backend.thread_id if backend is not None else None,
-            session.account.name if session.authenticated else None))
+            session.account.name if session.authenticated else None,
+            # 0 beside `idle in transaction` is the usual story: a driver that starts with
+            # autocommit off (PyMySQL, mysqlclient) opened a transaction with its first
+            # statement and holds the connection until it commits.
+            int(session.autocommit) if session.authenticated else None))
     return Table(CLIENT_COLUMNS, rows)
 
 
@@ -210,19 +219,18 @@ def config(ctx: GateContext) -> Table:
     shown = ctx.config.public()
     rows: list[tuple[Value, ...]] = []
     for setting in SETTINGS:
-        unset = "auto" if _takes_auto(setting) else None
-        rows.append((setting.name, show_value(shown[setting.name]) or unset,
-                     show_value(setting.default) or unset,
-                     "yes" if setting.reloadable else "no", setting.help))
+        rows.append((setting.name, show_value(shown[setting.name]) or _unset_word(setting),
+                     show_default(setting), "yes" if setting.reloadable else "no",
+                     setting.help))
     return Table(CONFIG_COLUMNS, rows)
 
 
-def _takes_auto(setting: Setting) -> bool:
-    """Whether the setting's None means `auto` (its parser reads "auto" as None)."""
-    try:
-        return setting.parse("auto") is None
-    except (TypeError, ValueError):
-        return False
+def _unset_word(setting: Setting) -> str | None:
+    """What a value of None stands for: the word of a default that parses to None
+    (`auto`, `off`), else nothing (NULL: not set)."""
+    if setting.default is not None and parse_setting(setting.name, setting.default) is None:
+        return show_default(setting)
+    return None
 
 
 VERSION_COLUMNS = _columns(("version", str), ("python", str), ("event_loop", str),

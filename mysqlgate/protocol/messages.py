@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .constants import (
     CLIENT,
+    COMMAND,
     SERVER_SESSION_STATE_CHANGED,
     TRACK_SCHEMA,
     TRACK_STATE_CHANGE,
@@ -252,6 +253,21 @@ class ChangeUser:
     database: bytes | None
     charset: int  # 0: not given
     auth_plugin: str
+
+    def build(self, capabilities: int, attributes: dict[bytes, bytes] | None = None) -> bytes:
+        out = bytearray((COMMAND.COM_CHANGE_USER,))
+        out += self.user + b"\x00"
+        if capabilities & CLIENT.SECURE_CONNECTION:
+            out += bytes((len(self.auth_response),)) + self.auth_response
+        else:
+            out += self.auth_response + b"\x00"
+        out += (self.database or b"") + b"\x00" + struct.pack("<H", self.charset)
+        if capabilities & CLIENT.PLUGIN_AUTH:
+            out += self.auth_plugin.encode() + b"\x00"
+        if capabilities & CLIENT.CONNECT_ATTRS:
+            out += lenenc_str(b"".join(lenenc_str(k) + lenenc_str(v)
+                                       for k, v in (attributes or {}).items()))
+        return bytes(out)
 
     @classmethod
     def parse(cls, payload: bytes, capabilities: int) -> ChangeUser:

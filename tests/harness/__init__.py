@@ -5,6 +5,7 @@ pytest fixtures built on these live in tests/conftest.py."""
 from .certs import CertAuthority, ServerCert
 from .clients import LoginOnly, fetch_rows, wait_until
 from .database import ScratchDb
+from .dialect import Dialect
 from .gate import Gate, GateError
 from .mariadb import MariaDBServer, find_mariadbd
 from .mysql import MySQLServer
@@ -30,6 +31,7 @@ __all__ = [
     "ServerCert",
     "ServerError",
     "DbServer",
+    "Dialect",
     "fetch_rows",
     "find_mariadbd",
     "free_port",

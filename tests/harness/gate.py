@@ -1,9 +1,16 @@
 """A mysqlgate process for tests: started on a free port and a unix socket in front of a
-scratch database, with its log captured to a file."""
+scratch database, with its log captured to a file.
+
+Ready means every listener is open: the client ones, the admin console and metrics (a
+test scrapes /metrics or logs in to the console right after start). mysqlgate says so
+itself, as it tells systemd: READY=1 on $NOTIFY_SOCKET once all of them listen, so the
+harness waits for that message rather than probing ports it would have to guess from
+the arguments."""
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -32,7 +39,8 @@ class GateError(RuntimeError):
 class Gate(Managed):
     """One mysqlgate process listening on 127.0.0.1:`port` and `socket`, upstream `db`.
 
-    `command` replaces `python -m mysqlgate` (the harness's own tests use a stand-in);
+    `command` replaces `python -m mysqlgate` (the harness's own tests use a stand-in,
+    which sends READY=1 too);
     `extra_args` follow the standard --upstream/--listen arguments; `env` is added to the
     environment, which also gets MYSQLGATE_LOG_LEVEL=debug. stdout and stderr go to
     `log_path` (in `workdir`, a fresh temp dir unless given).
@@ -63,6 +71,10 @@ class Gate(Managed):
         self.workdir = workdir if workdir is not None else self._socket_dir
         self.log_path = self.workdir / "gate.log"
         self._process: subprocess.Popen[bytes] | None = None
+        # sd_notify's socket: the process reports READY=1 (and STOPPING=1) here. It stays
+        # open for the process's life, so a later message does not fail (and log) there.
+        self._notify_path = str(self._socket_dir / "notify.sock")
+        self._notify: socket.socket | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -95,15 +107,22 @@ class Gate(Managed):
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the process and wait until its TCP port and unix socket accept connections."""
+        """Start the process and wait until it reports every listener open (READY=1)."""
         if self.running:
             raise GateError("mysqlgate is already running")
+        if self._notify is None:
+            self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._notify.bind(self._notify_path)
+            self._notify.setblocking(False)
+        else:  # a restart: what the last run said is old news
+            self._notify_messages()
         env = {
             **os.environ,
             "MYSQLGATE_LOG_LEVEL": "debug",
             "PYTHONUNBUFFERED": "1",  # log lines reach the file as they are written
             "MYSQLGATE_ADMIN_LISTEN": f"127.0.0.1:{self.admin_port}",
             **self.extra_env,
+            "NOTIFY_SOCKET": self._notify_path,
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -120,34 +139,34 @@ class Gate(Managed):
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        assert self._process is not None
+        """Until the process says READY=1: every listener it was given is open."""
+        assert self._process is not None and self._notify is not None
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
+            if "READY=1" in self._notify_messages():
+                return
             if self._process.poll() is not None:
                 raise GateError(
                     f"mysqlgate exited with code {self._process.returncode} during startup\n"
                     f"{self.log_tail()}"
                 )
-            if self._accepts(socket.AF_INET, (self.host, self.port)) and self._accepts(
-                socket.AF_UNIX, self.socket
-            ):
-                return
-            time.sleep(0.05)
+            select.select([self._notify], [], [], 0.05)
         self.stop()
         raise GateError(
-            f"mysqlgate did not accept connections on {self.host}:{self.port} and "
-            f"{self.socket} within {self.ready_timeout:.0f} s\n{self.log_tail()}"
+            f"mysqlgate did not report READY=1 (all listeners open) within "
+            f"{self.ready_timeout:.0f} s\n{self.log_tail()}"
         )
 
-    @staticmethod
-    def _accepts(family: int, address: str | tuple[str, int]) -> bool:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
+    def _notify_messages(self) -> list[str]:
+        """The sd_notify lines received since the last call."""
+        assert self._notify is not None
+        lines: list[str] = []
+        while True:
             try:
-                probe.connect(address)
-            except OSError:
-                return False
-        return True
+                data = self._notify.recv(4096)
+            except BlockingIOError:
+                return lines
+            lines.extend(data.decode(errors="replace").splitlines())
 
     def send_signal(self, signum: int) -> None:
         """Send a signal (e.g. SIGHUP to reload) to the running process."""
@@ -178,6 +197,9 @@ class Gate(Managed):
         try:
             self.stop()
         finally:
+            if self._notify is not None:
+                self._notify.close()
+                self._notify = None
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     # -- using it -----------------------------------------------------------------------------

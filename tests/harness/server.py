@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import pymysql
 
+from .dialect import DIALECTS, Dialect
 from .process import Managed, kill, terminate
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -96,6 +97,16 @@ class DbServer(Managed):
         self.stderr_log = self.basedir / "stderr.log"
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        return DIALECTS[self.flavour]
+
+    @property
+    def offers_tls(self) -> bool:
+        """Whether its greeting offers TLS (MySQL makes certificates at initialize and
+        does by default; MariaDB only with ssl_cert and ssl_key)."""
+        return offers_tls(self.host, self.port)
 
     @property
     def is_mysql(self) -> bool:
@@ -284,3 +295,25 @@ class DbServer(Managed):
 def _check_identifier(name: str) -> None:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"not a variable name: {name!r}")
+
+
+def offers_tls(host: str, port: int) -> bool:
+    """Whether the server's greeting on host:port offers TLS (CLIENT_SSL)."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        header = _read_exactly(sock, 4)
+        greeting = _read_exactly(sock, int.from_bytes(header[:3], "little"))
+    # protocol version, version string NUL, thread id (4), scramble part 1 (8), filler,
+    # then the lower two bytes of the capability flags.
+    at = greeting.index(b"\0", 1) + 1 + 4 + 8 + 1
+    capabilities = int.from_bytes(greeting[at:at + 2], "little")
+    return bool(capabilities & 0x0800)
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ServerError("the server closed the connection during its greeting")
+        data += chunk
+    return data

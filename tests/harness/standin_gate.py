@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import socket
 import sys
 import urllib.parse
 
@@ -19,6 +21,15 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+def _notify_ready() -> None:
+    """READY=1 on $NOTIFY_SOCKET, as mysqlgate tells systemd (and the harness) that its
+    listeners are open."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if address:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", address)
 
 
 async def _serve(upstream: str, listens: list[str]) -> None:
@@ -47,6 +58,7 @@ async def _serve(upstream: str, listens: list[str]) -> None:
         file=sys.stderr,
         flush=True,
     )
+    _notify_ready()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

@@ -103,6 +103,9 @@ def test_known_load(gate_factory: Callable[..., Gate], table: None,
     assert clients[pinned.thread_id()]["pins"] == "user_variables"
     assert clients[in_tx.thread_id()]["state"] == "idle in transaction"
     assert clients[in_tx.thread_id()]["pins"] is None
+    # Autocommit off, the driver's choice here: why it holds a connection (issue 15).
+    assert clients[in_tx.thread_id()]["autocommit"] == 0
+    assert clients[pinned.thread_id()]["autocommit"] == 1
     assert clients[third.thread_id()]["state"] == "waiting"
     assert clients[third.thread_id()]["statement"] == "SELECT v FROM t"
     assert clients[third.thread_id()]["upstream_thread"] is None
@@ -156,7 +159,8 @@ def test_mariadb_cli(gate_factory: Callable[..., Gate], table: None,
     assert done.returncode == 0 and "mysqlgate" in done.stdout and "KILL CLIENT" in done.stdout
     done = run("SHOW NONSENSE")
     assert done.returncode == 1
-    assert "ERROR 1105" in done.stderr and "SHOW POOLS" in done.stderr, done.stderr
+    assert "ERROR 1105" in done.stderr, done.stderr
+    assert "unknown SHOW 'NONSENSE'; accepted: SHOW POOLS, SHOW CLIENTS" in done.stderr
 
 
 def test_pause_holds_statements_and_resume_releases_them(
@@ -224,10 +228,21 @@ def test_set_and_reload(gate_factory: Callable[..., Gate], table: None, tmp_path
     with console.cursor() as cursor:  # a setting that needs a restart is refused
         with pytest.raises(pymysql.err.OperationalError) as refused:
             cursor.execute("SET pool.size = 5")
-        assert refused.value.args[0] == 1105 and "restart" in refused.value.args[1]
+        assert refused.value.args == (
+            1105, "mysqlgate admin: pool.size cannot change without a restart; SET takes: "
+            "pool.queue_timeout, pool.idle_timeout, pool.max_lifetime, pool.ping_after, "
+            "pool.idle_transaction_timeout, log.level (edit the file and restart for the "
+            "others)")
         with pytest.raises(pymysql.err.OperationalError) as refused:
             cursor.execute("SET pool.queue_timeout = soon")
-        assert "pool.queue_timeout" in refused.value.args[1]
+        assert refused.value.args[1] == (
+            "mysqlgate admin: pool.queue_timeout: 'soon' is not a number; accepted: seconds, "
+            "a number of 0 or more (e.g. 2.5)")
+        with pytest.raises(pymysql.err.OperationalError) as refused:
+            cursor.execute("SHOW FOO")
+        assert refused.value.args == (
+            1105, "mysqlgate admin: unknown SHOW 'FOO'; accepted: SHOW POOLS, SHOW CLIENTS, "
+            "SHOW SERVERS, SHOW STATS, SHOW CONFIG, SHOW VERSION, SHOW HELP")
     assert setting("pool.size") == "1"
 
     config.write_text("[pool]\nqueue_timeout = 3\n[limits]\nmax_clients = 50\n")
@@ -320,7 +335,9 @@ def test_other_os_users_are_refused_without_a_password(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=30, cwd="/")
     assert done.stdout.startswith("1045 mysqlgate:"), (done.stdout, done.stderr)
-    assert "only OS user root (or root) may log in" in done.stdout
+    assert ("admin.password is not set, so only OS user root may log in, over the console's "
+            "unix socket or loopback, not OS user nobody; set admin.password to admit others"
+            ) in done.stdout, done.stdout
 
 
 def test_admin_listen_checks(gate_factory: Callable[..., Gate]) -> None:
@@ -349,12 +366,28 @@ def test_status_command(gate_factory: Callable[..., Gate], table: None,
     text = done.stdout
     assert "POOLS (1)" in text and "CLIENTS (1)" in text and "SERVERS (1)" in text
     assert "idle in transaction" in text and gate.db.user in text
+    # Such a holder is pointed out, with what to do about it (issue 15).
+    assert (f"1 client(s) ({client.thread_id()}) hold an upstream connection idle in a "
+            "transaction with autocommit off") in text, text
+    assert "Turn autocommit on in the driver (autocommit=True), or commit after reads too" \
+        in text
     done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=60,
                           cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout)
     assert facts["pools"][0]["in_use"] == 1 and facts["pools"][0]["in_transaction"] == 1
     assert facts["clients"][0]["id"] == client.thread_id()
+    assert facts["clients"][0]["autocommit"] == 0
+    # `mysqlgate status --json | head`: a reader that goes away early (here before the first
+    # byte: the read end is closed already) gets no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([*command, "--json"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=REPO_ROOT)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")
     # The console's address from the environment, as the daemon reads it.
     env = {**os.environ, "MYSQLGATE_ADMIN_LISTEN": f"127.0.0.1:{gate.admin_port}"}
     done = subprocess.run([sys.executable, "-m", "mysqlgate", "status", "--json"],
@@ -363,4 +396,12 @@ def test_status_command(gate_factory: Callable[..., Gate], table: None,
     gate.stop()
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert done.returncode == 1
-    assert "cannot read the admin console" in done.stderr
+    assert f"cannot read the admin console at 127.0.0.1:{gate.admin_port}: (2003) " \
+        in done.stderr
+    assert "is mysqlgate running, with this admin.listen? Give its --config, or the " \
+        "console's address with --admin host:port or unix:/path" in done.stderr
+    done = subprocess.run([*command[:-1], "127.0.0.1"], capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT)
+    assert (done.returncode, done.stderr) == (
+        2, "mysqlgate status: --admin: '127.0.0.1' has no port; accepted: host:port or "
+        "unix:/path\n")

@@ -166,9 +166,8 @@ async def test_aiomysql_streaming_cursor_beside_other_tasks(
     _create_table(db)
     rows = 20000
     with contextlib.closing(db.connect()) as conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO t (owner, n) SELECT 999, seq FROM seq_0_to_%s", (rows - 1,)
-        )
+        numbers = db.server.dialect.numbers(0, rows - 1)
+        cur.execute(f"INSERT INTO t (owner, n) SELECT 999, seq FROM {numbers}")
     gate = gate_factory("--pool-size", "2")
     connect = _aiomysql_connect(gate.host, gate.port, db)
     streaming_started = asyncio.Event()

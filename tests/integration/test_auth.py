@@ -21,20 +21,23 @@ PLUGINS = ("mysql_native_password", "caching_sha2_password")
 # An observation window, not synchronisation: a correct gate opens nothing at all.
 WATCH_AFTER_REFUSALS = 0.5
 
-# The server's per-account login counter (information_schema.USER_STATISTICS) is kept
-# while userstat is on; the tests that read it turn it on for themselves.
-COUNT_LOGINS = pytest.mark.server_options(userstat=1)
+# The server's per-account login counter: MariaDB's information_schema.USER_STATISTICS,
+# kept while userstat is on (the tests that read it turn it on for themselves); MySQL's
+# performance_schema.accounts, always.
+COUNT_LOGINS = pytest.mark.server_options(userstat={"mariadb": 1})
+LOGINS_SQL = {
+    "mariadb": "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS"
+               " WHERE USER = %s",
+    "mysql": "SELECT SUM(TOTAL_CONNECTIONS) FROM performance_schema.accounts WHERE USER = %s",
+}
 
 
 def _upstream_logins(db: ScratchDb) -> int:
-    """How many times `db`'s account has logged in to the server since userstat was
-    turned on. A counter, unlike a processlist snapshot: a connection opened and closed
-    between two looks is counted too."""
-    rows = db.server.query(
-        "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
-        (db.user,),
-    )
-    return int(rows[0][0]) if rows else 0
+    """How many times `db`'s account has logged in to the server since counting began. A
+    counter, unlike a processlist snapshot: a connection opened and closed between two
+    looks is counted too."""
+    rows = db.server.query(LOGINS_SQL[db.server.flavour], (db.user,))
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def _pool_opens(gate: Gate) -> int:

@@ -15,6 +15,8 @@ import pytest
 from harness import Gate, ScratchDb
 from pymysql.constants import CLIENT, ER
 
+from mysqlgate.protocol import auth
+
 ROUNDS = 20
 
 
@@ -298,6 +300,19 @@ class RawClient:
             self._send(b"\x01", seq=0)  # COM_QUIT
         self.sock.close()
 
+    def _caching_sha2_more(self, password: bytes, nonce: bytes) -> bytes:
+        """After a caching_sha2_password proof: the server's OK, through a full
+        authentication (the password RSA-encrypted with its key) when it asks for one."""
+        reply = self.read()
+        if reply == bytes((1, auth.FAST_AUTH_OK)):  # the OK follows
+            return self.read()
+        if reply == bytes((1, auth.PERFORM_FULL_AUTH)):  # ask for the server's key
+            self._send(auth.REQUEST_PUBLIC_KEY)
+            key = self.read()[1:]
+            self._send(auth.rsa_encrypt_password(password, nonce, key))
+            return self.read()
+        return reply
+
     # -- packets --------------------------------------------------------------------------
 
     def _recv_exact(self, size: int) -> bytes:
@@ -361,9 +376,14 @@ class RawClient:
         reply = self.read()
         if reply[:1] == b"\xfe":  # auth switch request
             plugin, _, data = reply[1:].partition(b"\0")
-            assert plugin == b"mysql_native_password", reply
-            self._send(_native_scramble(password, data.rstrip(b"\0")))
-            reply = self.read()
+            nonce = data.rstrip(b"\0")
+            if plugin == b"caching_sha2_password":  # MySQL's accounts
+                self._send(auth.scramble(auth.CACHING_SHA2_PASSWORD, password, nonce))
+                reply = self._caching_sha2_more(password, nonce)
+            else:
+                assert plugin == b"mysql_native_password", reply
+                self._send(_native_scramble(password, nonce))
+                reply = self.read()
         if reply[:1] == b"\xff":
             raise ConnectionError(f"login refused: {reply!r}")
         assert reply[:1] == b"\x00", reply

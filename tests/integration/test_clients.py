@@ -322,8 +322,9 @@ def test_stored_procedure_result_sets(gate_factory: Callable[..., Gate], db: Scr
 
 
 def _expected_row(i: int) -> bytes:
-    # REPEAT(MD5(i), 32768): 32 hex digits x 32768 = 1 MiB, different on every row.
-    return hashlib.md5(str(i).encode()).hexdigest().encode() * 32768
+    # REPEAT(SHA2(i, 256), 16384): 64 hex digits x 16384 = 1 MiB, different on every row
+    # (not MD5: MySQL 9.7 has none).
+    return hashlib.sha256(str(i).encode()).hexdigest().encode() * 16384
 
 
 def test_result_of_64_mib(gate: Gate, db: ScratchDb) -> None:
@@ -332,7 +333,7 @@ def test_result_of_64_mib(gate: Gate, db: ScratchDb) -> None:
         cur.execute("CREATE TABLE seq (id INT PRIMARY KEY)")
         cur.execute("INSERT INTO seq (id) VALUES " + ", ".join(f"({i})" for i in range(rows)))
     expected = hashlib.sha256(b"".join(_expected_row(i) for i in range(rows))).hexdigest()
-    sql = "SELECT id, REPEAT(MD5(id), 32768) FROM seq ORDER BY id"
+    sql = "SELECT id, REPEAT(SHA2(id, 256), 16384) FROM seq ORDER BY id"
 
     def check(cursor_class: type[pymysql.cursors.Cursor]) -> None:
         conn = gate.connect(cursorclass=cursor_class)
@@ -536,11 +537,16 @@ def test_session_state_follows_client(
                 future.result()
 
         # The state has its effects: A creates a table in other_database with ANSI quotes;
-        # E compares with utf8mb4_unicode_ci, where 'ß' = 'ss' (not so in general_ci).
+        # E compares with utf8mb4_unicode_ci, where 'ß' = 'ss'; B with utf8mb4's default
+        # collation, which is the server's (MariaDB's general_ci: 'ß' <> 'ss'; MySQL's
+        # 0900_ai_ci: equal, and 'a' = 'A ' differs).
         with clients["A"].cursor() as cur:
             cur.execute('CREATE TABLE "quoted" (id INT)')
         assert _one(clients["E"], "SELECT 'ß' = 'ss'") == (1,)
-        assert _one(clients["B"], "SELECT 'ß' = 'ss'") == (0,)
+        compare = "SELECT 'ß' = 'ss', 'a' = 'A ', COLLATION('x')"
+        with contextlib.closing(db.connect()) as direct:
+            _one(direct, "SELECT 1")  # PyMySQL sent SET NAMES utf8mb4 at connect
+            assert _one(clients["B"], compare) == _one(direct, compare)
         with contextlib.closing(db.connect()) as direct:
             assert _one(
                 direct,

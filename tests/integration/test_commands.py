@@ -88,7 +88,8 @@ def test_prepared_statements_pin_until_closed(
     a connection: unpinned, A's connection would be idle and B (same client library,
     same capability flags) would take it, so A's EXECUTE would run on the pool's other
     connection, where `s` does not exist. EXECUTE ... USING takes literals: no user
-    variable, whose own pin would hide a missing one for the statement."""
+    variable, whose own pin would hide a missing one for the statement (MySQL's
+    EXECUTE takes variables only: there the statement has no parameters)."""
     gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "5")
     with contextlib.closing(db.connect()) as direct:
         direct.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
@@ -96,13 +97,16 @@ def test_prepared_statements_pin_until_closed(
     b = _mysqldb_connect(gate, db)
     try:
         cursor = a.cursor()
-        cursor.execute("PREPARE s FROM 'INSERT INTO t VALUES (?, ?)'")
+        literals = db.server.is_mariadb
+        cursor.execute("PREPARE s FROM 'INSERT INTO t VALUES (?, ?)'" if literals else
+                       "PREPARE s FROM 'INSERT INTO t SELECT COUNT(*), CONCAT(''v'', "
+                       "COUNT(*)) FROM t'")
         (a_id,) = _one(a, "SELECT CONNECTION_ID()")
         for i in range(5):
             b.begin()
             (b_id,) = _one(b, "SELECT CONNECTION_ID()")
             assert b_id != a_id, "B got A's connection while A's statement was prepared"
-            cursor.execute(f"EXECUTE s USING {i}, 'v{i}'")
+            cursor.execute(f"EXECUTE s USING {i}, 'v{i}'" if literals else "EXECUTE s")
             assert _one(a, "SELECT CONNECTION_ID()") == (a_id,)  # pinned to its statement
             b.commit()
         cursor.execute("DEALLOCATE PREPARE s")

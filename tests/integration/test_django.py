@@ -398,8 +398,11 @@ def test_select_for_update(
     with ThreadPoolExecutor(3) as pool:
         held = pool.submit(_threaded(holder))
         assert locked.wait(DEADLINE), "the holder never got the lock"
-        # ER_LOCK_WAIT_TIMEOUT is MariaDB's answer to NOWAIT on a locked row.
-        assert pool.submit(_threaded(without_waiting)).result(timeout=DEADLINE) == ([], 1205)
+        # NOWAIT on a locked row: MariaDB answers ER_LOCK_WAIT_TIMEOUT (1205), MySQL
+        # ER_LOCK_NOWAIT (3572).
+        nowait_code = 1205 if db.server.is_mariadb else 3572
+        assert pool.submit(_threaded(without_waiting)).result(timeout=DEADLINE) == (
+            [], nowait_code)
         waiting = pool.submit(_threaded(waiter))
         deadline = time.monotonic() + DEADLINE
         while _lock_waits(db) < 1:
@@ -507,7 +510,9 @@ def _requests(using: str, tag: str, count: int) -> list[tuple[str, int, int]]:
             item.save(using=using)
             mine = Item.objects.using(using).filter(name__startswith=f"{tag}-").count()
             with connections[using].cursor() as cursor:
-                cursor.execute("SELECT @@tx_isolation, DATABASE()")
+                variable = "tx_isolation" if connections[using].mysql_is_mariadb \
+                    else "transaction_isolation"
+                cursor.execute(f"SELECT @@{variable}, DATABASE()")
                 isolation, database = cursor.fetchone()
             seen.append((isolation, database, mine))
         finally:

@@ -3,14 +3,18 @@ MariaDB server and without mysqlgate."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pymysql
 import pytest
-from harness import DbServer, Gate, GateError, ScratchDb
+from harness import DbServer, Gate, GateError, ScratchDb, fetch_rows, wait_until
+from pool_load import DEADLINE, ConnectionSampler, closed_by_client
 from pymysql.constants import CR, ER
 
 STANDIN_GATE = [sys.executable, str(Path(__file__).parents[1] / "harness" / "standin_gate.py")]
@@ -167,3 +171,73 @@ def test_gate_reports_early_exit(db: ScratchDb, tmp_path: Path) -> None:
     with pytest.raises(GateError, match=r"(?s)exited with code 1.*no such option"):
         gate.start()
     gate.close()
+
+
+def test_gate_waits_for_ready(db: ScratchDb, tmp_path: Path) -> None:
+    """Ready is what the process reports (READY=1 once every listener is open), not a
+    port that happens to answer: a process that never says so is reported."""
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]
+    gate = Gate(db, command=silent, workdir=tmp_path, ready_timeout=1)
+    with pytest.raises(GateError, match=r"did not report READY=1 \(all listeners open\)"):
+        gate.start()
+    gate.close()
+    assert not gate.running
+
+
+def test_sampler_waits_for_connections_closed_by_their_client(db: ScratchDb) -> None:
+    """A direct connection its client has closed still counts on the server a while (on
+    a busy machine, long enough to be sampled as one of the gate's): ConnectionSampler
+    waits for it to be gone before it samples; open ones count from the start. The
+    server keeps the closed one here for as long as the test likes: it waits in
+    GET_LOCK for a lock another connection holds."""
+    holder, kept, blocked = db.connect(), db.connect(), db.connect()
+    blocked_id = blocked.thread_id()
+    try:
+        fetch_rows(holder, "SELECT GET_LOCK('sampler', 60)")
+        waiter = threading.Thread(target=_run_quietly,
+                                  args=(blocked, "SELECT GET_LOCK('sampler', 60)"))
+        waiter.start()
+        wait_until(lambda: _waits_for_lock(db, blocked_id), "the client to wait for the lock")
+        blocked._sock.shutdown(socket.SHUT_RDWR)  # its client's end is closed, not its thread
+        waiter.join(DEADLINE)
+        assert [thread_id for thread_id, _ in closed_by_client(db)] == [blocked_id]
+
+        entered = threading.Event()
+        sampler = ConnectionSampler(db)
+
+        def enter() -> None:
+            sampler.__enter__()
+            entered.set()
+
+        entering = threading.Thread(target=enter)
+        entering.start()
+        # It cannot have entered: the closed connection is on the server until the lock
+        # is released.
+        assert not entered.is_set()
+        assert blocked_id in db.connection_ids()
+        fetch_rows(holder, "SELECT RELEASE_LOCK('sampler')")
+        entering.join(DEADLINE)
+        assert entered.is_set()
+        wait_until(lambda: len(sampler.samples) > 0, "a sample")
+        sampler.__exit__(None, None, None)
+        assert sampler.samples[0] == 2  # holder and kept, still open
+        assert blocked_id not in db.connection_ids()
+    finally:
+        for conn in (holder, kept, blocked):
+            _close_quietly(conn)
+
+
+def _run_quietly(conn: pymysql.connections.Connection, sql: str) -> None:
+    with contextlib.suppress(pymysql.err.MySQLError, OSError):
+        fetch_rows(conn, sql)
+
+
+def _close_quietly(conn: pymysql.connections.Connection) -> None:
+    with contextlib.suppress(pymysql.err.MySQLError, OSError):
+        _close(conn)
+
+
+def _waits_for_lock(db: ScratchDb, thread_id: int) -> bool:
+    rows = db.server.query(
+        "SELECT INFO FROM information_schema.PROCESSLIST WHERE ID = %s", (thread_id,))
+    return bool(rows) and "GET_LOCK" in str(rows[0][0])

@@ -45,10 +45,12 @@ SQL_MODE_FLAGS = (
     "NO_ENGINE_SUBSTITUTION",
     "STRICT_TRANS_TABLES",
     "STRICT_ALL_TABLES",
-    "NO_AUTO_CREATE_USER",
-    "SIMULTANEOUS_ASSIGNMENT",
-    "TIME_ROUND_FRACTIONAL",
 )
+# ... and the flags only one of the servers has.
+SQL_MODE_FLAGS_OF = {
+    "mariadb": ("NO_AUTO_CREATE_USER", "SIMULTANEOUS_ASSIGNMENT", "TIME_ROUND_FRACTIONAL"),
+    "mysql": ("TIME_TRUNCATE_FRACTIONAL",),
+}
 
 
 def _one(conn: pymysql.connections.Connection, sql: str, args: object = None) -> object:
@@ -92,7 +94,8 @@ class TortureClient:
         self.rng = random.Random(self.seed)
         # Unique per client: '+01:00' .. '+09:11'.
         self.time_zone = f"+{1 + self.index % 9:02d}:{self.index // 9:02d}"
-        self.sql_mode_set = ",".join(self.rng.sample(SQL_MODE_FLAGS, 6))
+        flags = SQL_MODE_FLAGS + SQL_MODE_FLAGS_OF[self.gate.db.server.flavour]
+        self.sql_mode_set = ",".join(self.rng.sample(flags, 6))
         self.sql_mode_expected = ""  # filled in from a direct connection
         self.conn: pymysql.connections.Connection | None = None
 

@@ -29,7 +29,7 @@ from typing import TypeAlias
 
 import pymysql
 import pytest
-from harness import Gate, ScratchDb
+from harness import Dialect, Gate, ScratchDb
 
 Connection: TypeAlias = pymysql.connections.Connection
 # What a statement answered: ("rows", rows), ("ok", affected rows) or ("error", code).
@@ -62,7 +62,6 @@ SCHEMA = (
     "INSERT INTO counter (id) VALUES (10)",
     "CREATE TABLE trg (v INT NOT NULL) ENGINE=InnoDB",
     "CREATE TRIGGER trg_sets_tx BEFORE INSERT ON trg FOR EACH ROW SET @tx = NEW.v",
-    "CREATE SEQUENCE seq",
     "CREATE PROCEDURE set_px() SET @px = 7",
     "CREATE PROCEDURE take_job() DO GET_LOCK('job', 0)",
     "CREATE FUNCTION set_fx() RETURNS INT NOT DETERMINISTIC BEGIN SET @fx = 9; RETURN 1; END",
@@ -137,7 +136,10 @@ class Case:
     # mysqlgate must close A's connection rather than reset it: after XA statements a
     # COM_RESET_CONNECTION leaves it unusable (every later statement fails with 1031).
     closes_connection: bool = False
+    only: str | None = None  # the one flavour that has the feature (MARIADB_ONLY)
 
+
+MARIADB = "mariadb"  # a Case or Observation of a feature only MariaDB has
 
 CASES = (
     # A control: nothing to leak. Proves the observations match through the gate.
@@ -151,7 +153,7 @@ CASES = (
     Case("user_var_in_procedure", ("CALL set_px()",)),
     Case("user_var_in_trigger", ("INSERT INTO trg (v) VALUES (5)",)),
     Case("user_var_in_function", ("SELECT set_fx()",)),
-    Case("user_var_execute_immediate", ("EXECUTE IMMEDIATE 'SET @ex = 3'",)),
+    Case("user_var_execute_immediate", ("EXECUTE IMMEDIATE 'SET @ex = 3'",), only=MARIADB),
     # Named locks, however they are taken.
     Case("named_lock_select", ("SELECT GET_LOCK('job', 0)",), named_locks=("job",)),
     Case("named_lock_do", ("DO GET_LOCK('job', 0)",), named_locks=("job",)),
@@ -160,6 +162,7 @@ CASES = (
         "named_lock_execute_immediate",
         ("EXECUTE IMMEDIATE 'DO GET_LOCK(''job'', 0)'",),
         named_locks=("job",),
+        only=MARIADB,
     ),
     Case(
         "named_locks_two",
@@ -173,9 +176,10 @@ CASES = (
     Case("last_insert_id_do", ("DO LAST_INSERT_ID(78)",)),
     Case("last_insert_id_update", ("UPDATE counter SET id = LAST_INSERT_ID(id + 1)",)),
     Case("last_insert_id_insert", ("INSERT INTO t (tag) VALUES ('inserted')",)),
-    Case("sequence_nextval", ("SELECT NEXTVAL(seq)",)),
-    Case("sequence_next_value_for", ("SELECT NEXT VALUE FOR seq",)),
-    Case("sequence_setval", ("SELECT SETVAL(seq, 100)",)),  # global, LASTVAL stays NULL
+    Case("sequence_nextval", ("SELECT NEXTVAL(seq)",), only=MARIADB),
+    Case("sequence_next_value_for", ("SELECT NEXT VALUE FOR seq",), only=MARIADB),
+    # global, LASTVAL stays NULL
+    Case("sequence_setval", ("SELECT SETVAL(seq, 100)",), only=MARIADB),
     Case("lock_tables_read", ("LOCK TABLES h READ",), table_lock=True),
     Case("lock_tables_write", ("LOCK TABLES h WRITE",), table_lock=True),
     Case("temporary_table", ("CREATE TEMPORARY TABLE tmp (v INT)",)),
@@ -188,9 +192,10 @@ CASES = (
     Case("time_zone", ("SET time_zone = '+05:00'",)),
     Case("autocommit_off", ("SET autocommit = 0",)),
     Case("set_names", ("SET NAMES latin1",)),
-    Case("max_statement_time", ("SET max_statement_time = 5",)),
+    Case("max_statement_time", ("SET {statement_time_5}",)),
     Case("other_variables", ("SET SESSION group_concat_max_len = 5, sql_select_limit = 2",)),
-    Case("set_statement", ("SET STATEMENT max_statement_time = 5 FOR SELECT 1",)),
+    Case("set_statement", ("SET STATEMENT max_statement_time = 5 FOR SELECT 1",),
+         only=MARIADB),
     Case("use_other_schema", ("USE information_schema",)),
     # Transaction characteristics and transactions.
     Case("isolation_next_transaction", ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",)),
@@ -256,7 +261,9 @@ for _id in REPRESENTATIVE:
     assert _id in CASES_BY_ID, _id
 
 COMBINATIONS = [
-    pytest.param(case, leave, id=f"{leave}-{case.id}")
+    pytest.param(case, leave, id=f"{leave}-{case.id}", marks=[
+        pytest.mark.only_on(case.only, why=f"{case.id}: a feature of {case.only} only")
+    ] if case.only else [])
     for leave in LEAVES
     for case in CASES
     if leave == CLOSE or case.id in REPRESENTATIVE
@@ -274,11 +281,13 @@ class Observation:
     name: str
     statements: tuple[str, ...] = ()
     probe: Callable[[Connection, Callable[[], Connection]], tuple[Outcome, ...]] | None = None
+    only: str | None = None  # the one flavour that has what it observes
 
-    def run(self, conn: Connection, direct: Callable[[], Connection]) -> tuple[Outcome, ...]:
+    def run(self, conn: Connection, direct: Callable[[], Connection],
+            dialect: Dialect) -> tuple[Outcome, ...]:
         if self.probe is not None:
             return self.probe(conn, direct)
-        return tuple(_outcome(conn, sql) for sql in self.statements)
+        return tuple(_outcome(conn, dialect.format(sql)) for sql in self.statements)
 
     def describe(self) -> str:
         return "; ".join(self.statements) if self.statements else (self.probe.__doc__ or "")
@@ -335,8 +344,8 @@ OBSERVATIONS = (
             "SELECT @@session.sql_mode, @@session.time_zone, @@session.autocommit,"
             " @@session.character_set_client, @@session.character_set_connection,"
             " @@session.character_set_results, @@session.collation_connection,"
-            " @@session.max_statement_time, @@session.tx_isolation, @@session.tx_read_only,"
-            " @@session.group_concat_max_len, @@session.sql_select_limit, @@in_transaction",
+            " @@session.{statement_time}, @@session.{isolation}, @@session.{read_only},"
+            " @@session.group_concat_max_len, @@session.sql_select_limit, {in_transaction}",
         ),
     ),
     Observation("schema", ("SELECT DATABASE()",)),
@@ -363,7 +372,7 @@ OBSERVATIONS = (
     Observation("h writable by another connection", probe=_h_writable_by_others),
     Observation("next transaction", probe=_next_transaction),
     Observation("handler", ("HANDLER h READ FIRST",)),  # 1109: no handler open
-    Observation("sequence", ("SELECT LASTVAL(seq)",)),
+    Observation("sequence", ("SELECT LASTVAL(seq)",), only=MARIADB),
     Observation("temporary table", ("SELECT * FROM tmp",)),  # 1146
     Observation("table h", ("SELECT COUNT(*) FROM h",)),
     Observation(
@@ -378,14 +387,17 @@ OBSERVATIONS = (
 Observed: TypeAlias = dict[str, tuple[Outcome, ...]]
 
 
-def _observe(conn: Connection, direct: Callable[[], Connection]) -> Observed:
-    return {observation.name: observation.run(conn, direct) for observation in OBSERVATIONS}
+def _observe(conn: Connection, direct: Callable[[], Connection], dialect: Dialect) -> Observed:
+    return {observation.name: observation.run(conn, direct, dialect)
+            for observation in OBSERVATIONS if observation.only in (None, dialect.flavour)}
 
 
 def _differences(got: Observed, expected: Observed, who: str) -> list[str]:
     lines = []
     for observation in OBSERVATIONS:
         name = observation.name
+        if name not in expected:
+            continue
         if got[name] != expected[name]:
             lines.append(
                 f"observation {name!r} [{observation.describe()}]:\n"
@@ -407,8 +419,16 @@ class LeakEnv:
     role: str
     xid: str
 
+    @property
+    def dialect(self) -> Dialect:
+        return self.db.server.dialect
+
     def sql(self, template: str) -> str:
-        return template.format(role=self.role, xid=self.xid)
+        return self.dialect.format(template, role=self.role, xid=self.xid,
+                                   statement_time_5=self.dialect.statement_time_sql(5))
+
+    def observe(self, conn: Connection) -> Observed:
+        return _observe(conn, self.direct, self.dialect)
 
     def direct(self) -> Connection:
         """A new direct connection as the scratch user."""
@@ -422,7 +442,7 @@ class LeakEnv:
 def leak_env(db: ScratchDb) -> Iterator[LeakEnv]:
     env = LeakEnv(db, role=f"r_{secrets.token_hex(6)}", xid=f"x_{secrets.token_hex(6)}")
     with _connected(env.direct) as conn, conn.cursor() as cursor:
-        for sql in SCHEMA:
+        for sql in SCHEMA + (("CREATE SEQUENCE seq",) if env.dialect.sequences else ()):
             cursor.execute(sql)
     with _connected(env.root) as root, root.cursor() as cursor:
         cursor.execute(f"CREATE ROLE {env.role}")
@@ -442,7 +462,8 @@ def _roll_back_prepared_xa(env: LeakEnv) -> None:
     from being dropped: end the user's sessions, then roll it back as root."""
     with _connected(env.root) as root, root.cursor() as cursor:
         cursor.execute("XA RECOVER")  # formatID, gtrid_length, bqual_length, data
-        if not any(row[3] == env.xid.encode() for row in cursor.fetchall()):
+        # The xid's data: bytes from MariaDB, a string from MySQL.
+        if not any(row[3] in (env.xid, env.xid.encode()) for row in cursor.fetchall()):
             return
         env.db.kill_user_connections()
         env.db.wait_processlist_count(0, timeout=10)
@@ -539,7 +560,7 @@ def _probe(
     `same_upstream`: A and B must run on the same server connection (a pool of one)."""
     # The expectation: a new direct session that never ran anything, before A starts.
     with _connected(env.direct) as fresh:
-        expected = _observe(fresh, env.direct)
+        expected = env.observe(fresh)
 
     a = connect()
     try:
@@ -551,7 +572,7 @@ def _probe(
     problems = _released(case, env)
 
     with _connected(connect) as b:
-        observed = _observe(b, env.direct)
+        observed = env.observe(b)
         b_id = _connection_id(b)
     problems += _differences(observed, expected, who)
 
@@ -605,6 +626,8 @@ def test_probe_on_direct_connections(leak_env: LeakEnv) -> None:
     for param in COMBINATIONS:
         case, leave = param.values
         assert isinstance(case, Case) and isinstance(leave, str)
+        if case.only not in (None, leak_env.dialect.flavour):
+            continue
         problems += [
             f"{leave}-{case.id}: {problem}"
             for problem in _probe(
@@ -642,18 +665,68 @@ def test_pinned_client_keeps_its_state_while_another_client_runs(
         for round_ in range(3):
             # A holds 'job' now: a fresh direct session sees the lock used, by another.
             with _connected(env.direct) as fresh:
-                expected = _observe(fresh, env.direct)
+                expected = env.observe(fresh)
             with _connected(lambda: gate.connect(**CONNECT_KWARGS)) as b:
-                observed = _observe(b, env.direct)
+                observed = env.observe(b)
             problems += [
                 f"round {round_}: {line}"
                 for line in _differences(observed, expected, "B through mysqlgate")
             ]
             got = _outcome(a, mine)
-            want = ("rows", ((a_id, 42, 1, env.role, 0),))
+            want = ("rows", ((a_id, 42, 1, env.dialect.role_name(env.role), 0),))
             if got != want:
                 problems.append(f"round {round_}: A's own state [{mine}]: {got!r}, want {want!r}")
             outcome = _outcome(a, "EXECUTE s")
             if outcome != ("rows", ((1,),)):
                 problems.append(f"round {round_}: A's EXECUTE s answered {outcome!r}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT GET_LOCK('job', 0)",
+    "SELECT take_job_fx()",  # a stored function that takes the lock inside
+])
+def test_named_lock_of_a_prepared_statement_goes_with_its_client(
+    gate_factory: Callable[..., Gate], leak_env: LeakEnv, sql: str
+) -> None:
+    """Issue 16: GET_LOCK through COM_STMT_PREPARE / COM_STMT_EXECUTE (the binary
+    protocol), directly or inside a stored function, was still held after its client
+    left, by the next client of that connection. As on a direct connection: the lock is
+    free for others once its client has gone, and the next client does not hold it."""
+    import mysql.connector
+
+    env = leak_env
+    with _connected(env.direct) as conn, conn.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION take_job_fx() RETURNS INT NOT DETERMINISTIC"
+                       " BEGIN DO GET_LOCK('job', 0); RETURN 1; END")
+    gate = gate_factory(*POOL_OF_ONE)
+    a = mysql.connector.connect(host=gate.host, port=gate.port, user=env.db.user,
+                                password=env.db.password, database=env.db.database,
+                                ssl_disabled=True, use_pure=True, autocommit=True)
+    try:
+        prepared = a.cursor(prepared=True)
+        prepared.execute(sql)
+        assert prepared.fetchall() == [(1,)]
+        prepared.close()
+        ((a_id,),) = fetch_rows_connector(a, "SELECT CONNECTION_ID()")
+        if "GET_LOCK" in sql:  # A's own GET_LOCK pins it: the lock is A's, as directly
+            assert fetch_rows_connector(
+                a, "SELECT IS_USED_LOCK('job') = CONNECTION_ID()") == [(1,)]
+        # (One taken inside stored code lasts until A lets the connection go: README,
+        # "Stored code".)
+    finally:
+        a.close()
+    problems = _released(Case("prepared", (sql,), named_locks=("job",)), env)
+    assert not problems, problems
+    with _connected(lambda: gate.connect(**CONNECT_KWARGS)) as b:
+        assert _connection_id(b) == a_id  # the same upstream connection: a pool of one
+        assert _outcome(b, "SELECT IS_USED_LOCK('job')") == ("rows", ((None,),))
+
+
+def fetch_rows_connector(conn: object, sql: str) -> list[tuple[object, ...]]:
+    cursor = conn.cursor()  # type: ignore[attr-defined]
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()

@@ -72,16 +72,17 @@ def test_local_answer_is_the_servers_answer(
     settings ask), and its session then has the setting."""
     flags = CLIENT.MULTI_STATEMENTS | CLIENT.SESSION_TRACK
     gate = gate_factory("--pool-size", "1")
+    state_sql = db.server.dialect.translate(
+        "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
+        " @@character_set_client, DATABASE()")
     with contextlib.closing(db.connect(client_flag=flags, ssl_disabled=True)) as direct:
         expected = _parsed(_raw_answers(direct, sql))
-        after = fetch_rows(direct, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
-                              " @@character_set_client, DATABASE()")
+        after = fetch_rows(direct, state_sql)
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as first:
         assert _parsed(_raw_answers(first, sql)) == expected  # from the server
     with contextlib.closing(gate.connect(client_flag=flags, ssl_disabled=True)) as second:
         assert _parsed(_raw_answers(second, sql)) == expected  # from mysqlgate
-        assert fetch_rows(second, "SELECT @@autocommit, @@sql_mode, @@time_zone, @@tx_isolation,"
-                             " @@character_set_client, DATABASE()") == after
+        assert fetch_rows(second, state_sql) == after
 
 
 def test_connection_per_request_sends_the_setting_once(
@@ -131,3 +132,28 @@ def test_settings_answered_locally_follow_the_client_to_its_connection(
             fetch_rows(b, "SET time_zone = '+02:00'")
             assert fetch_rows(a, "SELECT @@time_zone") == (("+01:00",),)
             assert fetch_rows(b, "SELECT @@time_zone") == (("+02:00",),)
+
+
+@pytest.mark.parametrize("sql", ["COMMIT", "ROLLBACK", "rollback work"])
+def test_a_bare_commit_or_rollback_outside_a_transaction_needs_no_connection(
+    gate_factory: Callable[..., Gate], db: ScratchDb, sql: str
+) -> None:
+    """Pools send ROLLBACK whenever a connection comes back (SQLAlchemy): with no
+    transaction open it changes nothing, and is answered at once, as the server would,
+    while every upstream connection is taken (it used to wait pool.queue_timeout and
+    get 1040)."""
+    gate = gate_factory("--pool-size", "1", "--pool-queue-timeout", "2")
+    with contextlib.closing(db.connect(client_flag=CLIENT.SESSION_TRACK,
+                                       ssl_disabled=True)) as direct:
+        expected = _parsed(_raw_answers(direct, sql))
+    with contextlib.closing(gate.connect(ssl_disabled=True)) as holder, \
+            contextlib.closing(gate.connect(client_flag=CLIENT.SESSION_TRACK,
+                                            ssl_disabled=True)) as client:
+        holder.begin()
+        fetch_rows(holder, "SELECT 1")  # holds the pool's one connection
+        assert _parsed(_raw_answers(client, sql)) == expected
+        # What starts a transaction goes to the server (and waits its turn).
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            client.begin()
+        assert excinfo.value.args[0] == 1040
+        holder.rollback()

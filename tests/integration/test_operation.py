@@ -4,6 +4,7 @@ dropping clients; SIGTERM lets a running transaction finish, then stops cleanly.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from harness import Gate, ScratchDb
+from harness import Gate, ScratchDb, wait_until
 
 
 def _queue_wait(gate: Gate) -> float:
@@ -82,7 +83,7 @@ def test_sigterm_lets_a_transaction_finish(
     stopped: list[int | None] = []
     stopper = threading.Thread(target=lambda: stopped.append(gate.stop(timeout=20)))
     stopper.start()
-    time.sleep(0.5)
+    wait_until(lambda: "stopping: waiting up to" in gate.log_text(), "the drain to begin")
     assert gate.running  # waiting for the transaction
     conn.cursor().execute("INSERT INTO t VALUES (2)")
     conn.commit()
@@ -93,5 +94,45 @@ def test_sigterm_lets_a_transaction_finish(
         assert cursor.fetchall() == ((1,), (2,))
     with pytest.raises(pymysql.err.OperationalError):  # the gate is gone now
         conn.cursor().execute("SELECT 1")
+    if conn.open:
+        conn.close()
+
+
+def test_stopping_says_what_it_waits_for_and_a_second_signal_ends_the_wait(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """Ctrl-C with a client idle in a transaction: the drain names the client and how long
+    it has been idle, says how long it will wait and how to stop at once; a second signal
+    stops at once, and the transaction is rolled back (issue 15)."""
+    gate = gate_factory()
+    with contextlib.closing(db.connect()) as direct:
+        direct.cursor().execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    conn = gate.connect()
+    conn.begin()
+    conn.cursor().execute("INSERT INTO t VALUES (1)")
+    first = time.monotonic()
+    gate.send_signal(signal.SIGINT)
+    wait_until(lambda: "stopping: waiting up to" in gate.log_text(), "the drain to begin")
+    log = gate.log_text()
+    assert "shutting down (SIGINT (Ctrl-C)): no new clients; those holding an upstream " \
+        "connection may finish for up to 30 s" in log, gate.log_tail()
+    assert re.search(
+        rf"stopping: waiting up to \d+ s more for 1 client\(s\) holding an upstream connection "
+        rf"to finish: client {conn.thread_id()} \({db.user}@127\.0\.0\.1:\d+\) idle in "
+        rf"transaction for \d+ s\. Another SIGTERM or Ctrl-C stops at once, rolling their "
+        rf"transactions back", log), gate.log_tail()
+    assert gate.running
+
+    gate.send_signal(signal.SIGTERM)
+    assert gate.wait(timeout=60) == 0, gate.log_tail()
+    # Stopped on the second signal, not at the end of the 30 s drain.
+    assert time.monotonic() - first < 30, gate.log_tail()
+    log = gate.log_text()
+    assert "SIGTERM again: stopping now; transactions still open are rolled back" in log
+    assert f"not waiting for 1 client(s): client {conn.thread_id()} " in log
+    assert "the most a stop waits" not in log
+    with contextlib.closing(db.connect()) as direct, direct.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM t")
+        assert cursor.fetchone() == (0,)  # rolled back
     if conn.open:
         conn.close()

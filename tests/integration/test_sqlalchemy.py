@@ -256,6 +256,7 @@ def _isolation(engine: Engine, db: ScratchDb, worker: str) -> list[Any]:
     """Per isolation level: what the connection reports and which rows of another client
     (a direct connection) a transaction sees; then AUTOCOMMIT; then the default again."""
     seen: list[Any] = []
+    isolation_sql = db.server.dialect.translate("SELECT @@tx_isolation")
     count = select(func.count()).select_from(Row).where(Row.worker == worker)
     with contextlib.closing(db.connect()) as other, other.cursor() as cur:
         for level in LEVELS:
@@ -275,7 +276,7 @@ def _isolation(engine: Engine, db: ScratchDb, worker: str) -> list[Any]:
             conn.execution_options(isolation_level="SERIALIZABLE")
             seen.append(conn.get_isolation_level())
             with conn.begin():
-                seen.append(conn.scalar(text("SELECT @@tx_isolation")))
+                seen.append(conn.scalar(text(isolation_sql)))
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             seen.append(("@@autocommit", conn.scalar(text("SELECT @@autocommit"))))
@@ -285,7 +286,7 @@ def _isolation(engine: Engine, db: ScratchDb, worker: str) -> list[Any]:
             seen.append(("AUTOCOMMIT", cur.fetchall()))
         with engine.connect() as conn:
             seen.append(("default again", conn.get_isolation_level()))
-            seen.append(conn.scalar(text("SELECT @@tx_isolation")))
+            seen.append(conn.scalar(text(isolation_sql)))
     return seen
 
 

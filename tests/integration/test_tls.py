@@ -143,7 +143,7 @@ def _client_tls_args(certs: Certs) -> tuple[str, ...]:
 def _tls_server(cert: ServerCert, flavour: str) -> Iterator[DbServer]:
     options = {"ssl_cert": cert.cert, "ssl_key": cert.key}
     with server_class(flavour)(options) as server:
-        assert server.get_global("have_ssl") == "YES", server.error_log_tail()
+        assert server.offers_tls, server.error_log_tail()
         yield server
 
 
@@ -695,7 +695,7 @@ def test_work_over_tls(tls_gate: Gate, certs: Certs, db: ScratchDb) -> None:
             cursor.execute("SELECT b FROM t WHERE id = 1")
             assert cursor.fetchone() == (blob,)
             # Many rows, and a transaction over several statements.
-            cursor.execute("SELECT seq FROM seq_1_to_20000")
+            cursor.execute(f"SELECT seq FROM {db.server.dialect.numbers(1, 20000)}")
             assert [row[0] for row in cursor.fetchall()] == list(range(1, 20001))
             cursor.execute("BEGIN")
             cursor.execute("INSERT INTO t VALUES (2, 'two')")
@@ -829,6 +829,7 @@ def test_upstream_ssl_mode(
 )
 def test_upstream_certificate_refused_at_startup(
     request: pytest.FixtureRequest,
+    flavour: str,  # the server fixtures below are of this flavour
     scratch_on: Callable[[DbServer], ScratchDb],
     certs: Certs,
     ssl_mode: str,
@@ -858,12 +859,13 @@ def test_upstream_certificate_refused_at_startup(
     assert db.password not in check.stdout + check.stderr
 
 
+@pytest.mark.server_options(tls_version={"mysql": ""})  # MySQL offers TLS unless told not to
 def test_upstream_tls_required_of_a_server_without_it(
-    gate_factory: Callable[..., Gate], db: ScratchDb, server: DbServer
+    gate_factory: Callable[..., Gate], db: ScratchDb, private_server: DbServer
 ) -> None:
-    """The shared server offers no TLS: `required` fails clearly, naming the setting,
-    and never falls back to a plain connection; `preferred` does fall back."""
-    assert server.get_global("have_ssl") != "YES"
+    """A server that offers no TLS: `required` fails clearly, naming the setting, and
+    never falls back to a plain connection; `preferred` does fall back."""
+    assert not private_server.offers_tls
     args = ["--upstream", db.upstream_url, "--upstream-ssl-mode", "required"]
     check = _run_mysqlgate("check-config", *args)
     assert check.returncode == 1, check.stdout + check.stderr

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import pytest
 from harness import Gate, ScratchDb, fetch_rows
 
 
+@pytest.mark.only_on("mariadb", why="SET STATEMENT ... FOR is MariaDB's")
 def test_set_statement_values_are_temporary(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
@@ -25,6 +27,7 @@ def test_set_statement_values_are_temporary(
         assert fetch_rows(b, "SELECT @@max_statement_time") == ((default,),)
 
 
+@pytest.mark.only_on("mariadb", why="sequences are MariaDB's")
 def test_lastval_set_through_a_column_default_stays_with_its_client(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:
@@ -66,6 +69,7 @@ def test_one_shot_variables_pin_rather_than_move(
         assert now > 1700000000
 
 
+@pytest.mark.only_on("mariadb", why="EXECUTE IMMEDIATE is MariaDB's")
 def test_named_lock_through_execute_immediate_stays_with_its_client(
     gate_factory: Callable[..., Gate], db: ScratchDb
 ) -> None:

@@ -58,6 +58,7 @@ CAPABILITIES = f"{INTEGRATION}/test_capabilities.py"
 POOL_LIMITS = f"{INTEGRATION}/test_pool_limits.py"
 AUTH = f"{INTEGRATION}/test_auth.py"
 LEAKS = f"{INTEGRATION}/test_leaks.py"
+ERROR_CODES = f"{INTEGRATION}/test_error_codes.py"
 DIAGNOSTICS = f"{INTEGRATION}/test_diagnostics.py"
 UNTRACKED = f"{INTEGRATION}/test_untracked_state.py"
 IDLE_AND_KILL = f"{INTEGRATION}/test_idle_and_kill.py"
@@ -77,10 +78,6 @@ def leak(*cases: str, leave: str = "close") -> tuple[str, ...]:
     """The leak probe of test_leaks.py through mysqlgate: client A runs case `case` and
     leaves by `leave`, B must then see a fresh session."""
     return tuple(f"{LEAKS}::test_nothing_reaches_the_next_client[{leave}-{case}]" for case in cases)
-
-
-def _session(original: str, replacement: str) -> Edit:
-    return Edit("session.py", original, replacement)
 
 
 def _detects_nothing(line: str) -> Edit:
@@ -105,10 +102,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="no reset on detach: pins",
         guarantee="A client leaving with unmovable state gets its connection reset",
-        edits=(
-            _session("        return bool(self.pins) or self.in_transaction or self.savepoints\n",
-                     "        return self.in_transaction or self.savepoints  # mutation\n"),
-        ),
+        edits=(Edit('session/client_state.py',
+             ('        return self.hold_reason() in (HOLD_TRANSACTION, HOLD_SAVEPOINT,'
+              ' HOLD_PINNED)\n'),
+             ('        return self.hold_reason() in (HOLD_TRANSACTION, HOLD_SAVEPOINT) '
+              ' # mutation\n')),),
         tests=(
             RESET_BEFORE_ANOTHER,
             *leak("user_var_select_assign", "named_lock_select", "temporary_table",
@@ -119,26 +117,104 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="no reset on detach: open transaction",
         guarantee="A client leaving inside a transaction gets its connection reset",
-        edits=(
-            _session("        return bool(self.pins) or self.in_transaction or self.savepoints\n",
-                     "        return bool(self.pins) or self.savepoints  # mutation\n"),
-        ),
+        edits=(Edit('session/client_state.py',
+             ('        return self.hold_reason() in (HOLD_TRANSACTION, HOLD_SAVEPOINT,'
+              ' HOLD_PINNED)\n'),
+             '        return self.hold_reason() in (HOLD_SAVEPOINT, HOLD_PINNED)  # mutation\n'),),
         tests=(
             *leak("transaction_open", "autocommit_off_open"),
             *leak("transaction_open", leave="killed"),
             *leak("transaction_open", leave="after_error"),
         ),
     ),
+    # What mysqlgate sends ahead of a client's statement (issue 14, found on MySQL).
+    Mutation(
+        name="replay: a read-only variable the server set",
+        guarantee="What the server changes on its own (statement_id) is never replayed",
+        edits=(Edit("session_state.py",
+                    "        if not self.server_set or not tracked.variables:\n",
+                    "        if True:  # mutation\n"),),
+        tests=(
+            f"{INTEGRATION}/test_replay.py::test_alternating_inserts_are_each_written_once_and_answered",
+            f"{INTEGRATION}/test_local_answers.py",
+            "tests/unit/test_session_state.py::test_the_servers_own_changes_are_not_the_sessions",
+        ),
+    ),
+    Mutation(
+        name="replay: a refused restore, the write sent behind it",
+        guarantee="Never an error for a statement that ran: a write waits for a restore",
+        edits=(Edit('session/attach.py',
+             '        elif plan.may_fail and self._may_write(packet, command):\n',
+             ('        elif plan.changes_schema and self._may_write(packet, command): '
+              ' # mutation\n')),),
+        tests=(f"{INTEGRATION}/test_replay.py::test_a_refused_restore_keeps_a_write_from_running",),
+    ),
+    Mutation(
+        name="replay: SET NAMES with a MariaDB default collation",
+        guarantee="A character set's default collation is the server's, not a driver's",
+        edits=(Edit("session_state.py",
+                    "                     charsets.default_collation(variables[",
+                    "                     builtin().default_collation(variables["),
+               Edit("session_state.py", "from .charsets import Charsets\n",
+                    "from .charsets import Charsets, builtin  # mutation\n")),
+        tests=(
+            f"{CLIENTS}::test_session_state_follows_client",
+            f"{SESSION_STATE_UNIT}::test_set_names_takes_the_servers_default_collation",
+        ),
+    ),
+    Mutation(
+        name="replay: a SET's warning left for the client",
+        guarantee="A replay leaves no trace: no warning of mysqlgate's SET in SHOW WARNINGS",
+        edits=(Edit('session/attach.py',
+             ('        if plan.sets_variables or upstream.conditions and'
+              ' upstream.last_client != client.id:\n'),
+             ('        if upstream.conditions and upstream.last_client != client.id:  #'
+              ' mutation\n')),),
+        tests=(f"{INTEGRATION}/test_replay.py::test_a_replayed_set_leaves_no_warning",),
+    ),
+    Mutation(
+        name="a prepared statement's effects ignored",
+        guarantee="GET_LOCK or stored code run by COM_STMT_EXECUTE does not outlive its client",
+        edits=(Edit('session/session.py',
+             ('                client.effects = statement.effects if statement is not'
+              ' None else Effect.NONE\n'),
+             '                client.effects = Effect.NONE  # mutation\n'),),
+        tests=(f"{LEAKS}::test_named_lock_of_a_prepared_statement_goes_with_its_client",),
+    ),
+    Mutation(
+        name="a database another client selected is kept",
+        guarantee="A client without a database never finds itself in another client's",
+        edits=(Edit("session_state.py",
+                    "    plan.change_user = wanted is None and upstream.schema is not None\n",
+                    "    plan.change_user = False  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_replay.py::"
+               "test_a_client_without_a_database_never_finds_another_clients",),
+    ),
+    Mutation(
+        name="an error packet after half a row",
+        guarantee="A connection lost mid-packet ends the client's, never corrupts its stream",
+        edits=(Edit("session/commands.py",
+                    "        if exchange.forwarded and not exchange.swallow and not exchange"
+                    ".held and (\n",
+                    "        if False and (  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
+    ),
+    Mutation(
+        name="a cut row passed on at once",
+        guarantee="A small row cut by a read waits for its rest: a loss then gets a clear error",
+        edits=(Edit("session/exchange.py",
+                    "            if cut >= start and scanner.skip and scanner.skip + end - cut"
+                    " <= HOLD_ROW:\n",
+                    "            if False:  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
+    ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
         name="no reset on COM_RESET_CONNECTION",
         guarantee="COM_RESET_CONNECTION resets the upstream session the client held",
-        edits=(
-            _session(
-                "            self.account.pool.release(backend, reset=True)\n",
-                "            self.account.pool.release(backend, reset=False)  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/attach.py',
+             '            client.account.pool.release(backend, reset=True)\n',
+             '            client.account.pool.release(backend, reset=False)  # mutation\n'),),
         tests=(
             f"{COMMANDS}::test_reset_connection_forgets_session_state",
             f"{COMMANDS}::test_reset_connection_restores_session_variables",
@@ -213,28 +289,22 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="pin: unexplained tracker change ignored",
         guarantee="A change the trackers flag but do not describe pins (unexplained_change)",
-        edits=(
-            _session(
-                "        if self._temporary_variables() and not self.effects & Effect.MULTIPLE:\n"
-                "            return\n"
-                "        self.pin(PIN_SESSION_STATE)\n",
-                "        return  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/tracking.py',
+             ('        if self._temporary_variables() and not self.client.effects &'
+              ' Effect.MULTIPLE:\n'
+              '            return\n'
+              '        self.client.pin(PIN_SESSION_STATE)\n'),
+             '        return  # mutation\n'),),
         tests=leak("user_var_in_function", "user_var_in_trigger", "user_var_execute_immediate",
                    "user_var_in_procedure"),
     ),
     Mutation(
         name="pin: state_changed-only OK ignored",
         guarantee="An OK whose tracker says only 'state changed' pins (note_ok)",
-        edits=(
-            _session(
-                "            # pinned for that already: one pin, under the reason that says"
-                " why.\n"
-                "            self.pin(PIN_SESSION_STATE)\n",
-                "            pass  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/tracking.py',
+             ('            # pinned for that already: one pin, under the reason that says why.\n'
+              '            client.pin(PIN_SESSION_STATE)\n'),
+             '            pass  # mutation\n'),),
         tests=leak("user_var_in_trigger", "user_var_execute_immediate", "user_var_in_procedure",
                    "user_var_in_function"),
     ),
@@ -242,17 +312,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="pin: long data waiting for its execute",
         guarantee="Long data stays on the connection its execute will run on",
-        edits=(_session("        for reason, tied in ((PIN_LONG_DATA, any(s.long_data for s in "
-                        "self.statements)),\n",
-                        "        for reason, tied in ((PIN_LONG_DATA, False),  # mutation\n"),),
+        edits=(Edit('session/client_state.py',
+             ('        for reason, tied in ((PIN_LONG_DATA, any(s.long_data for s in'
+              ' self.statements)),\n'),
+             '        for reason, tied in ((PIN_LONG_DATA, False),  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_connector_prepared.py::test_send_long_data_and_reset",),
     ),
     Mutation(
         name="pin: open cursor",
         guarantee="A statement's open cursor keeps its client on that connection",
-        edits=(_session("                             (PIN_CURSOR, any(s.cursor for s in "
-                        "self.statements))):\n",
-                        "                             (PIN_CURSOR, False)):  # mutation\n"),),
+        edits=(Edit('session/client_state.py',
+             ('                             (PIN_CURSOR, any(s.cursor for s in'
+              ' self.statements))):\n'),
+             '                             (PIN_CURSOR, False)):  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_connector_prepared.py::test_cursor_fetch",),
     ),
     Mutation(
@@ -267,23 +339,21 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="upstream statements nobody uses are never closed",
         guarantee="Statements every client closed are closed on the server too",
-        edits=(_session("    for server_id in upstream.statements.drop_unused(registry.open):\n",
-                        "    for server_id in []:  # mutation\n"),),
+        edits=(Edit('upstream_session.py',
+             '    for server_id in upstream.statements.drop_unused(registry.open):\n',
+             '    for server_id in []:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_connector_prepared.py::test_closing_statements_and_the_"
                "server_limit",),
     ),
     Mutation(
         name="pin() does nothing",
         guarantee="Pinned clients keep their connection until they reset or leave",
-        edits=(
-            _session(
-                "    def pin(self, reason: str) -> None:\n"
-                "        if reason not in self.pins:\n",
-                "    def pin(self, reason: str) -> None:\n"
-                "        return  # mutation\n"
-                "        if reason not in self.pins:\n",
-            ),
-        ),
+        edits=(Edit('session/client_state.py',
+             ('    def pin(self, reason: str) -> None:\n'
+              '        if reason not in self.pins:\n'),
+             ('    def pin(self, reason: str) -> None:\n'
+              '        return  # mutation\n'
+              '        if reason not in self.pins:\n')),),
         tests=(
             RESET_BEFORE_ANOTHER,
             f"{COMMANDS}::test_prepared_statements_pin_until_closed",
@@ -295,13 +365,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="no role restore after reset",
         guarantee="A reset connection gets the login's role back (SET ROLE survives a reset)",
-        edits=(
-            _session(
-                "        return [*RESET_COMMANDS, *([self.restore_role] if self.role_changed"
-                " else [])]\n",
-                "        return [*RESET_COMMANDS]  # mutation\n",
-            ),
-        ),
+        edits=(Edit('upstream_session.py',
+             ('        return [*RESET_COMMANDS, *([self.restore_role] if'
+              ' self.role_changed else [])]\n'),
+             '        return [*RESET_COMMANDS]  # mutation\n'),),
         tests=(*leak("role"), *leak("role", leave="in_transaction"),
                *leak("role", leave="killed")),
     ),
@@ -309,24 +376,20 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="XA connection reset, not closed",
         guarantee="A connection that ran XA statements is closed, never reset and reused",
-        edits=(
-            _session("        if self.unresettable:\n",
-                     "        if False:  # mutation\n"),
-        ),
+        edits=(Edit('upstream_session.py',
+             '        if self.unresettable:\n',
+             '        if False:  # mutation\n'),),
         tests=leak("xa_prepared", "xa_active"),
     ),
     # 6. CALL: a procedure's named locks raise no tracker flag.
     Mutation(
         name="no reset after CALL",
         guarantee="A connection that ran CALL is reset when its client detaches",
-        edits=(
-            _session(
-                "        if effects & RESET_AFTER:\n"
-                "            self.left_untracked = True\n",
-                "        if effects & RESET_AFTER:\n"
-                "            pass  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/tracking.py',
+             ('        if effects & RESET_AFTER:\n'
+              '            client.left_untracked = True\n'),
+             ('        if effects & RESET_AFTER:\n'
+              '            pass  # mutation\n')),),
         tests=leak("named_lock_in_procedure", "user_var_in_procedure"),
     ),
     # 7. The pool's size bound.
@@ -648,6 +711,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        name="idle connections removed while iterated",
+        guarantee="Two idle connections that expire together drop no client (issue 16)",
+        edits=(
+            Edit("pool.py", "        for backend in reversed(list(self._idle)):\n",
+                 "        for backend in reversed(self._idle):  # mutation\n"),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_many_clients_while_connections_expire",
+            POOL_MODEL,
+            POOL_UNIT,
+        ),
+    ),
+    Mutation(
         name="capability key ignored: _return",
         guarantee="A released connection goes only to a waiter with its flags",
         edits=(
@@ -668,10 +744,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="detach inside a transaction",
         guarantee="A client keeps its connection while the server says a transaction is open",
-        edits=(
-            _session("        if not (self.in_transaction or self.pins or self.relay_infile\n",
-                     "        if not (self.pins or self.relay_infile  # mutation\n"),
-        ),
+        edits=(Edit('session/client_state.py',
+             ('        if self.in_transaction:\n'
+              '            return HOLD_TRANSACTION\n'),
+             ('        if False:  # mutation\n'
+              '            return HOLD_TRANSACTION\n')),),
         tests=(
             f"{POOL_LIMITS}::test_queue_timeout_error_then_recovery",
             f"{CLIENTS}::test_autocommit_commit_and_rollback",
@@ -735,13 +812,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="any password accepted",
         guarantee="Clients log in only with the upstream account's own user and password",
-        edits=(
-            _session(
-                "        if account is None or not auth.verify(client_plugin, password, nonce,"
-                " proof):\n",
-                "        if account is None:  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/login.py',
+             ('        if account is None or not auth.verify(client_plugin, password,'
+              ' nonce, proof):\n'),
+             '        if account is None:  # mutation\n'),),
         tests=(
             f"{AUTH}::test_wrong_password_is_refused_without_an_upstream_connection",
             f"{AUTH}::test_wrong_user_and_missing_password_are_refused",
@@ -752,25 +826,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="SET STATEMENT values taken as the session's",
         guarantee="SET STATEMENT ... FOR values are not recorded as the client's settings",
-        edits=(
-            _session(
-                "        return bool(self.effects & Effect.SET_STATEMENT)\n",
-                "        return False  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/tracking.py',
+             '        return bool(self.client.effects & Effect.SET_STATEMENT)\n',
+             '        return False  # mutation\n'),),
         tests=(f"{UNTRACKED}::test_set_statement_values_are_temporary", *leak("set_statement")),
     ),
     # 15. LASTVAL reads per-session state no tracker reports.
     Mutation(
         name="LASTVAL read on a shared session",
         guarantee="LASTVAL / PREVIOUS VALUE FOR run on a session no other client used",
-        edits=(
-            _session(
-                "        return bool(self.effects & Effect.LASTVAL_READ) and \\\n"
-                "            upstream.last_client not in (0, self.id)\n",
-                "        return False  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/attach.py',
+             ('        return bool(self.client.effects & Effect.LASTVAL_READ) and \\\n'
+              '            upstream.last_client not in (0, self.client.id)\n'),
+             '        return False  # mutation\n'),),
         tests=(f"{UNTRACKED}::test_lastval_set_through_a_column_default_stays_with_its_client",
                *leak("sequence_nextval", "sequence_next_value_for")),
     ),
@@ -778,22 +846,19 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="no hold for SHOW WARNINGS",
         guarantee="After warnings or an error the client keeps its connection for SHOW WARNINGS",
-        edits=(
-            _session("        self.diagnostics.conditions = True\n",
-                     "        pass  # mutation\n"),
-        ),
+        edits=(Edit('session/tracking.py',
+             '        self.client.diagnostics.conditions = True\n',
+             '        pass  # mutation\n'),),
         tests=(f"{DIAGNOSTICS}::test_show_warnings_and_errors_of_the_clients_own_statement",
                *leak("warnings", "warnings_insert_ignore", "error")),
     ),
     Mutation(
         name="another client's warnings not cleared",
         guarantee="A client never reads another client's warnings or error (cleared first)",
-        edits=(
-            _session(
-                "        elif upstream.conditions and upstream.last_client != self.id:\n",
-                "        elif False:  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/attach.py',
+             ('        if plan.sets_variables or upstream.conditions and'
+              ' upstream.last_client != client.id:\n'),
+             '        if plan.sets_variables:  # mutation\n'),),
         tests=leak("warnings", "warnings_insert_ignore", "error"),
     ),
     # Not in the original brief, same family: SET TRANSACTION applies to the next one.
@@ -804,13 +869,10 @@ MUTATIONS += (
     Mutation(
         name="ROW_COUNT()/FOUND_ROWS() read on another's connection as they are",
         guarantee="ROW_COUNT()/FOUND_ROWS() answer about the client's own previous statement",
-        edits=(
-            _session(
-                "            if effects & Effect.DIAGNOSTIC_VALUES and upstream.values !="
-                " diagnostics.values \\\n",
-                "            if False \\\n",
-            ),
-        ),
+        edits=(Edit('session/commands.py',
+             ('            if effects & Effect.DIAGNOSTIC_VALUES and upstream.values !='
+              ' diagnostics.values \\\n'),
+             '            if False \\\n'),),
         tests=(
             f"{DIAGNOSTICS}::test_row_count_and_found_rows_after_another_client_used_the_"
             "connection",
@@ -834,13 +896,10 @@ MUTATIONS += (
     Mutation(
         name="no retry on a dead connection",
         guarantee="A read-only statement whose connection was already dead is run again",
-        edits=(
-            _session(
-                "            self._retry(exchange.backend, exc, exchange.packet)\n"
-                "            return\n",
-                "            pass  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/commands.py',
+             ('            self.retry(exchange.backend, exc, exchange.packet)\n'
+              '            return\n'),
+             '            pass  # mutation\n'),),
         tests=(
             f"{IDLE_AND_KILL}::test_server_drops_an_idle_pooled_connection_the_gate_has_not_"
             "noticed",
@@ -850,23 +909,19 @@ MUTATIONS += (
     Mutation(
         name="one-shot variables replayed as values",
         guarantee="insert_id, timestamp and the like pin instead of being replayed",
-        edits=(
-            _session(
-                "        if any(name in UNMOVABLE_VARIABLES for name, _ in tracked.variables):\n",
-                "        if False:  # mutation\n",
-            ),
-        ),
+        edits=(Edit('session/tracking.py',
+             '        if any(name in UNMOVABLE_VARIABLES or name in kinds.unreplayable\n',
+             '        if any(False\n'),),
         tests=(f"{UNTRACKED}::test_one_shot_variables_pin_rather_than_move",),
     ),
     # 21. COM_SET_OPTION survives COM_RESET_CONNECTION.
     Mutation(
         name="multi-statements assumed off after a reset",
         guarantee="A client without CLIENT_MULTI_STATEMENTS never has two statements run",
-        edits=(
-            _session("    await backend.pipeline(upstream.reset_commands())\n",
-                     "    await backend.pipeline(upstream.reset_commands())\n"
-                     "    backend.multi_statements = False  # mutation\n"),
-        ),
+        edits=(Edit('upstream_session.py',
+             '    await backend.pipeline(upstream.reset_commands())\n',
+             ('    await backend.pipeline(upstream.reset_commands())\n'
+              '    backend.multi_statements = False  # mutation\n')),),
         tests=(f"{CAPABILITIES}::test_multi_statements_stay_off_after_a_reset",),
     ),
     # 23. After a 1226 the lowered pool size must be able to come back.
@@ -889,7 +944,9 @@ MUTATIONS += (
     Mutation(
         name="no hold after SAVEPOINT",
         guarantee="A SAVEPOINT keeps its client on the connection until the transaction ends",
-        edits=(_session("            self.savepoints = True\n", "            pass  # mutation\n"),),
+        edits=(Edit('session/tracking.py',
+             '            client.savepoints = True\n',
+             '            pass  # mutation\n'),),
         tests=(
             f"{INTEGRATION}/test_savepoints.py::test_savepoint_as_the_first_statement_with_"
             "autocommit_off",
@@ -900,48 +957,55 @@ MUTATIONS += (
     Mutation(
         name="database at login not checked",
         guarantee="An unusable database fails the login with the server's own error",
-        edits=(_session("        if schema in account.known_schemas:\n",
-                        "        if True:  # mutation\n"),),
+        edits=(Edit('session/login.py',
+             '        if schema in account.known_schemas:\n',
+             '        if True:  # mutation\n'),),
         tests=(f"{AUTH}::test_database_named_at_login_is_checked_at_login",),
     ),
     # 26. Settings answered by mysqlgate itself are the server's answers.
     Mutation(
         name="local settings answer not applied to the session",
         guarantee="A setting answered locally is the client's setting from then on",
-        edits=(_session("            self._apply_tracked(tracked, None)\n",
-                        "            pass  # mutation\n"),),
+        edits=(Edit('session/tracking.py',
+             '            self.apply_tracked(tracked, None)\n',
+             '            pass  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_local_answers.py",),
     ),
     Mutation(
         name="tracking data not cut to the client's own settings",
         guarantee="A client is told of its session what its tracking settings ask for",
-        edits=(_session(
-            "        return None if tracked is None else self.tracking.filter(tracked)\n",
-            "        return tracked  # mutation\n"),),
+        edits=(Edit('session/tracking.py',
+             ('        return None if tracked is None else'
+              ' self.client.tracking.filter(tracked)\n'),
+             '        return tracked  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_local_answers.py",),
     ),
     # 27. KILL from clients aims at clients, never at a connection serving another.
     Mutation(
         name="KILL QUERY in flight does not hold the victim's connection",
         guarantee="A KILL QUERY never interrupts another client's statement",
-        edits=(_session("                or self.savepoints or self.kill_pending):\n",
-                        "                or self.savepoints):  # mutation\n"),),
+        edits=(Edit('session/client_state.py',
+             ('        if self.kill_pending:\n'
+              '            return HOLD_KILL\n'),
+             ('        if False:  # mutation\n'
+              '            return HOLD_KILL\n')),),
         tests=(f"{INTEGRATION}/test_kill.py::test_kill_query_keeps_the_connection_until_it_ran",),
     ),
     Mutation(
         name="KILL of a CONNECTION_ID() value not resolved to its client",
         guarantee="KILL QUERY <the id CONNECTION_ID() showed> reaches that client",
-        edits=(_session("            if session.backend is not None and session.backend.thread_id"
-                        " == client_id:\n",
-                        "            if False:  # mutation\n"),),
+        edits=(Edit('context.py',
+             '            if backend is not None and backend.thread_id == ident:\n',
+             '            if False:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_kill.py::test_kill_query_interrupts_only_its_clients_"
                "statement",),
     ),
     Mutation(
         name="a client's own wait_timeout ignored",
         guarantee="A client that set wait_timeout is disconnected after that long idle",
-        edits=(_session("            if timeout and idle > timeout:\n",
-                        "            if False:  # mutation\n"),),
+        edits=(Edit('janitor.py',
+             '        if timeout and idle > timeout:\n',
+             '        if False:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_kill.py::test_a_clients_own_wait_timeout",),
     ),
     # 22. EXECUTE IMMEDIATE runs a statement written in a string.
@@ -978,15 +1042,19 @@ MUTATIONS += (
     Mutation(
         name="a stuck transaction keeps its connection",
         guarantee="A client idle in a transaction gives its connection back while others wait",
-        edits=(_session("        if idle > limit:\n            self._end_idle_transaction(idle)\n",
-                        "        if False:  # mutation\n            pass\n"),),
+        edits=(Edit('janitor.py',
+             ('    if idle > limit:\n'
+              '        client.end_idle_transaction(idle)\n'),
+             ('    if False:  # mutation\n'
+              '        pass\n')),),
         tests=(f"{INTEGRATION}/test_stuck_clients.py",),
     ),
     Mutation(
         name="idle_transaction_timeout auto acts with no one waiting",
         guarantee="auto never ends a transaction that no other client waits for",
-        edits=(_session("            if not self.account.pool.waiting_count or facts is None:\n",
-                        "            if facts is None:  # mutation\n"),),
+        edits=(Edit('janitor.py',
+             '        if not account.pool.waiting_count or facts is None:\n',
+             '        if facts is None:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_stuck_clients.py::"
                "test_auto_rolls_back_stuck_transactions_only_while_others_wait",),
     ),
@@ -1045,25 +1113,71 @@ MUTATIONS += (
     Mutation(
         name="a statement answered 1053 (server shutting down) is not run again",
         guarantee="A read the server refused because it shuts down waits for it, unseen",
-        edits=(_session("        if event == Event.ERR and not self.forwarded and end =="
-                        " scanner.event_end and \\\n",
-                        "        if False and \\\n"),),
+        edits=(Edit("session/exchange.py",
+                    "        if event == Event.ERR and not self.forwarded and end =="
+                    " scanner.event_end and \\\n",
+                    "        if False and \\\n"),),
         tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error",),
+    ),
+    Mutation(
+        name="client-range code: upstream lost sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(Edit("errors.py", "    code = ER_NET_READ_ERROR\n",
+                    "    code = 2013  # mutation\n"),),
+        tests=(K(ERROR_CODES, "killed_mid_statement and (mysqlclient or mariadb-cli)"),
+               f"{INTEGRATION}/test_idle_and_kill.py::test_kill_mid_query",
+               "tests/unit/test_errors.py"),
+    ),
+    Mutation(
+        name="client-range code: unreachable server sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(Edit("errors.py",
+                    '    app can tell "did not run" from "may have run"."""\n\n'
+                    "    code = ER_SERVER_SHUTDOWN\n",
+                    '    app can tell "did not run" from "may have run"."""\n\n'
+                    "    code = 2013  # mutation\n"),),
+        tests=(K(ERROR_CODES, "server_stopped and (mysqlclient or mariadb-cli)"),
+               f"{INTEGRATION}/test_cold_start.py::test_server_started_after_mysqlgate",
+               "tests/unit/test_errors.py"),
+    ),
+    Mutation(
+        name="client-range code: idle pinned session sent as 2013",
+        guarantee="mysqlgate never sends a client-library code (libmariadb: 2027 malformed)",
+        edits=(Edit('session/session.py',
+             '            ERR(UpstreamLost.code, message, UpstreamLost.sqlstate)\n',
+             '            ERR(2013, message, UpstreamLost.sqlstate)  # mutation\n'),),
+        tests=(K(ERROR_CODES, "idle_pinned and (mysqlclient or mariadb-cli)"),),
+    ),
+    Mutation(
+        name="ping fails while the server is unreachable",
+        guarantee="COM_PING answers for the client's own connection, also while the server "
+                  "is down",
+        edits=(Edit('session/attach.py',
+             ('                # reach its users as "MySQL Connection not available",'
+              ' not as ours.\n'
+              '                self.replies.ok()\n'),
+             ('                if client.account.pool.unreachable is not None:  # mutation\n'
+              '                   '
+              ' self.replies.mysqlgate_error(client.account.pool.unreachable_error())\n'
+              '                    return\n'
+              '                self.replies.ok()\n')),),
+        tests=(f"{INTEGRATION}/test_cold_start.py::test_server_started_after_mysqlgate",
+               K(ERROR_CODES, "server_stopped and connector")),
     ),
     Mutation(
         name="console open to any OS user without a password",
         guarantee="With no admin.password, only mysqlgate's own OS user (or root) logs in",
         edits=(Edit("admin/console.py",
-                    "        if uid is None or uid not in (os.getuid(), 0):\n",
-                    "        if uid is None:  # mutation\n"),),
+                    "        if uid is not None and uid in (os.getuid(), 0):\n",
+                    "        if uid is not None:  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_admin.py::test_other_os_users_are_refused_without_a_password",),
     ),
     Mutation(
         name="listen.require_tls ignored",
         guarantee="Beyond loopback, clients without TLS are refused when require_tls is set",
-        edits=(_session(
-            '        elif ctx.config["listen.require_tls"] and not self.client.local:\n',
-            "        elif False:  # mutation\n"),),
+        edits=(Edit('session/login.py',
+             '        elif ctx.config["listen.require_tls"] and not port.local:\n',
+             '        elif False:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_tls.py::test_require_tls_beyond_loopback",),
     ),
 )

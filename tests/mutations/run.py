@@ -223,16 +223,30 @@ def resolve(copy: Path, all_ids: list[str], selectors: Iterable[Selector],
             matched = k_cache[selector]
             label = f"{selector.path} -k {selector.expr!r}"
         else:
-            prefix = selector.rstrip("/")
-            matched = [
-                node for node in all_ids
-                if node == prefix or node.startswith((prefix + "::", prefix + "[", prefix + "/"))
-            ]
+            matched = [node for node in all_ids if _selects(selector.rstrip("/"), node)]
             label = selector
         if not matched:
             missing.append(label)
         ids.update(dict.fromkeys(matched))
     return list(ids), missing
+
+
+# The server flavours every server test runs on: its node ids carry one first among
+# their parameters ([mariadb-...], [mysql-...]).
+FLAVOURS = ("mariadb", "mysql")
+
+
+def _selects(selector: str, node: str) -> bool:
+    """Whether `selector` (a path, a test, or a test with its parameters, which may
+    leave out the flavour: `test_x[close-role]` selects `test_x[mysql-close-role]`)
+    selects the collected node id `node`."""
+    if node == selector or node.startswith((selector + "::", selector + "[", selector + "/")):
+        return True
+    base, bracket, params = selector.partition("[")
+    if not bracket or not node.startswith(base + "["):
+        return False
+    flavour, _, rest = node[len(base) + 1:].partition("-")
+    return flavour in FLAVOURS and rest == params
 
 
 def _descendants(pid: int) -> list[int]:

@@ -43,12 +43,26 @@ def test_parse(text: str, command: Command) -> None:
 
 
 @pytest.mark.parametrize(("text", "says"), [
-    ("FLUSH POOLS", "Known commands: SHOW POOLS"),
-    ("SHOW POOLS; SHOW CLIENTS", "one command at a time"),
-    ("KILL CLIENT me", "KILL CLIENT <id>"),
-    ("SET queue_timeout = 3", "did you mean pool.queue_timeout"),
-    ("SET pool.nothing = 3", "unknown setting 'pool.nothing'"),
-    ("SELECT * FROM pools", "SELECT of @@variables only"),
+    # What is wrong; what is accepted (issue 15).
+    ("FLUSH POOLS", "unknown command 'FLUSH'; known commands: SHOW POOLS; SHOW CLIENTS; "),
+    ("SHOW FOO", "unknown SHOW 'FOO'; accepted: SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, "
+                 "SHOW STATS, SHOW CONFIG, SHOW VERSION, SHOW HELP"),
+    ("SHOW POOLS NOW", "SHOW POOLS takes nothing after it, not 'NOW'"),
+    ("RELOAD now", "RELOAD takes nothing after it, not 'now'"),
+    ("SHOW POOLS; SHOW CLIENTS", "2 commands in one ('SHOW POOLS; SHOW CLIENTS'); the "
+                                 "console takes one command at a time"),
+    ("KILL CLIENT me", "'KILL CLIENT me' names no client; accepted: KILL CLIENT <id>"),
+    ("SET queue_timeout = 3", "unknown setting 'queue_timeout'; did you mean "
+                              "pool.queue_timeout?"),
+    ("SET pool.nothing = 3", "unknown setting 'pool.nothing'; SET takes: pool.queue_timeout, "
+                             "pool.idle_timeout, pool.max_lifetime, pool.ping_after, "
+                             "pool.idle_transaction_timeout, log.level"),
+    ("SET pool.size = 3", "pool.size cannot change without a restart; SET takes: "
+                          "pool.queue_timeout, "),
+    ("SET pool.queue_timeout", "cannot read 'SET pool.queue_timeout' as SET <setting> = "
+                               "<value>; accepted e.g.: SET pool.queue_timeout = 5"),
+    ("SELECT * FROM pools", "cannot answer 'SELECT * FROM pools': the console answers SELECT "
+                            "of @@variables, functions without arguments"),
 ])
 def test_parse_refuses_with_a_hint(text: str, says: str) -> None:
     with pytest.raises(CommandError) as excinfo:
@@ -65,8 +79,9 @@ def test_select_items() -> None:
                        {"DATABASE": None}) for _, e in command.select]
     assert values == ["c", 9, None, 1, "x"]
     assert evaluate("@@nothing", {}, {}) is None
-    with pytest.raises(CommandError):
-        evaluate("SLEEP()", {}, {})
+    with pytest.raises(CommandError, match=r"does not know SLEEP\(\); it knows DATABASE\(\), "
+                                           r"VERSION\(\)"):
+        evaluate("SLEEP()", {}, {"DATABASE": None, "VERSION": "v"})
 
 
 def test_text_result_framing() -> None:

@@ -1,22 +1,24 @@
-"""config.py: defaults < TOML file < MYSQLGATE_* environment < flags, and validation."""
+"""config.py and settings.py: defaults < TOML file < MYSQLGATE_* environment < flags, and
+validation."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mysqlgate.config import (
+from mysqlgate.config import Config, Listener, load
+from mysqlgate.settings import (
     SETTINGS,
-    Config,
     ConfigError,
-    Listener,
     env_name,
     flag_name,
-    load,
+    parse_setting,
     parse_size,
+    show_default,
 )
 
 
@@ -278,6 +280,123 @@ def test_bad_value_from_the_environment() -> None:
         load(None, {"MYSQLGATE_POOL_RESERVE": "one"}, {})
 
 
+# -- messages: what is wrong; what is accepted (issue 15) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"pool.size": "lots"}, "pool.size (from --pool-size): 'lots' is not a whole number; "
+                                "accepted: a whole number of connections, 1 or more, or auto"),
+        ({"pool.size": "0"}, "pool.size (from --pool-size): '0' is below 1; accepted: "),
+        ({"pool.reserve": "-1"}, "pool.reserve (from --pool-reserve): '-1' is negative; "
+                                 "accepted: a whole number of connections, 0 or more"),
+        ({"upstream.ssl_mode": "maybe"},
+         "upstream.ssl_mode (from --upstream-ssl-mode): unknown value 'maybe'; accepted: "
+         "disabled, preferred, required, verify_ca, verify_identity"),
+        ({"pool.queue_timeout": "soon"}, "pool.queue_timeout (from --pool-queue-timeout): "
+                                         "'soon' is not a number; accepted: seconds"),
+        ({"pool.idle_timeout": "never"}, "'never' is not a number; accepted: seconds, a "
+                                         "number of 0 or more (e.g. 2.5), or auto"),
+        ({"pool.idle_transaction_timeout": "x"}, "accepted: seconds, a number of 0 or more "
+                                                 "(e.g. 2.5), auto or off"),
+        ({"pool.result_buffer": "big"}, "'big' is not a size; accepted: bytes, a whole "
+                                        "number or one with a unit k, M or G"),
+        ({"listen.allow_remote": "maybe"}, "'maybe' is neither true nor false; accepted: "
+                                           "true or false"),
+        ({"log.level": "loud"}, "unknown value 'loud'; accepted: debug, info, warning, error"),
+        ({"auth.plugin": "pam"}, "accepted: auto, mysql_native_password, caching_sha2"),
+        ({"upstream.url": "postgres://u:secret@h/"},
+         "upstream.url: 'postgres://u:***@h/' does not start with mysql:// or mariadb://; "
+         "accepted: mysql://user:password@host:port/database"),
+        ({"upstream.url": "mysql://u:secret@db:99999/"},
+         "upstream.url: the port of 'mysql://u:***@db:99999/' is not a port number; "
+         "accepted: "),
+        ({"listen.addresses": ["127.0.0.1"]},
+         "listen.addresses: '127.0.0.1' has no port; accepted: host:port or unix:/path"),
+        ({"listen.addresses": ["127.0.0.1:http"]},
+         "listen.addresses: the port of '127.0.0.1:http' is not a port number; accepted: "
+         "host:port with a port of 1 to 65535, or unix:/path"),
+        ({"admin.listen": "localhost"}, "admin.listen: 'localhost' has no port; accepted: "),
+        ({"metrics.listen": "unix:/tmp/m.sock"},
+         "metrics.listen: unix:/tmp/m.sock is a unix socket; accepted: host:port (HTTP), or "
+         "off"),
+        ({"listen.tls_key": "key.pem"},
+         "listen.tls_key is set but listen.tls_cert is not; set both, or neither"),
+        ({"listen.require_tls": "true"},
+         "listen.require_tls is on but there is no certificate to offer; set listen.tls_cert "
+         "and listen.tls_key, or turn require_tls off"),
+        ({"upstream.password_file": "/nonexistent/pw"},
+         "upstream.password_file: cannot read /nonexistent/pw: No such file or directory; "
+         "accepted: a file this user can read"),
+        ({"admin.password_file": "/nonexistent/pw"},
+         "admin.password_file: cannot read /nonexistent/pw: No such file or directory"),
+    ],
+)
+def test_messages_say_what_is_wrong_and_what_is_accepted(flags: dict[str, Any],
+                                                         message: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load(None, {}, flags)
+    assert message in str(excinfo.value)
+    assert "secret" not in str(excinfo.value)
+
+
+def test_messages_say_where_a_value_came_from(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[pool]\nsize = \"lots\"\n")
+    with pytest.raises(ConfigError, match=re.escape(f"pool.size (from {path}): 'lots'")):
+        load(path, {}, {})
+    with pytest.raises(ConfigError, match=r"pool.size \(from MYSQLGATE_POOL_SIZE\): 'x'"):
+        load(None, {"MYSQLGATE_POOL_SIZE": "x"}, {})
+    with pytest.raises(ConfigError, match=r"log.level \(from --log-level\): unknown value"):
+        load(None, {}, {"log.level": "loud"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[pool]\nsizes = 3\n", "unknown setting 'sizes' in [pool]; known: size, reserve, "
+                                 "queue_timeout"),
+        ("[nope]\nsize = 3\n", "unknown section [nope]; known: [admin], [auth], [limits], "
+                                "[listen], [log], [metrics], [pool], [upstream]"),
+        ("pool = 3\n", "pool is a value; accepted: a [pool] table of settings"),
+        ("[pool]\nsize = \n", "not valid TOML: "),
+        ("[[upstream]]\npassword = 'x'\n", "[[upstream]] entry 1 has no url; accepted: url = "),
+        ("[[upstream]]\nurl = 'mysql://a@h/'\nssl_mode = 'maybe'\n",
+         "[[upstream]] entry 1: upstream.ssl_mode: unknown value 'maybe'; accepted: disabled, "
+         "preferred, required, verify_ca, verify_identity"),
+        ("[[upstream]]\nurl = 'mysql://a@h/'\nconnect_timeout = 'soon'\n",
+         "[[upstream]] entry 1: upstream.connect_timeout: 'soon' is not a number; accepted: "),
+    ],
+)
+def test_file_messages(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load(write_toml(tmp_path, text), {}, {})
+    assert message in str(excinfo.value)
+
+
+def test_a_missing_config_file_is_named() -> None:
+    with pytest.raises(ConfigError, match="--config /nonexistent.toml: cannot read it: No "
+                                          "such file or directory"):
+        load("/nonexistent.toml", {}, {})
+
+
+def test_defaults_are_written_as_a_user_writes_them() -> None:
+    """--help and SHOW CONFIG show the README's words (auto, off, 16MiB), never None."""
+    shown = {s.name: show_default(s) for s in SETTINGS}
+    assert shown["pool.size"] == "auto"
+    assert shown["pool.idle_timeout"] == "auto"
+    assert shown["pool.idle_transaction_timeout"] == "auto"
+    assert shown["metrics.listen"] == "off"
+    assert shown["pool.result_buffer"] == "16MiB"
+    assert shown["limits.max_packet"] == "1GiB"
+    assert shown["pool.queue_timeout"] == "10"
+    assert shown["listen.allow_remote"] == "false"
+    assert shown["upstream.password"] is None  # not set: nothing to show
+    # Each default parses: a textual default is a value like any other.
+    for setting in SETTINGS:
+        parse_setting(setting.name, setting.default)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -373,7 +492,7 @@ connect_timeout = 2
         ({"upstream.url": ["mysql://a@h1/", "mysql://a@h2/"]}, "more than one upstream"),
         ({"upstream.url": ["mysql://a@h/", "mysql://b@h/"], "upstream.password": "x"},
          "apply to one upstream"),
-        ({"upstream.url": []}, "at least one upstream"),
+        ({"upstream.url": []}, "no upstream given; accepted: one or more mysql://"),
     ],
 )
 def test_several_upstreams_refused(flags: dict[str, object], message: str) -> None:

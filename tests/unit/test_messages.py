@@ -19,6 +19,7 @@ from mysqlgate.protocol.messages import (
     ERR,
     OK,
     AuthSwitchRequest,
+    ChangeUser,
     Handshake,
     HandshakeResponse,
     Reader,
@@ -443,8 +444,8 @@ def test_ok_without_session_state_clears_the_changed_flag() -> None:
     [
         (ERR(1045, "Access denied for user 'x'@'localhost'", "28000"),
          b"\xff\x15\x04#28000Access denied for user 'x'@'localhost'"),
-        (ERR(2013, "mysqlgate: lost connection", "HY000"),
-         b"\xff\xdd\x07#HY000mysqlgate: lost connection"),
+        (ERR(1158, "mysqlgate: lost connection", "08S01"),
+         b"\xff\x86\x04#08S01mysqlgate: lost connection"),
         (ERR(1146, "Table 't.x' doesn't exist \u2013 ok", "42S02"),
          b"\xff\x7a\x04#42S02Table 't.x' doesn't exist \xe2\x80\x93 ok"),
     ],
@@ -484,3 +485,11 @@ def test_eof_build_and_parse() -> None:
 )
 def test_is_eof(payload: bytes, eof: bool) -> None:
     assert is_eof(payload) is eof
+
+
+def test_change_user_round_trip() -> None:
+    caps = CLIENT.SECURE_CONNECTION | CLIENT.PLUGIN_AUTH | CLIENT.CONNECT_ATTRS
+    request = ChangeUser(b"app", b"\x01" * 20, None, 45, "mysql_native_password")
+    payload = request.build(caps, {b"program_name": b"mysqlgate"})
+    assert payload[0] == 0x11
+    assert ChangeUser.parse(payload, caps) == request

@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from mysqlgate.charsets import Charsets, builtin
+from mysqlgate.protocol.messages import SessionState as TrackedChanges
 from mysqlgate.session_state import (
     SessionState,
+    VariableKinds,
     apply_tracked,
     reconcile,
     set_statement,
@@ -15,7 +17,6 @@ from mysqlgate.session_state import (
 )
 
 from .wire import frame
-
 
 BUILTIN = builtin()
 charset_variables = BUILTIN.handshake_variables
@@ -244,6 +245,37 @@ def test_a_client_without_a_schema_does_not_inherit_another_clients_schema() -> 
     assert plan.reset or init_db(b"app") in plan.commands
 
 
+def test_leaving_a_database_when_the_account_has_none_takes_a_new_login() -> None:
+    """Issue 16: behind an upstream URL without a database, no command deselects the one
+    another client selected: a COM_CHANGE_USER does (and resets the session)."""
+    fresh = SessionState(charset_variables(45), None)
+    plan = reconcile(SessionState(dict(fresh.variables), None),
+                     SessionState(dict(fresh.variables), "other"), fresh)
+    assert plan.change_user and plan.reset and plan.commands == []
+    # Wanting the database it has, or one of its own, needs no new login.
+    assert not reconcile(SessionState(dict(fresh.variables), "other"),
+                         SessionState(dict(fresh.variables), "other"), fresh).change_user
+    mine = reconcile(SessionState(dict(fresh.variables), "mine"),
+                     SessionState(dict(fresh.variables), "other"), fresh)
+    assert not mine.change_user and mine.commands == [init_db(b"mine")]
+
+
+@pytest.mark.parametrize(
+    ("client", "may_fail"),
+    [
+        (client_state(), False),  # nothing to do
+        (client_state(last_insert_id=5), False),  # DO LAST_INSERT_ID never fails
+        (client_state({"time_zone": "+01:00"}), True),  # a SET may be refused
+        (client_state(schema="other"), True),  # the database may be gone
+    ],
+)
+def test_which_replays_a_write_must_wait_for(client: SessionState, may_fail: bool) -> None:
+    """Never an error for a statement that ran: a write waits for a replay the server
+    may refuse (session/attach.py, _attach)."""
+    plan = reconcile(client, client_state(), FRESH)
+    assert plan.may_fail is may_fail
+
+
 @pytest.mark.parametrize(
     ("client_id", "upstream_id", "commands"),
     [
@@ -327,3 +359,12 @@ def test_set_statement_orders_charsets_collations_others_sql_mode() -> None:
         "SET SESSION `character_set_client`='latin1', "
         "`collation_connection`='latin1_swedish_ci', `time_zone`='+00:00', `sql_mode`='ANSI'"
     )
+
+
+def test_the_servers_own_changes_are_not_the_sessions() -> None:
+    """Issue 14: MySQL reports its read-only statement_id after every statement; as part
+    of the session it was replayed (SET statement_id = N: 1238) when the client moved."""
+    kinds = VariableKinds(server_set=frozenset({"statement_id"}))
+    reported = TrackedChanges([("sql_mode", "ANSI"), ("statement_id", "29")], None, True)
+    assert kinds.own(reported) == TrackedChanges([("sql_mode", "ANSI")], None, True)
+    assert VariableKinds().own(reported) == reported

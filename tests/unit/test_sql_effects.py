@@ -22,10 +22,10 @@ from mysqlgate.sql_effects import (
     _read_effects,
     read_only,
     statement_effects,
-    tokens,
-    with_diagnostic_values,
-    with_session_scope,
 )
+from mysqlgate.sql_outcomes import KEEPS, bare_transaction_end, found_rows_after_ok, may_commit
+from mysqlgate.sql_rewrite import with_diagnostic_values, with_session_scope
+from mysqlgate.sql_tokens import tokens
 
 E = Effect
 # Whether a statement uses tables has tests of its own below.
@@ -159,6 +159,38 @@ def test_statement_effects(sql: bytes, expected: int) -> None:
 )
 def test_strings_comments_and_executable_comments(sql: bytes, expected: int) -> None:
     assert statement_effects(sql) & ~IGNORED == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "stored"),
+    [
+        # What a stored function does inside is reported in part only (MySQL with classic
+        # EOF packets: nothing; a GET_LOCK inside: neither server).
+        (b"SELECT set_fx()", True),
+        (b"select lock_fx() from dual", True),
+        (b"SELECT db.f(1)", True),
+        (b"DO f()", True),
+        (b"UPDATE t SET a = f(b)", True),
+        (b"INSERT INTO t (a) VALUES (f(1))", True),
+        (b"SELECT `f`(1)", False),  # a quoted name is no token: not seen (known gap)
+        # Built-in functions and keywords before a parenthesis are no calls of stored code.
+        (b"SELECT NOW(), COUNT(*), IFNULL(a, 0) FROM t WHERE id IN (1, 2)", False),
+        (b"SELECT CAST(a AS DECIMAL(10, 2)), GET_LOCK('x', 0)", False),
+        # Names before a column list.
+        (b"INSERT INTO sbtest1 (id, k) VALUES (1, 2)", False),
+        (b"REPLACE INTO t (a) VALUES (1)", False),
+        (b"WITH c (a) AS (SELECT 1) SELECT * FROM c", False),
+        (b"SELECT * FROM (SELECT 1) AS d (a)", False),
+        # Definitions name things.
+        (b"CREATE TABLE x (a INT, KEY k (a))", False),
+        (b"CREATE FUNCTION f(a INT) RETURNS INT RETURN a", False),
+        (b"CALL p(1)", False),  # a procedure: Effect.STORED_PROCEDURE
+        (b"SELECT 'f(1)', \"g(2)\"", False),  # strings
+    ],
+)
+def test_stored_function_calls(sql: bytes, stored: bool) -> None:
+    assert bool(statement_effects(sql) & E.STORED_FUNCTION) == stored
+    assert bool(_read_effects(sql) & E.STORED_FUNCTION) == stored
 
 
 def test_tokens_skip_what_the_server_does_not_run() -> None:
@@ -465,3 +497,69 @@ def test_fast_path_agrees_with_the_full_reading() -> None:
 )
 def test_fast_path_takes_only_plain_statements(sql: bytes, taken: bool) -> None:
     assert (_plain_effects(sql) is not None) is taken
+
+
+@pytest.mark.parametrize(
+    ("sql", "info", "mariadb", "mysql"),
+    [
+        # Measured on MariaDB 10.11 and MySQL 9.7 (FOUND_ROWS() after each).
+        (b"UPDATE s SET n = n WHERE k <= 2", b"Rows matched: 2  Changed: 0  Warnings: 0",
+         KEEPS, 2),
+        (b"update `s` set n = 0 where k = 99", b"Rows matched: 0  Changed: 0  Warnings: 0",
+         KEEPS, 0),
+        (b"UPDATE s JOIN big ON s.k = big.k SET s.n = 2",
+         b"Rows matched: 4  Changed: 3  Warnings: 0", 4, 0),
+        (b"UPDATE s, big SET s.n = 1 WHERE s.k = big.k",
+         b"Rows matched: 3  Changed: 2  Warnings: 0", 3, 0),
+        (b"DO 1", b"", KEEPS, 1),
+        (b"DO SLEEP(0)", b"", KEEPS, 1),
+        (b"SELECT 1 INTO @x", b"", None, None),
+        (b"INSERT INTO s VALUES (1, 2)", b"", KEEPS, KEEPS),
+        (b"DELETE FROM s WHERE k = 4", b"", KEEPS, KEEPS),
+        (b"SET @a = 1", b"", KEEPS, KEEPS),
+        (b"/* why */ UPDATE s SET n = 1", b"Rows matched: 1  Changed: 1  Warnings: 0",
+         None, None),
+        (b"UPDATE s /* , */ SET n = 1", b"Rows matched: 1  Changed: 1  Warnings: 0",
+         None, None),
+    ],
+)
+def test_found_rows_after_ok(sql: bytes, info: bytes, mariadb: int | None,
+                             mysql: int | None) -> None:
+    assert found_rows_after_ok(sql, 0, info, mariadb=True) == mariadb
+    assert found_rows_after_ok(b"\x03" + sql, 1, info, mariadb=False) == mysql
+
+
+@pytest.mark.parametrize(
+    ("sql", "commits"),
+    [
+        (b"COMMIT", True),
+        (b"commit work", True),
+        (b"CREATE TABLE t (a INT)", True),  # DDL commits implicitly
+        (b"BEGIN", True),  # ends the open transaction with a commit
+        (b"SET autocommit = 1", True),
+        (b"LOCK TABLES t WRITE", True),
+        (b"CALL p()", True),  # anything may happen inside
+        (b"/* x */ SELECT 1", True),  # unknown first word: assume it may
+        (b"SELECT * FROM t", False),
+        (b"INSERT INTO t VALUES (1)", False),
+        (b"UPDATE t SET a = 1", False),
+        (b"ROLLBACK", False),
+        (b"ROLLBACK TO SAVEPOINT s", False),
+        (b"SAVEPOINT s", False),
+    ],
+)
+def test_may_commit(sql: bytes, commits: bool) -> None:
+    assert may_commit(sql) is commits
+    assert may_commit(b"\x03" + sql, 1) is commits
+
+
+@pytest.mark.parametrize(
+    ("sql", "bare"),
+    [
+        (b"COMMIT", True), (b"rollback", True), (b" ROLLBACK WORK ;", True),
+        (b"COMMIT AND CHAIN", False), (b"ROLLBACK RELEASE", False),
+        (b"ROLLBACK TO SAVEPOINT s", False), (b"COMMIT; SELECT 1", False), (b"BEGIN", False),
+    ],
+)
+def test_bare_transaction_end(sql: bytes, bare: bool) -> None:
+    assert bare_transaction_end(sql) is bare
