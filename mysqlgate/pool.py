@@ -6,6 +6,12 @@ back is, in order (after PgBouncer's release_server): closed if broken or past i
 lifetime; reset if the session says its state must not be seen by another client
 (a failed reset closes it); handed straight to the first waiter whose capability key
 matches; else made idle. A waiter needing another key gets the freed slot instead.
+
+Several mysqlgates sharing one account (fleet.py): when a `Grower` is set, the pool opens
+no connection on its own. A request that would have opened one waits, and the grower is
+told; it calls `grow()` once the account has room on the server. It also borrows
+connections that are not lent (`borrow_idle`, `borrow_next`) for its own statements, and
+gives them back (`give_back`), closed if it gave them to another mysqlgate.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .backend import BackendConnection
 from .errors import (
@@ -85,6 +91,19 @@ class PoolStats:
 Delivery = Callable[[BackendConnection | BaseException], None]
 
 
+class Grower(Protocol):
+    """Decides when the pool may open a connection (fleet.py); the pool knows no SQL."""
+
+    def wanted(self) -> None:
+        """A request waits for a connection the pool did not open: call grow() when
+        the account has room."""
+
+    async def admit_first(self, backend: BackendConnection) -> bool:
+        """`backend` was opened while the pool held no connection, with nothing to
+        check the account on beforehand: may it be handed out? False: the grower keeps
+        it (borrowed) until the account has room, then gives it back, or closes it."""
+
+
 @dataclass(eq=False)
 class Request:
     """A session's request for a connection. `deliver` gets the connection or the
@@ -131,12 +150,17 @@ class UpstreamPool:
         # PAUSE (admin console): no connection is handed out; requests wait, without
         # their queue timeout, until RESUME.
         self.paused = False
+        # Several mysqlgates on one account (fleet.py): who decides when to open, the
+        # connections it borrowed, and who waits for the next one given back.
+        self.grower: Grower | None = None
+        self._borrowed: set[BackendConnection] = set()
+        self._borrowers: deque[asyncio.Future[BackendConnection]] = deque()
 
     # -- numbers -------------------------------------------------------------------
 
     @property
     def open_count(self) -> int:
-        return len(self._idle) + len(self._lent) + self._opening
+        return len(self._idle) + len(self._lent) + self._opening + len(self._borrowed)
 
     @property
     def idle_count(self) -> int:
@@ -295,6 +319,10 @@ class UpstreamPool:
         if self.unreachable is not None:
             self._fail(req, self.unreachable_error())
             return
+        if self.grower is not None:  # fleet.py opens one once the account has room
+            self._enqueue(req, front=probe)
+            self.grower.wanted()
+            return
         if self.open_count < (self.settings.size if probe else self.effective_size):
             self._opening += 1
             self._spawn(self._open_then_deliver(req))
@@ -451,7 +479,7 @@ class UpstreamPool:
         else:
             self._serve(req)
 
-    async def _open_then_deliver(self, req: Request) -> None:
+    async def _open_then_deliver(self, req: Request, first: bool = False) -> None:
         try:
             backend = await self._connect(req.key)
         except ServerError as exc:
@@ -498,6 +526,9 @@ class UpstreamPool:
         if self.effective_size < self.settings.size:
             self.effective_size += 1
         backend.on_close(self._on_backend_closed)
+        if first and self.grower is not None and not await self._admitted(backend):
+            self._enqueue(req, front=True)  # the grower keeps the connection for now
+            return
         self._deliver(req, backend)
 
     def _retry_later(self, req: Request) -> None:
@@ -570,6 +601,12 @@ class UpstreamPool:
             backend.close()
             self.stats.closed_paused += 1
             return
+        while self._borrowers:  # the grower asked for the next one (borrow_next)
+            borrower = self._borrowers.popleft()
+            if not borrower.done():
+                self._borrowed.add(backend)
+                borrower.set_result(backend)
+                return
         for req in self._waiters:
             if req.key == backend.key:
                 self._waiters.remove(req)
@@ -584,6 +621,10 @@ class UpstreamPool:
         self._idle.append(backend)
 
     def _wake_for_slot(self) -> None:
+        if self.grower is not None:
+            if self._waiters and not self.paused and not self._closing:
+                self.grower.wanted()
+            return
         while self._waiters and self.open_count < self.effective_size and not self.paused:
             self._serve(self._waiters.popleft())
 
@@ -598,6 +639,64 @@ class UpstreamPool:
         # are not all replaced at once.
         jitter = (backend.thread_id % 97) / 970.0
         return self.settings.max_lifetime * (1 - jitter)
+
+    # -- the grower's side (fleet.py) -------------------------------------------------
+
+    async def grow(self, first: bool = False) -> bool:
+        """Open one connection for the first waiter: the grower calls this once it made
+        sure the account has room (`first`: the pool holds none, see admit_first).
+        True when it was opened and handed out."""
+        if not self._waiters or self._closing or self.paused or \
+                self.unreachable is not None or self.open_count >= self.settings.size:
+            return False
+        req = self._waiters.popleft()
+        self._opening += 1
+        connects = self.stats.connects
+        await self._open_then_deliver(req, first)
+        return req.done and self.stats.connects > connects
+
+    async def _admitted(self, backend: BackendConnection) -> bool:
+        assert self.grower is not None
+        self._opening += 1  # still counts against the size while it is checked
+        try:
+            admitted = await self.grower.admit_first(backend)
+        except BaseException:
+            backend.abort()
+            raise
+        finally:
+            self._opening -= 1
+        if not admitted and not backend.closed:
+            self._borrowed.add(backend)
+        return admitted
+
+    def borrow_idle(self) -> BackendConnection | None:
+        """The connection idle the longest, for the grower's own use (not lent)."""
+        while self._idle:
+            backend = self._idle.popleft()
+            if not backend.closed:
+                self._borrowed.add(backend)
+                return backend
+        return None
+
+    def borrow_next(self) -> asyncio.Future[BackendConnection]:
+        """The next connection given back by a session, before any waiter gets it."""
+        future: asyncio.Future[BackendConnection] = \
+            asyncio.get_running_loop().create_future()
+        self._borrowers.append(future)
+        return future
+
+    def give_back(self, backend: BackendConnection) -> None:
+        """A borrowed connection comes back: to a waiter, idle, or (closed: the grower
+        gave it to another mysqlgate) its slot is free."""
+        self._borrowed.discard(backend)
+        if backend.closed:
+            self._wake_for_slot()
+            return
+        self._lent.add(backend)
+        self.release(backend)
+
+    def borrowed(self) -> list[BackendConnection]:
+        return list(self._borrowed)
 
     # -- maintenance (the janitor calls this) ---------------------------------------
 
@@ -637,8 +736,11 @@ class UpstreamPool:
         for req in list(self._waiters):
             self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()
-        for backend in list(self._idle) + list(self._lent):
+        for backend in list(self._idle) + list(self._lent) + list(self._borrowed):
             backend.close()
         self._idle.clear()
+        self._borrowed.clear()
+        for borrower in self._borrowers:
+            borrower.cancel()
         for task in list(self._tasks):
             task.cancel()
