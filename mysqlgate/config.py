@@ -209,6 +209,16 @@ SETTINGS: tuple[Setting, ...] = (
             SECONDS + ", auto or off", reloadable=True),
     Setting("pool.result_buffer", size, "16MiB",
             "bytes read ahead from the server per client before back-pressure", SIZE),
+    Setting("fleet.mode", choice("auto", "off"), "auto",
+            "share the account's max_user_connections with other mysqlgates through the "
+            "server, keeping pool.reserve free across them; auto = when the account has "
+            "such a limit; off = size the pool as if alone", "auto or off"),
+    Setting("fleet.floor", count, 1,
+            "connections kept while other mysqlgates need the account's, as long as this "
+            "one's clients are active", "a whole number of connections, 0 or more"),
+    Setting("fleet.quiet_after", seconds, 2.0,
+            "after this long without a client statement, every idle connection may go to "
+            "other mysqlgates that need it (the floor no longer holds)", SECONDS),
     Setting("limits.max_clients", count, 10000, "client connections at most",
             "a whole number of connections, 0 or more"),
     Setting("limits.max_packet", size, "1GiB", "largest client packet accepted", SIZE),
