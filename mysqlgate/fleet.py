@@ -75,8 +75,9 @@ RECOUNT_ALONE_EVERY = 3.0  # ... when the last count saw nobody else
 SPARE_AFTER = 0.5  # seconds idle before a connection can be a spare
 SPARE_SLICE = 0.5  # seconds per park of a spare (a dead mysqlgate's ends with it)
 OFFER_SLICE = 0.2  # seconds an offer stands (takers count every HUNGRY_EVERY)
-OFFER_EVERY = 1.0  # seconds between offers of a busy mysqlgate (doubled, to 8, untaken)
+OFFER_EVERY = 0.6  # seconds between offers of a busy mysqlgate (doubled, to 8, untaken)
 WANT_SLICE = 0.1
+OVER_GRACE = 0.3  # seconds over the limit less the reserve before one is given back
 WANT_MAX = 3.0  # seconds a connection over the limit waits for one to be given back
 ENTER_BACKOFF = 1.0  # seconds before connecting again after that
 
@@ -138,6 +139,7 @@ class Fleet:
         self._acquires = -1
         self._last_demand = time.monotonic()
         self._answered_wants: dict[int, float] = {}
+        self._over_since: float | None = None  # when a count first found it over
 
     # -- life ----------------------------------------------------------------------
 
@@ -276,17 +278,17 @@ class Fleet:
             census = await self._count(check)
             self._next_hungry = time.monotonic() + (
                 HUNGRY_EVERY if census.shared else HUNGRY_ALONE_EVERY)
-            if census.total >= self.budget and not census.parks:
+            if census.total == self.budget and not census.parks:
                 return
-            census = await self._locked_census(check, release=False)
-            if census is None:
+            locked = await self._locked_census(check, release=False)
+            if locked is None:
                 return
             try:
-                room = await self._open(census.total)
+                room = await self._open(locked.total)
                 if room <= 0 and pool.waiting_count and \
-                        not self._answer_wants(census, check) and \
+                        not self._give_if_over(locked, check) and \
                         pool.open_count < pool.settings.size and \
-                        await self._take(census, check):
+                        await self._take(locked, check):
                     await self._open((await self._count(check)).total)
             finally:
                 await self.sql.release_grow(check)
@@ -325,15 +327,26 @@ class Fleet:
         floor = self.floor if now - self._last_demand < self.quiet_after else 0
         spares = [b for b in pool.idle() if now - b.last_active >= SPARE_AFTER]
         spare_count = min(len(spares), self.have - floor)
-        if spare_count > 0 and now >= self._next_recount:
-            check = pool.borrow_idle()
+        crowded = self._crowded()
+        # Counted when there are spares to park, and while the account is full and
+        # shared, when this one could give one to a mysqlgate that has none (a `want`,
+        # which a mysqlgate whose clients do not wait would not see otherwise).
+        if (spare_count > 0 or crowded and self.have >= 2) and now >= self._next_recount:
+            check = pool.borrow_idle() or (await self._borrow_next() if crowded else None)
             if check is not None:
                 try:
-                    await self._count(check)
+                    if (await self._count(check)).total > self.budget and self.have >= 2:
+                        locked = await self._locked_census(check, release=False)
+                        try:
+                            if locked is not None:
+                                self._give_if_over(locked, check)
+                        finally:
+                            await self.sql.release_grow(check)
                 finally:
                     pool.give_back(check)
             alone = self.census is None or not self.census.others
-            self._next_recount = now + (RECOUNT_ALONE_EVERY if alone else RECOUNT_EVERY)
+            self._next_recount = now + (MAINTAIN_EVERY if self._crowded() else
+                                        RECOUNT_ALONE_EVERY if alone else RECOUNT_EVERY)
         census = self.census
         if census is None or time.monotonic() - census.at > 2 * RECOUNT_EVERY:
             return
@@ -403,8 +416,14 @@ class Fleet:
                 backend.last_active = idle_since  # parking is no use: the idle timeout runs
             else:
                 self._offer_every = OFFER_EVERY if given else \
-                    min(self._offer_every * 2, 8 * OFFER_EVERY)
+                    min(self._offer_every * 2, 8.0)
             pool.give_back(backend)
+
+    def _crowded(self) -> bool:
+        """At the last count (lately), the account was at its limit and shared."""
+        census = self.census
+        return census is not None and census.shared and census.total >= self.budget and \
+            time.monotonic() - census.at < 3 * RECOUNT_EVERY
 
     def _still_spare(self) -> bool:
         census = self.census
@@ -440,19 +459,30 @@ class Fleet:
 
     # -- other mysqlgates' parked connections ---------------------------------------
 
-    def _answer_wants(self, census: Census, check: BackendConnection) -> bool:
-        """Another mysqlgate had no connection and is over the limit with its first:
-        give it one (close `check`). True when `check` was closed."""
+    def _give_if_over(self, census: Census, check: BackendConnection) -> bool:
+        """The account is over its limit less the reserve, by a count taken under the
+        `grow` lock: close `check` (give it back) if this mysqlgate holds 2 or more and
+        it is a `want` (another mysqlgate's first connection) or lasted OVER_GRACE (a
+        program holding connections; a person's login for a moment does not count).
+        True when `check` was closed."""
         now = time.monotonic()
+        if census.total <= self.budget:
+            self._over_since = None
+            return False
         wants = [p for p in census.parks if p.kind == "want"
                  and now - self._answered_wants.get(p.thread, 0) > 3 * WANT_SLICE]
-        if not wants or self.have < 2:
+        if self._over_since is None:
+            self._over_since = now
+        if self.have < 2 or not wants and now - self._over_since < OVER_GRACE:
             return False
-        self._answered_wants = {p.thread: now for p in wants}
+        if wants:
+            self._answered_wants = {p.thread: now for p in wants}
+        self._over_since = None
         check.close()
         self.stats.given_back += 1
-        log.debug("%s: gave upstream %s back for %s", self.pool.name, check.thread_id,
-                  wants[0].gate)
+        log.debug("%s: gave upstream %s back: the account had %d connections%s",
+                  self.pool.name, check.thread_id, census.total,
+                  f" ({wants[0].gate} had none)" if wants else "")
         return True
 
     async def _take(self, census: Census, check: BackendConnection,
