@@ -179,6 +179,8 @@ def totals(ctx: GateContext) -> dict[str, int]:
         "fleet_queries": sum(f.sql.queries for f in fleets),
         "fleet_given_back": sum(f.stats.given_back for f in fleets),
         "fleet_taken": sum(f.stats.taken for f in fleets),
+        "fleet_entries_over": sum(f.stats.entries_over for f in fleets),
+        "fleet_over_limit_ms": round(1000 * sum(f.stats.over_limit_seconds for f in fleets)),
     }
 
 
