@@ -17,8 +17,7 @@ COLOURS = ("tab:blue", "tab:orange", "tab:green")
 
 
 def panel(axis: Any, result: dict[str, Any], before: bool) -> None:
-    timeline = \
-        (result["before"]["timeline"] if before else result["timeline"])
+    timeline = result["before"]["timeline"] if before else result["timeline"]
     shares = timeline["shares"]
     times = [at for at, _ in shares]
     bottom = [0.0] * len(shares)

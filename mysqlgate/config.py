@@ -191,8 +191,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool.size", or_auto(at_least(1, whole_number)), "auto",
             "upstream connections at most; auto = max_user_connections - reserve",
             "a whole number of connections, 1 or more, or auto"),
-    Setting("pool.reserve", count, 1, "connections left free for humans when size is auto",
-            "a whole number of connections, 0 or more"),
+    Setting("pool.reserve", count, 1,
+            "connections of the account left free for others (a person's shell): size "
+            "auto stays this far below the limit; with fleet.mode on, every mysqlgate "
+            "and program of the account together do", "a whole number of connections, "
+            "0 or more"),
     Setting("pool.queue_timeout", seconds, 10.0, "seconds a client waits for a connection",
             SECONDS, reloadable=True),
     Setting("pool.idle_timeout", or_auto(seconds), "auto",
