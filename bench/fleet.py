@@ -133,6 +133,7 @@ def scenario(flavour: str, quick: bool, workdir: Path) -> dict[str, Any]:
         t2 = run.now()
         phases.append(phase_figures(run, "gate 2 quiet", t1, t2, [0, 1]))
         phases[-1]["takeover_s"] = takeover(run, [0, 1], t1, t2, full_rate)
+        phases[-1]["regained_s"] = regained(run, [0, 1], t1)
         run.set_quiet(2, False)
         time.sleep(10 * scale)
         t3 = run.now()
@@ -162,6 +163,7 @@ def scenario(flavour: str, quick: bool, workdir: Path) -> dict[str, Any]:
         phases.append(phase_figures(run, "gate 1 killed", killed, t5, [0, 2]))
         phases[-1]["connections_gone_s"] = gone
         phases[-1]["takeover_s"] = takeover(run, [0, 2], killed, t5, full_rate)
+        phases[-1]["regained_s"] = regained(run, [0, 2], killed)
         fleet_stats = [stats(gates[i]) for i in (0, 2)]
         run.stop()
         result["phases"] = phases
@@ -201,6 +203,15 @@ def scenario(flavour: str, quick: bool, workdir: Path) -> dict[str, Any]:
         server.close()
 
 
+def regained(run: FleetRun, gates: list[int], since: float) -> float | None:
+    """Seconds from `since` until gates held all 5 connections between them (by their
+    own SHOW POOLS)."""
+    for share in run.shares:
+        if share.at >= since and sum(share.shares[i] or 0 for i in gates) >= BUDGET:
+            return round(share.at - since, 2)
+    return None
+
+
 def timeline(run: FleetRun, phases: list[tuple[str, float, float]]) -> dict[str, Any]:
     return {
         "samples": [(round(s.at, 2), s.total, s.gates) for s in run.samples],
@@ -227,8 +238,9 @@ def problems_of(result: dict[str, Any]) -> list[str]:
     if any(abs(share - 1 / 3) > 0.1 / 3 for share in shares):
         problems.append(f"equal load: shares {shares}")
     for phase in result["phases"][1], result["phases"][4]:
-        if phase["takeover_s"] is None or phase["takeover_s"] > 5:
-            problems.append(f"{phase['phase']}: takeover {phase['takeover_s']}")
+        for key in "takeover_s", "regained_s":
+            if phase[key] is None or phase[key] > 5:
+                problems.append(f"{phase['phase']}: {key} {phase[key]}")
     return problems
 
 
@@ -244,7 +256,8 @@ def print_table(result: dict[str, Any]) -> None:
     for p in result["phases"]:
         notes = []
         if "takeover_s" in p:
-            notes.append(f"takeover {p['takeover_s']} s")
+            notes.append(f"the other two at the equal-load rate after {p['takeover_s']} s, "
+                         f"holding all 5 after {p['regained_s']} s")
         if "over_limit_s" in p:
             notes.append(f"{p['entries_over_limit']} first connection(s) over the limit, "
                          f"waited {p['over_limit_s']} s for one to be given back")

@@ -217,14 +217,17 @@ class Fleet:
         if self.off is not None:
             return True
         try:
-            census = await self._locked_census(backend, release=True)
+            # Another mysqlgate holding the lock long (opening several on a slow
+            # server): count all the same, rather than let this one in unseen.
+            census = await self._locked_census(backend, release=True) or \
+                await self._count(backend)
         except (ServerError, CannotShare) as exc:
             self._disable(str(exc))
             return True
         except (ConnectionError, OSError) as exc:
             log.debug("%s: counting on a new connection: %s", self.pool.name, exc)
             return True
-        return census is None or census.total <= self.budget
+        return census.total <= self.budget
 
     # -- the loop ----------------------------------------------------------------------
 

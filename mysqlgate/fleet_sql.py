@@ -23,7 +23,7 @@ from .backend import BackendConnection
 from .errors import ServerError
 from .upstream_session import upstream_of
 
-LOCK_WAIT = 1  # seconds GET_LOCK waits for another mysqlgate's count-then-connect
+LOCK_WAIT = 2  # seconds GET_LOCK waits for another mysqlgate's count-then-connect
 ACTIVE_WITHIN = 2  # an account thread idle less than this many seconds is active
 MARK = "/* mysqlgate-fleet "
 MARKER = re.compile(r"/\* mysqlgate-fleet (spare|offer|want) gate=(\S+) have=(\d+) "
