@@ -44,9 +44,9 @@ def panel(axis: Any, result: dict[str, Any], before: bool) -> None:
         axis.text(start + 0.2, 6.75, name, fontsize=7, va="bottom")
     axis.set_ylim(0, 7.3)
     axis.set_ylabel("connections")
-    axis.set_title(f"{result['server']}: three mysqlgates, 30 busy clients each, one "
-                   f"account limited to 6; {'before: fleet.mode off' if before else 'sharing'}",
-                   fontsize=9)
+    axis.set_title(f"{result['server']}: before (fleet.mode off)" if before else
+                   f"{result['server']}: three mysqlgates sharing, 30 busy clients each, one "
+                   "account limited to 6", fontsize=9)
 
 
 def main() -> None:
