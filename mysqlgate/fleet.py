@@ -274,6 +274,17 @@ class Fleet:
         pool = self.pool
         check = pool.borrow_idle() or await self._borrow_next()
         if check is None:
+            # Every connection is held (transactions, pins): nothing to count on, as
+            # with none at all, so the new one is counted once it has logged in. Only
+            # when a recent count left room to spare (or nobody else to race): else it
+            # would log in over the limit, and wait there.
+            census = self.census
+            room = 0 if census is None else self.budget - census.total
+            if (census is None or time.monotonic() - census.at > 2 * RECOUNT_EVERY or
+                    room >= 2 or room == 1 and not census.shared) and \
+                    time.monotonic() >= self._enter_not_before and \
+                    pool.open_count < pool.settings.size:
+                await pool.grow(first=True)
             return
         try:
             # Counting needs no lock; acting on the count (opening, taking) does, and

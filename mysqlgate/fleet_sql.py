@@ -117,6 +117,7 @@ class FleetSql:
     def _read(self, backend: BackendConnection, rows: Rows, mine: Collection[int]) -> Census:
         if not any(int(row[0] or 0) == backend.thread_id for row in rows):
             self._wrong_table()
+        mine = {*mine, backend.thread_id}  # a new one is not in the pool's lists yet
         count_mine = active = 0
         parks = []
         for ident, command, seconds, info in rows:

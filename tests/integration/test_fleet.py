@@ -153,3 +153,31 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
+        gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """With nothing to count on (its connections held in open transactions), a gate
+    still opens one for a new client at once, as before issue 18: it counts on the new
+    connection before lending it."""
+    gate = gate_factory()
+    holders = [gate.connect() for _ in range(2)]
+    try:
+        for conn in holders:
+            conn.begin()
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        with contextlib.closing(gate.connect()) as third, third.cursor() as cur:
+            started = time.monotonic()
+            cur.execute("SELECT 3")
+            assert cur.fetchone() == (3,)
+            assert time.monotonic() - started < 2
+        assert db.processlist_count() == 3
+        (pools,) = _admin(gate, "SHOW POOLS")
+        assert pools["fleet"] == "alone" and pools["account_connections"] == 3, pools
+        assert pools["account_limit"] == LIMIT and pools["reserve"] == 1
+    finally:
+        for conn in holders:
+            conn.rollback()
+            conn.close()
