@@ -66,7 +66,7 @@ from .pool import UpstreamPool
 
 log = logging.getLogger("mysqlgate.fleet")
 
-BORROW_WAIT = 0.05  # seconds to wait for a connection to come back, to count on
+BORROW_WAIT = 0.2  # seconds to wait for a connection to come back, to count on
 HUNGRY_EVERY = 0.05  # seconds between counts while clients wait and others share
 HUNGRY_ALONE_EVERY = 0.5  # the same when nobody else uses the account
 MAINTAIN_EVERY = 0.25  # seconds between looks at idle connections and offers
@@ -275,13 +275,12 @@ class Fleet:
         check = pool.borrow_idle() or await self._borrow_next()
         if check is None:
             # Every connection is held (transactions, pins): nothing to count on, as
-            # with none at all, so the new one is counted once it has logged in. Only
-            # when a recent count left room to spare (or nobody else to race): else it
-            # would log in over the limit, and wait there.
+            # with none at all, so the new one is counted once it has logged in. Not
+            # while the last count (lately) saw others use the account: it could find
+            # the account full once in, and wait there with the reserve.
             census = self.census
-            room = 0 if census is None else self.budget - census.total
             if (census is None or time.monotonic() - census.at > 2 * RECOUNT_EVERY or
-                    room >= 2 or room == 1 and not census.shared) and \
+                    census.total < self.budget and not census.shared) and \
                     time.monotonic() >= self._enter_not_before and \
                     pool.open_count < pool.settings.size:
                 await pool.grow(first=True)

@@ -106,7 +106,7 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
                             "after its first")
         problems += _checks(run, got[1] + 1.5, t4)
         held = [sum(n or 0 for n in s.shares) for s in run.shares if t4 - 3 <= s.at < t4]
-        if sum(held) / len(held) > BUDGET - 2 + 0.2:
+        if not held or sum(held) / len(held) > BUDGET - 2 + 0.2:
             problems.append(f"outsider: the gates held {held} beside its 2")
         if any(run.rate([i], t4 - 3, t4) == 0 for i in range(3)):
             problems.append("outsider: a gate served nothing: "
@@ -181,3 +181,31 @@ def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
         for conn in holders:
             conn.rollback()
             conn.close()
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_program_that_takes_the_reserve_gets_it_back(
+        gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """One busy gate holds the account's 5; a script then takes 2 connections directly:
+    the first takes the reserve, the gate gives one back (nobody else would), the second
+    gets in, the gate gives another back, and the reserve is free again."""
+    gate = gate_factory()
+    run = FleetRun(db, [gate], clients=20)
+    problems: list[str] = []
+    run.start()
+    try:
+        time.sleep(3)
+        t1 = run.now()
+        got = run.hold_outsider(2, timeout=8)
+        time.sleep(4)
+        t2 = run.now()
+        if got[1] - t1 > 4:
+            problems.append(f"the script's connections got in at {got} (from {t1:.1f} s)")
+        problems += _checks(run, got[1] + 1.5, t2)
+        held = [s.shares[0] or 0 for s in run.shares if t2 - 2 <= s.at < t2]
+        if not held or max(held) > BUDGET - 2:
+            problems.append(f"the gate held {held} beside the script's 2")
+    finally:
+        run.stop()
+    problems += [f"client error: {error}" for error in run.client_errors()[:5]]
+    assert problems == [], "\n".join(problems)

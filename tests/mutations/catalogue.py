@@ -988,7 +988,8 @@ MUTATIONS += (
                     "None\n            return False\n",
                     "        if True:  # mutation\n            self._over_since = None\n"
                     "            return False\n"),),
-        tests=(FLEET_TEST,),
+        tests=(f"{INTEGRATION}/test_fleet.py::test_a_program_that_takes_the_reserve_gets_it_"
+               "back", FLEET_TEST),
     ),
 )
 
