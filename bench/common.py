@@ -469,17 +469,21 @@ class GateProcess:
 def start_gate(
     bench: Bench,
     upstream_port: int,
-    pool_size: int,
+    pool_size: int | str,
     extra_args: Sequence[str] = (),
     name: str = "mysqlgate",
     nice: int = 0,
+    upstream_url: str | None = None,
 ) -> GateProcess:
     """mysqlgate on a free port in front of 127.0.0.1:upstream_port, run from the snapshot;
     its log is <workdir>/<name>.log. `nice`: its scheduling priority, as `nice -n` takes
-    it (below 0 needs root); see set_group_nice."""
+    it (below 0 needs root); see set_group_nice. `upstream_url` replaces the benchmark
+    account's URL (soak.py's account on a test-harness server); `pool_size` may be
+    "auto" (the account's limit minus one)."""
     source = snapshot_gate_source(bench)
     port = free_port()
-    upstream = f"mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{upstream_port}/{DB_NAME}"
+    upstream = upstream_url or (
+        f"mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{upstream_port}/{DB_NAME}")
     log_path = bench.workdir / f"{name}.log"
     argv = [
         sys.executable,

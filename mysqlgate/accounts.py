@@ -11,13 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .backend import (
-    DEFAULT_CHARSET,
-    RESET_COMMANDS,
-    BackendConnection,
-    ServerInfo,
-    open_backend,
-)
+from .backend import RESET_COMMANDS, BackendConnection, open_backend
 from .charsets import COLLATIONS_SQL, UTF8MB4_DEFAULT, Charsets
 from .charsets import builtin as builtin_charsets
 from .config import Config, Upstream
@@ -38,6 +32,7 @@ from .session_state import (
     restore_role_statement,
 )
 from .settings_cache import SettingsCache
+from .upstream_login import DEFAULT_CHARSET, ServerInfo
 
 log = logging.getLogger("mysqlgate.accounts")
 

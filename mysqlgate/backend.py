@@ -1,5 +1,8 @@
 """Upstream connections: connect, TLS, login, and the in-order queue of responses.
 
+What a login sends and answers is decided in upstream_login.py; here it is read and
+written.
+
 A BackendConnection is an asyncio.Protocol. After login it knows only commands and
 their responses: each command written is paired with an Exchange that receives the
 response's bytes as the ResponseScanner delimits them. What an Exchange does with
@@ -13,48 +16,25 @@ import logging
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, cast
 
 from .config import Upstream
-from .errors import ServerError, UpstreamAuthError, UpstreamTLSError, UpstreamUnavailable
+from .errors import ServerError, UpstreamTLSError, UpstreamUnavailable
 from .protocol import auth
-from .protocol.constants import (
-    CACHING_SHA2_PASSWORD,
-    CLIENT,
-    COM_RESET_CONNECTION,
-    COMMAND,
-    NATIVE_PASSWORD,
-)
+from .protocol.constants import CLIENT, COM_RESET_CONNECTION, COMMAND, NATIVE_PASSWORD
 from .protocol.framing import Packet, PacketAssembler, encode_packet
-from .protocol.messages import (
-    ERR,
-    AuthSwitchRequest,
-    ChangeUser,
-    Handshake,
-    HandshakeResponse,
-    Reader,
-    is_err,
-)
+from .protocol.messages import ERR, ChangeUser, Handshake, Reader, is_err
 from .protocol.results import Event, ResponseScanner
+from .upstream_login import (
+    CONNECT_ATTRIBUTES,
+    DEFAULT_CHARSET,
+    AuthConversation,
+    ServerInfo,
+    plan_login,
+    tls_context,
+)
 
 log = logging.getLogger("mysqlgate.backend")
-
-# What mysqlgate asks of every upstream connection, on top of the client's
-# result-changing flags. SESSION_TRACK lets us follow session state (SPEC section 2).
-BASE_CAPABILITIES = (
-    CLIENT.LONG_PASSWORD
-    | CLIENT.LONG_FLAG
-    | CLIENT.PROTOCOL_41
-    | CLIENT.TRANSACTIONS
-    | CLIENT.SECURE_CONNECTION
-    | CLIENT.MULTI_RESULTS
-    | CLIENT.PS_MULTI_RESULTS
-    | CLIENT.PLUGIN_AUTH
-    | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA
-    | CLIENT.CONNECT_ATTRS
-    | CLIENT.SESSION_TRACK
-)
 
 # Session tracking, re-sent after every COM_RESET_CONNECTION (a reset restores the
 # global values, which do not track everything).
@@ -75,27 +55,6 @@ def set_option_packet(multi_statements: bool) -> bytes:
     # COM_SET_OPTION: 0 = MYSQL_OPTION_MULTI_STATEMENTS_ON, 1 = OFF.
     return encode_packet(bytes((COMMAND.COM_SET_OPTION, 0 if multi_statements else 1, 0)),
                          0)[0]
-
-DEFAULT_CHARSET = 45  # utf8mb4_general_ci: known to MySQL 5.5+ and every MariaDB
-CONNECT_ATTRIBUTES = {b"_client_name": b"mysqlgate", b"program_name": b"mysqlgate"}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """What the upstream told us on login; the greeting to clients mirrors it."""
-
-    version: bytes
-    capabilities: int
-    charset: int
-    status: int
-    auth_plugin: str
-    mariadb_capabilities: int
-
-    @property
-    def mariadb(self) -> bool:
-        """MariaDB, not MySQL: where the two differ (MariaDB's version says so)."""
-        return b"MariaDB" in self.version
-
 
 class Exchange:
     """One command's response in flight. Subclasses decide where the bytes go and
@@ -311,15 +270,22 @@ class BackendConnection(asyncio.Protocol):
                 raise failure
 
     async def outcomes(self, commands: list[bytes]) -> list[ServerError | None]:
-        """Send framed commands back to back; per command, its error or None."""
+        """Send framed commands back to back; per command, its error or None. When the
+        connection dies, every reply is still awaited (so none is left unretrieved),
+        then the first failure is raised."""
         exchanges = [self._collect(raw) for raw in commands]
         results: list[ServerError | None] = []
+        lost: BaseException | None = None
         for exchange in exchanges:
             try:
                 await exchange.wait()
                 results.append(None)
             except ServerError as exc:
                 results.append(exc)
+            except Exception as exc:  # the connection died (its reason, whatever it is)
+                lost = lost or exc
+        if lost is not None:
+            raise lost
         return results
 
     async def query(self, sql: bytes) -> list[bytes]:
@@ -370,40 +336,21 @@ class BackendConnection(asyncio.Protocol):
         self.transport.write(encode_packet(payload, seq)[0])
 
     async def login(self, charset: int = DEFAULT_CHARSET) -> None:
-        up = self.upstream
         packet = await self._read_packet()
         if is_err(packet.payload):
-            err = ERR.parse(packet.payload)
-            raise ServerError(err)
+            raise ServerError(ERR.parse(packet.payload))
         hs = Handshake.parse(packet.payload)
         self.thread_id = hs.connection_id
-        self.server = ServerInfo(hs.server_version, hs.capabilities, hs.charset, hs.status,
-                                 hs.auth_plugin, hs.mariadb_capabilities)
-        caps = (BASE_CAPABILITIES | self.key) & hs.capabilities
-        if up.database:
-            caps |= CLIENT.CONNECT_WITH_DB & hs.capabilities
+        self.server = ServerInfo.of(hs)
+        plan = plan_login(hs, self.upstream, self.key, charset)
         seq = packet.seq + 1
-        if up.ssl_mode != "disabled" and hs.capabilities & CLIENT.SSL and up.unix_socket is None:
-            caps |= CLIENT.SSL
-            request = HandshakeResponse(caps, 1 << 24, charset, ssl_request=True)
-            self._write_packet(request.build(), seq)
+        if plan.tls:
+            self._write_packet(plan.ssl_request, seq)
             seq += 1
             await self._start_tls()
-        elif up.ssl_mode in ("required", "verify_ca", "verify_identity") and not up.unix_socket:
-            raise UpstreamUnavailable(
-                f"upstream {up.address} does not offer TLS but upstream.ssl_mode is "
-                f"{up.ssl_mode}"
-            )
-        self.capabilities = caps
-        plugin = hs.auth_plugin if hs.auth_plugin in auth.SUPPORTED_PLUGINS else NATIVE_PASSWORD
-        password = up.password.encode()
-        nonce = hs.auth_data
-        response = HandshakeResponse(
-            caps, 1 << 24, charset, up.user.encode(), auth.scramble(plugin, password, nonce),
-            up.database.encode() if up.database else None, plugin, CONNECT_ATTRIBUTES,
-        )
-        self._write_packet(response.build(), seq)
-        await self._finish_auth(plugin, password, nonce)
+        self.capabilities = plan.capabilities
+        self._write_packet(plan.response, seq)
+        await self._finish_auth(plan.conversation)
         self._login_packets = None
         self._charset = charset
         await self.query(TRACKING_SQL)
@@ -425,75 +372,26 @@ class BackendConnection(asyncio.Protocol):
         self._login_packets = PacketAssembler()
         try:
             self._write_packet(request.build(self.capabilities, CONNECT_ATTRIBUTES), 0)
-            await self._finish_auth(plugin, password, nonce)
+            await self._finish_auth(AuthConversation(
+                up.user, password, plugin, nonce, self.tls or up.unix_socket is not None))
         finally:
             self._login_packets = None
         await self.query(TRACKING_SQL)
 
-    async def _finish_auth(self, plugin: str, password: bytes, nonce: bytes) -> None:
-        self._auth = (plugin, nonce)
-        while True:
+    async def _finish_auth(self, conversation: AuthConversation) -> None:
+        while not conversation.done:
             packet = await self._read_packet()
-            payload = packet.payload
-            seq = packet.seq + 1
-            first = payload[0] if payload else -1
-            if first == 0x00:
-                self.multi_statements = bool(self.capabilities & CLIENT.MULTI_STATEMENTS)
-                return
-            if first == 0xFF:
-                err = ERR.parse(payload)
-                if err.code in (1045, 1044, 1698):
-                    raise UpstreamAuthError(
-                        f"the upstream server refused mysqlgate's login as "
-                        f"{self.upstream.user!r}: {err.code} {err.message}; check "
-                        "upstream.url / upstream.password"
-                    )
-                raise ServerError(err)
-            if first == 0xFE:  # auth switch
-                switch = AuthSwitchRequest.parse(payload)
-                plugin, nonce = switch.plugin, switch.data
-                self._auth = (plugin, nonce)
-                if plugin not in auth.SUPPORTED_PLUGINS:
-                    raise UpstreamAuthError(
-                        f"the upstream server asks for auth plugin {plugin!r}, which "
-                        "mysqlgate does not support; use mysql_native_password or "
-                        "caching_sha2_password for this account"
-                    )
-                self._write_packet(auth.scramble(plugin, password, nonce), seq)
-                continue
-            if first == 0x01 and plugin == CACHING_SHA2_PASSWORD:
-                data = payload[1:]
-                if data == bytes((auth.FAST_AUTH_OK,)):
-                    continue  # OK follows
-                if data == bytes((auth.PERFORM_FULL_AUTH,)):
-                    if self.tls or self.upstream.unix_socket:
-                        self._write_packet(password + b"\x00", seq)
-                    else:
-                        self._write_packet(auth.REQUEST_PUBLIC_KEY, seq)
-                        key_packet = await self._read_packet()
-                        pem = key_packet.payload[1:]
-                        self._write_packet(
-                            auth.rsa_encrypt_password(password, nonce, pem), key_packet.seq + 1
-                        )
-                    continue
-            raise UpstreamUnavailable(f"unexpected packet during upstream login: {payload[:16]!r}")
+            reply = conversation.answer(packet.payload)
+            if reply is not None:
+                self._write_packet(reply, packet.seq + 1)
+        self._auth = (conversation.plugin, conversation.nonce)
+        self.multi_statements = bool(self.capabilities & CLIENT.MULTI_STATEMENTS)
 
     async def _start_tls(self) -> None:
-        up = self.upstream
-        context = ssl.create_default_context(cafile=up.ssl_ca)
-        if up.ssl_mode in ("preferred", "required"):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif up.ssl_mode == "verify_ca":
-            context.check_hostname = False
-        loop = asyncio.get_running_loop()
+        context, host_name = tls_context(self.upstream)
         assert self.transport is not None
-        new_transport = await loop.start_tls(
-            self.transport, self, context,
-            server_hostname=up.host if up.ssl_mode == "verify_identity" else None,
-        )
-
-        self.transport = new_transport
+        self.transport = await asyncio.get_running_loop().start_tls(
+            self.transport, self, context, server_hostname=host_name)
         self.tls = True
 
 

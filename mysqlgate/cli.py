@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, config, logs
+from . import __version__, config, logs, settings
 from .loops import run
 
 
@@ -37,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="status: JSON, for scripts")
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="health: where /healthz is served (default: metrics.listen)")
-    for setting in config.SETTINGS:
+    for setting in settings.SETTINGS:
         if setting.name in ("upstream.url", "listen.addresses"):
             continue
-        default = config.show_default(setting)
+        default = settings.show_default(setting)
         text = setting.help if default is None else f"{setting.help} (default: {default})"
         # argparse %-formats help texts ("90% of wait_timeout").
-        parser.add_argument(config.flag_name(setting.name), dest=setting.name, metavar="VALUE",
+        parser.add_argument(settings.flag_name(setting.name), dest=setting.name, metavar="VALUE",
                             help=text.replace("%", "%%"))
     return parser
 
@@ -70,7 +70,7 @@ def run_command(argv: list[str] | None = None) -> int:
     }
     try:
         cfg = config.load(args.config, config.environment(), flags)
-    except (config.ConfigError, OSError) as exc:
+    except (settings.ConfigError, OSError) as exc:
         print(f"mysqlgate: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg["log.level"], cfg["log.format"])

@@ -1,17 +1,42 @@
 """The upstream pool: bounded, FIFO-fair, recycling; it knows nothing of clients' SQL.
 
-Connections move between three places: idle (in `_idle`), lent (to a session), and
-being opened (counted in `_opening`). `size` bounds the sum. A connection that comes
-back is, in order (after PgBouncer's release_server): closed if broken or past its
-lifetime; reset if the session says its state must not be seen by another client
-(a failed reset closes it); handed straight to the first waiter whose capability key
-matches; else made idle. A waiter needing another key gets the freed slot instead.
+Theory of operation. A connection is in one of three places: idle (in `_idle`, most
+recently used last), lent (to a session, in `_lent`), or on its way (being opened,
+checked with a ping, or reset: counted in `_opening`, and per capability key in
+`_incoming`). `size` bounds the sum.
+
+A request that cannot be served at once joins the queue `_waiters` and stays there
+until it gets a connection or an error: connections go to the queue, not to whoever
+caused them to be opened. Whatever connection becomes usable (opened, checked, reset,
+given back) goes to the first waiter whose capability key matches (so waiters of one key
+are served in their order, whatever connect finishes first), else it is made idle.
+`_fill` is the one place that starts work for waiters: in queue order, a waiter that no
+connection on its way covers takes an idle connection of its key (pinged first when it
+was idle a while), else a connect starts if there is room (an idle connection of
+another key is closed to make room).
+
+A connection that comes back is, in order (after PgBouncer's release_server): closed if
+broken or past its lifetime; reset if the session says its state must not reach
+another client (a failed reset closes it); else offered as above.
+
+Connects that fail for want of a server (refused, timed out, cut) make the pool
+*unreachable*: requests get the unreachable error at once instead of each trying a
+connect of its own; one probe at a time tries again, at an interval that grows with the
+outage, and the first connect that succeeds ends it. A server that says the account is
+full (1226, 1040) lowers the size kept to and backs off before the next connect; waiting
+clients never see 1226 (SPEC section 3).
+
+Time and waiting go through `clock` and a `Scheduler` (timers and concurrent
+coroutines): asyncio's in production; the unit tests drive the pool with a fake clock
+and fake connections (tests/unit/test_pool_model.py).
 
 Several mysqlgates sharing one account (fleet.py): when a `Grower` is set, the pool opens
-no connection on its own. A request that would have opened one waits, and the grower is
-told; it calls `grow()` once the account has room on the server. It also borrows
-connections that are not lent (`borrow_idle`, `borrow_next`) for its own statements, and
-gives them back (`give_back`), closed if it gave them to another mysqlgate.
+no connection on its own. Where `_fill` would start a connect it tells the grower
+(`wanted`), which calls `grow()` once the account has room on the server. The grower
+also borrows connections that are not lent (`borrow_idle`, `borrow_next`: the next one
+to arrive or come back, before any waiter) for its own statements, and gives them back
+(`give_back`), closed if it gave them to another mysqlgate; borrowed ones count
+against the size.
 """
 
 from __future__ import annotations
@@ -31,20 +56,88 @@ from .errors import (
     MysqlgateError,
     PoolTimeout,
     ServerError,
-    UpstreamAuthError,
     UpstreamUnavailable,
 )
 
 log = logging.getLogger("mysqlgate.pool")
 
 Connector = Callable[[int], Awaitable[BackendConnection]]
-UNREACHABLE_LOG_EVERY = 30.0  # seconds between "still unreachable" log lines
-RECHECK_MAX = 5.0  # seconds between attempts at most, while the server is unreachable
 # Brings a connection back to a fresh session; raises when it cannot (then it is closed).
 Resetter = Callable[[BackendConnection], Awaitable[None]]
+Clock = Callable[[], float]
+
+UNREACHABLE_LOG_EVERY = 30.0  # seconds between "still unreachable" log lines
+# While the server cannot be reached, the next connect is tried after this share of the
+# outage so far, within [PROBE_MIN, PROBE_MAX] seconds, times a jitter of +-25% (so that
+# several mysqlgates in front of one server do not try in step). After a 2.5 s restart
+# the server is found within ~0.15 s; a long outage costs one connect a second.
+PROBE_GROWTH = 0.05
+PROBE_MIN = 0.02
+PROBE_MAX = 1.0
+# After the server said the account is full: wait this long before the next connect,
+# doubling up to LIMIT_BACKOFF_MAX, times 1 to 2 (jitter).
+LIMIT_BACKOFF_FIRST = 0.05
+LIMIT_BACKOFF_MAX = 2.0
 
 # Server errors that mean "the account or server is full", not "broken".
 TOO_MANY_CONNECTIONS = (1040, 1203, 1226)
+# Server errors to a connect that mean the server is going away (a restart): like a
+# refused connect, waited out.
+SERVER_GOING_AWAY = (1053,)  # ER_SERVER_SHUTDOWN
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+class Scheduler(Protocol):
+    """How the pool waits: a callback at a time of the pool's clock, and coroutines that
+    run concurrently (connects, pings, resets)."""
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> Cancellable: ...
+
+
+class AsyncioScheduler:
+    """The Scheduler of the running asyncio loop, for a pool whose clock is `clock`."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps weak references only
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
+        loop = asyncio.get_running_loop()
+        return loop.call_at(loop.time() + max(0.0, when - self._clock()), callback)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> Cancellable:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+@dataclass
+class _Outage:
+    """While the server cannot be reached: since when, and the probe (one connect at a
+    time) that looks for it. (Kept apart from the pool's own attributes: past 30 of
+    them, CPython's attribute access slows down, on the path of every statement.)"""
+
+    since: float = 0.0
+    logged: float = 0.0
+    timer: Cancellable | None = None
+    probing: bool = False  # a probe's connect is under way
+    key: int = 0  # capability key to probe with when no one waits
+    last_connect: float = float("-inf")  # when the latest successful connect started
+
+
+@dataclass
+class _Limit:
+    """After the server said the account is full (1226, 1040)."""
+
+    backoff: float = LIMIT_BACKOFF_FIRST  # the next back-off, before its jitter
+    retry: Cancellable | None = None  # backing off: no connect starts until it fires
+    probing: bool = False  # a connect beyond the lowered effective size is under way
 
 
 @dataclass
@@ -75,7 +168,11 @@ class PoolStats:
     closed_broken: int = 0
     key_evictions: int = 0
     closed_paused: int = 0
+    closed_excess: int = 0  # above a size lowered by resize()
     preemptions: int = 0
+    # Times the server could not be reached, and their length (finished ones).
+    outages: int = 0
+    outage_seconds: float = 0.0
     # How long requests waited for a connection: counts per WAIT_BUCKETS bound (and
     # one more for longer waits), their sum, and how many.
     wait_buckets: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
@@ -99,9 +196,9 @@ class Grower(Protocol):
         the account has room."""
 
     async def admit_first(self, backend: BackendConnection) -> bool:
-        """`backend` was opened while the pool held no connection, with nothing to
-        check the account on beforehand: may it be handed out? False: the grower keeps
-        it (borrowed) until the account has room, then gives it back, or closes it."""
+        """`backend` was opened with nothing to check the account on beforehand (the
+        pool held none, or all were held): may it serve the queue? False: the grower
+        keeps it (borrowed) until the account has room, then gives it back, or closes it."""
 
 
 @dataclass(eq=False)
@@ -112,46 +209,60 @@ class Request:
     key: int
     deliver: Delivery
     deadline: float
+    since: float
     done: bool = False
-    since: float = field(default_factory=time.monotonic)
 
 
 class UpstreamPool:
     def __init__(self, name: str, connector: Connector, resetter: Resetter,
-                 settings: PoolSettings) -> None:
+                 settings: PoolSettings, *, clock: Clock = time.monotonic,
+                 scheduler: Scheduler | None = None,
+                 jitter: Callable[[], float] = random.random) -> None:
         self.name = name
         self.settings = settings
         self.stats = PoolStats()
         self._connect = connector
         self._reset = resetter
+        self._clock = clock
+        self._scheduler: Scheduler = scheduler if scheduler is not None \
+            else AsyncioScheduler(clock)
+        self._jitter = jitter
         self._idle: deque[BackendConnection] = deque()
         self._lent: set[BackendConnection] = set()
-        self._opening = 0  # connections being opened or checked: they count against size
+        self._opening = 0  # connections being opened, checked or reset: they count against size
+        self._incoming: dict[int, int] = {}  # of those, per capability key
         self._waiters: deque[Request] = deque()
         # One timer for every queued request's timeout, due at the earliest deadline
         # (the head's: the queue is FIFO): a statement that waits costs no timer of its
         # own to start and cancel.
-        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry: Cancellable | None = None
         self._expiry_due = 0.0
         # Lowered when the server says the account is full (1226/1040), raised again
         # one step per successful connect (SPEC section 3).
         self.effective_size = settings.size
-        self._backoff = 0.05
+        self._limit = _Limit()
+        # resize() lowered the size below what is open: connections that come back are
+        # closed until the pool fits.
+        self._above_size = False
+        # paused, closing or above the size: _return has more to check (one flag on
+        # the path of every statement instead of three).
+        self._shedding = False
         self._closing = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[object, Cancellable] = {}
+        self._filling = False  # _fill is running (a delivery may call back into the pool)
+        self._refill = False
         # Lent connections their sessions would give back if someone waits: from when
         # on, and how to ask.
         self._preemptible: dict[BackendConnection, tuple[float, Callable[[], None]]] = {}
-        self._preempt_timer: asyncio.TimerHandle | None = None
-        # Why the server cannot be reached, while it cannot: clients get an error at
-        # once instead of waiting their whole queue timeout; a watcher keeps trying.
+        self._preempt_timer: Cancellable | None = None
+        # Why the server cannot be reached, while it cannot; the probe that looks for it.
         self.unreachable: str | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._outage = _Outage()
         # PAUSE (admin console): no connection is handed out; requests wait, without
         # their queue timeout, until RESUME.
         self.paused = False
         # Several mysqlgates on one account (fleet.py): who decides when to open, the
-        # connections it borrowed, and who waits for the next one given back.
+        # connections it borrowed, and who waits for the next one to arrive.
         self.grower: Grower | None = None
         self._borrowed: set[BackendConnection] = set()
         self._borrowers: deque[asyncio.Future[BackendConnection]] = deque()
@@ -184,7 +295,17 @@ class UpstreamPool:
         """Seconds the longest-waiting request has waited (0: none waits)."""
         if not self._waiters:
             return 0.0
-        return time.monotonic() - min(req.since for req in self._waiters)
+        return self._clock() - min(req.since for req in self._waiters)
+
+    @property
+    def unreachable_for(self) -> float:
+        """Seconds the server has been unreachable (0: it answers)."""
+        return 0.0 if self.unreachable is None else self._clock() - self._outage.since
+
+    @property
+    def backing_off(self) -> bool:
+        """The server said the account is full: no connect until the back-off ends."""
+        return self._limit.retry is not None
 
     def describe(self) -> str:
         return (
@@ -196,13 +317,36 @@ class UpstreamPool:
 
     def request(self, key: int, deliver: Delivery) -> Request:
         """Ask for a connection opened with capability `key`; FIFO behind earlier
-        requests; PoolTimeout after queue_timeout."""
+        requests for the same key; PoolTimeout (or, while the server cannot be reached,
+        UpstreamUnavailable) after queue_timeout."""
         self.stats.acquires += 1
-        req = Request(key, deliver, time.monotonic() + self.settings.queue_timeout)
-        if self._waiters:
-            self._enqueue(req)
+        now = self._clock()
+        req = Request(key, deliver, now + self.settings.queue_timeout, now)
+        if self._closing:
+            self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
+            return req
+        backend = None
+        if not self._waiters and not self.paused:
+            backend = self._take_idle(key)
+            if backend is not None and now - backend.last_active <= self.settings.ping_after:
+                req.done = True
+                self._lent.add(backend)
+                self.stats.observe_wait(0.0)
+                deliver(backend)
+                return req
+        if backend is None and self.unreachable is not None and not self.paused:
+            self._fail(req, self.unreachable_error())
+            return req
+        self.stats.waits += 1
+        self._waiters.append(req)
+        if not self.paused:
+            self._expire_at(req.deadline)
+            if self._preemptible or self._preempt_timer is not None:
+                self._preempt()
+        if backend is not None:
+            self._start_check(backend)  # idle a while: ping it first (this request is its)
         else:
-            self._serve(req)
+            self._fill()
         return req
 
     async def acquire(self, key: int) -> BackendConnection:
@@ -238,8 +382,9 @@ class UpstreamPool:
         if self._waiters or not self._idle or self.paused:
             return None
         backend = self._idle[-1]
+        clock = self._clock  # (a local: calling an instance attribute is slower, here)
         if backend.key != key or backend.closed or \
-                time.monotonic() - backend.last_active > self.settings.ping_after:
+                clock() - backend.last_active > self.settings.ping_after:
             return None
         self._idle.pop()
         self._lent.add(backend)
@@ -247,98 +392,375 @@ class UpstreamPool:
         self.stats.observe_wait(0.0)
         return backend
 
-    def mark_unreachable(self, reason: str, key: int = 0) -> None:
-        """The server did not answer a connect: fail new requests at once with
-        `reason`, and try again now and then (with `key`) until it answers."""
-        if self.unreachable is None:
-            log.warning("%s: upstream unreachable: %s; clients get an error until it "
-                        "answers (checking every %gs at most)", self.name, reason, RECHECK_MAX)
-        self.unreachable = reason
-        if self._watcher is None and not self._closing:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(key))
-
-    async def _watch(self, key: int) -> None:
-        delay = 0.5
-        logged = time.monotonic()
-        try:
-            while self.unreachable is not None and not self._closing:
-                await asyncio.sleep(delay)
-                if self.open_count >= self.effective_size:
-                    continue  # nothing to try with: a slot frees up first
-                self._opening += 1
-                try:
-                    backend = await self._connect(key)
-                except (MysqlgateError, OSError, ServerError) as exc:
-                    self.unreachable = str(exc)
-                    delay = min(delay * 2, RECHECK_MAX)
-                    if time.monotonic() - logged > UNREACHABLE_LOG_EVERY:
-                        logged = time.monotonic()
-                        log.warning("%s: upstream still unreachable: %s", self.name, exc)
-                    continue
-                finally:
-                    self._opening -= 1
-                log.info("%s: upstream reachable again", self.name)
-                self.unreachable = None
-                self.stats.connects += 1
-                backend.on_close(self._on_backend_closed)
-                self._lent.add(backend)
-                self.release(backend)  # to a waiter, or idle
-        finally:
-            self._watcher = None
-
     def unreachable_error(self) -> UpstreamUnavailable:
         return UpstreamUnavailable(
             f"the upstream server of pool '{self.name}' cannot be reached: {self.unreachable}. "
             "mysqlgate keeps trying and serves this connection as soon as it answers; "
             "check that the server runs and upstream.url points at it.")
 
-    def _serve(self, req: Request, probe: bool = False) -> None:
-        """Satisfy `req` now, start opening or checking a connection for it, or queue it.
-        `probe`: a retry after the server said the account was full; it may try a
-        connect beyond the lowered effective size (up to pool.size), or the size would
-        never come back up while every connection stays in use."""
-        if req.done or self._closing:
-            if self._closing:
-                self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
-            return
-        if self.paused:
-            self._enqueue(req)
-            return
-        backend = self._take_idle(req.key)
-        if backend is not None:
-            if time.monotonic() - backend.last_active <= self.settings.ping_after:
-                self._deliver(req, backend)
-            else:
-                self._opening += 1  # counts against size while we check it
-                self._spawn(self._check_then_deliver(req, backend))
-            return
-        if self.open_count >= self.effective_size and self._idle:
-            # At the limit with idle connections of another key: replace the oldest.
-            self.stats.key_evictions += 1
-            self._idle.popleft().close()
-        if self.unreachable is not None:
-            self._fail(req, self.unreachable_error())
-            return
-        if self.grower is not None:  # fleet.py opens one once the account has room
-            self._enqueue(req, front=probe)
-            self.grower.wanted()
-            return
-        if self.open_count < (self.settings.size if probe else self.effective_size):
-            self._opening += 1
-            self._spawn(self._open_then_deliver(req))
-            return
-        self._enqueue(req, front=probe)
+    def _deliver(self, req: Request, backend: BackendConnection) -> None:
+        """Hand `backend` to `req`, a request in the queue."""
+        self._waiters.remove(req)
+        req.done = True
+        self._lent.add(backend)
+        self.stats.observe_wait(self._clock() - req.since)
+        req.deliver(backend)
 
-    def _enqueue(self, req: Request, front: bool = False) -> None:
-        if front:
-            self._waiters.appendleft(req)  # a retried request keeps its turn
+    def _fail(self, req: Request, exc: BaseException) -> None:
+        if req.done:
+            return
+        req.done = True
+        if req in self._waiters:
+            self._waiters.remove(req)
+        req.deliver(exc)
+
+    def _first_waiter(self, key: int) -> Request | None:
+        for req in self._waiters:
+            if req.key == key:
+                return req
+        return None
+
+    # -- serving the queue -----------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Start what the queue needs, in its order (see the module's docstring)."""
+        if self._filling:  # called back from a delivery: the running _fill starts over
+            self._refill = True
+            return
+        self._filling = True
+        try:
+            again = True
+            while again and self._waiters:
+                self._refill = False
+                again = self._fill_once() or self._refill
+        finally:
+            self._filling = False
+
+    def _fill_once(self) -> bool:
+        """One pass over the queue; stops after a delivery (which may change it), and
+        says whether there was one."""
+        if self.paused or self._closing:
+            return False
+        seen: dict[int, int] = {}
+        for req in self._waiters:
+            key = req.key
+            count = seen[key] = seen.get(key, 0) + 1
+            if count <= self._incoming.get(key, 0):
+                continue  # a connection on its way will serve it
+            backend = self._take_idle(key)
+            if backend is not None:
+                if self._clock() - backend.last_active <= self.settings.ping_after:
+                    first = self._first_waiter(key)
+                    assert first is not None
+                    self._deliver(first, backend)
+                    return True
+                self._start_check(backend)
+                continue
+            if self.unreachable is not None or self._limit.retry is not None:
+                if not self._idle:
+                    break  # only the probe or the back-off's end can serve anyone now
+                continue  # idle connections of other keys may still serve others
+            if self.grower is not None:  # fleet.py opens one once the account has room
+                self.grower.wanted()
+                break
+            if self.open_count >= self.effective_size:
+                if self._idle and self.open_count - 1 < self.effective_size:
+                    # At the limit with idle connections of other keys: replace the oldest.
+                    self.stats.key_evictions += 1
+                    self._idle.popleft().close()
+                elif self.effective_size < self.settings.size and not self._limit.probing \
+                        and self.open_count < self.settings.size:
+                    # Lowered after a 1226: one connect at a time tries beyond it, or the
+                    # size would never come back while every connection stays in use.
+                    self._limit.probing = True
+                    self._start_open(key, beyond=True)
+                    continue
+                else:
+                    break  # no room, and none can be made: wait for a connection back
+            self._start_open(key)
+        return False
+
+    def _start_open(self, key: int, probe: bool = False, beyond: bool = False) -> None:
+        self._opening += 1
+        self._incoming[key] = self._incoming.get(key, 0) + 1
+        self._spawn(self._open, key, probe, beyond)
+
+    def _start_check(self, backend: BackendConnection) -> None:
+        self._opening += 1
+        self._incoming[backend.key] = self._incoming.get(backend.key, 0) + 1
+        self._spawn(self._check, backend)
+
+    def _arrived(self, key: int) -> None:
+        """A connection on its way arrived (or failed): it no longer counts as coming."""
+        self._opening -= 1
+        left = self._incoming[key] - 1
+        if left:
+            self._incoming[key] = left
         else:
-            self.stats.waits += 1
-            self._waiters.append(req)
-        if not self.paused:
-            self._expire_at(req.deadline)
-            if self._preemptible or self._preempt_timer is not None:
-                self._preempt()
+            del self._incoming[key]
+
+    def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        token = object()
+
+        async def run() -> None:
+            try:
+                await work(*args)
+            finally:
+                self._tasks.pop(token, None)
+
+        self._tasks[token] = self._scheduler.spawn(run())
+
+    def _offer(self, backend: BackendConnection) -> None:
+        """A connection that arrived (opened, checked, reset): to the queue, or idle."""
+        if backend.closed:
+            self.stats.closed_broken += 1
+            self._fill()
+            return
+        self._return(backend)
+
+    def _return(self, backend: BackendConnection) -> None:
+        if self._shedding and self._shed(backend):
+            return
+        while self._borrowers:  # the grower asked for the next one (borrow_next)
+            borrower = self._borrowers.popleft()
+            if not borrower.done():
+                self._borrowed.add(backend)
+                borrower.set_result(backend)
+                return
+        key = backend.key
+        for req in self._waiters:
+            if req.key == key:
+                if self._clock() - backend.last_active > self.settings.ping_after:
+                    self._recheck(backend)  # quiet a while in its holder's hands
+                    return
+                self._deliver(req, backend)
+                return
+        self._idle.append(backend)
+        if self._waiters:  # of other keys: this one may be closed to make room for them
+            self._fill()
+
+    def _recheck(self, backend: BackendConnection) -> None:
+        """A connection given back after a quiet while (a client that held it for its
+        diagnostics, or kept it idle in a transaction) is checked as an idle one would
+        be before a waiter gets it: pinged, or closed if past the idle timeout."""
+        if self._clock() - backend.last_active > self.settings.idle_timeout:
+            self.stats.closed_idle += 1
+            backend.close()
+            self._fill()
+        else:
+            self._start_check(backend)
+
+    def _shed(self, backend: BackendConnection) -> bool:
+        """Close `backend` rather than keep it: paused, shutting down, or above the size."""
+        if self.paused or self._closing:
+            backend.close()
+            if self.paused:
+                self.stats.closed_paused += 1
+            return True
+        if self.open_count >= self.settings.size:  # `backend` is not counted any more
+            self.stats.closed_excess += 1
+            backend.close()
+            return True
+        self._above_size = False
+        self._update_shedding()
+        return False
+
+    def _update_shedding(self) -> None:
+        self._shedding = self.paused or self._closing or self._above_size
+
+    def _take_idle(self, key: int) -> BackendConnection | None:
+        """The most recently used idle connection of `key` that is open and not past
+        its idle timeout or lifetime (those are closed on the way: the rest can age)."""
+        now = self._clock()
+        # Over a copy: an expired or closed one is removed and the search goes on
+        # (issue 16: removing from the deque being iterated dropped a client).
+        for backend in reversed(list(self._idle)):
+            if backend.key == key:
+                self._idle.remove(backend)
+                if backend.closed:
+                    self.stats.closed_broken += 1
+                    continue
+                if now - backend.last_active > self.settings.idle_timeout:
+                    self.stats.closed_idle += 1
+                    backend.close()
+                    continue
+                if now - backend.created_at > self._lifetime(backend):
+                    self.stats.closed_lifetime += 1
+                    backend.close()
+                    continue
+                return backend
+        return None
+
+    # -- connects, checks ------------------------------------------------------------
+
+    async def _check(self, backend: BackendConnection) -> None:
+        """Ping a connection idle for a while before it serves the queue."""
+        try:
+            await backend.ping()
+            ok = True
+        except (ServerError, ConnectionError, OSError) as exc:
+            log.info("%s: upstream %s failed its ping (%s); replacing it",
+                     self.name, backend.thread_id, exc)
+            ok = False
+        except BaseException:
+            backend.abort()
+            self._arrived(backend.key)
+            raise
+        self._arrived(backend.key)
+        if ok:
+            self._offer(backend)
+        else:
+            self.stats.pings_failed += 1
+            backend.abort()
+            self._fill()
+
+    async def _open(self, key: int, probe: bool, beyond: bool, first: bool = False) -> None:
+        """Connect; `probe`: the one looking for an unreachable server; `beyond`: the one
+        trying beyond an effective size lowered after a 1226; `first`: opened for the
+        grower with nothing counted beforehand (admit_first)."""
+        started = self._clock()
+        try:
+            backend = await self._connect(key)
+        except BaseException as exc:
+            self._arrived(key)
+            if probe:
+                self._outage.probing = False
+            if beyond:
+                self._limit.probing = False
+            self._open_failed(key, exc, started)
+            if not isinstance(exc, Exception):
+                raise  # cancelled (shutdown)
+            return
+        self._arrived(key)
+        if probe:
+            self._outage.probing = False
+        if beyond:
+            self._limit.probing = False
+        self.stats.connects += 1
+        log.debug("%s: opened upstream %s (capabilities %#x); %d open",
+                  self.name, backend.thread_id, key, self.open_count + 1)
+        self._outage.last_connect = max(self._outage.last_connect, started)
+        self._limit.backoff = LIMIT_BACKOFF_FIRST
+        if self._limit.retry is not None:  # the account has room again
+            self._limit.retry.cancel()
+            self._limit.retry = None
+        if self.effective_size < self.settings.size:
+            self.effective_size += 1
+        self._reachable_again()
+        backend.on_close(self._on_backend_closed)
+        if first and self.grower is not None and not await self._admitted(backend):
+            return  # the grower keeps it for now
+        self._offer(backend)
+        # Back from an outage or a 1226 there may be room for more than this one.
+        self._fill()
+
+    def _open_failed(self, key: int, exc: BaseException, started: float) -> None:
+        if not isinstance(exc, Exception) or self._closing:
+            return
+        self.stats.connect_failures += 1
+        if isinstance(exc, ServerError) and exc.err.code in TOO_MANY_CONNECTIONS:
+            self._reachable_again()  # it answered
+            self.stats.limit_rejections += 1
+            lowered = max(1, self.open_count)
+            if lowered < self.effective_size:
+                log.warning("%s: server says the account is full (%s); lowering the pool "
+                            "size from %d to %d", self.name, exc.err.code,
+                            self.effective_size, lowered)
+                self.effective_size = lowered
+            self._back_off()
+            return
+        if isinstance(exc, ServerError) and exc.err.code in SERVER_GOING_AWAY or \
+                isinstance(exc, (OSError, UpstreamUnavailable)):  # refused, timed out, cut
+            if self.unreachable is None and started < self._outage.last_connect:
+                self._fill()  # older than a connect that worked: the server is back
+            else:
+                self.mark_unreachable(str(exc), key)
+                for waiter in list(self._waiters):  # they would only wait to fail
+                    self._fail(waiter, self.unreachable_error())
+            return
+        # The server answered with a refusal that waiting will not cure (a wrong
+        # password, a host not allowed): the oldest waiter for this key is told.
+        self._reachable_again()
+        error: BaseException
+        if isinstance(exc, MysqlgateError):
+            error = exc
+        elif isinstance(exc, ServerError):
+            error = UpstreamUnavailable(f"the upstream server refused a connection: {exc}")
+        else:
+            log.error("%s: cannot open an upstream connection", self.name, exc_info=exc)
+            error = UpstreamUnavailable(f"cannot open an upstream connection: {exc}")
+        req = self._first_waiter(key)
+        if req is not None:
+            self._fail(req, error)
+        self._fill()
+
+    def _back_off(self) -> None:
+        """The server said the account is full: no connect for a while, the clients
+        staying queued (SPEC: waiting clients never see 1226)."""
+        limit = self._limit
+        if limit.retry is not None:
+            return
+        delay = limit.backoff * (1 + self._jitter())
+        limit.backoff = min(limit.backoff * 2, LIMIT_BACKOFF_MAX)
+        limit.retry = self._scheduler.call_at(self._clock() + delay, self._backed_off)
+
+    def _backed_off(self) -> None:
+        self._limit.retry = None
+        self._fill()
+
+    # -- the server unreachable ---------------------------------------------------------
+
+    def mark_unreachable(self, reason: str, key: int = 0) -> None:
+        """A connect failed for want of a server: until one succeeds, requests wait
+        instead of connecting, and one probe at a time tries (with `key` when no one
+        waits)."""
+        now = self._clock()
+        if self.unreachable is None:
+            self._outage.since = self._outage.logged = now
+            self.stats.outages += 1
+            log.warning("%s: upstream unreachable: %s; clients get an error until it "
+                        "answers", self.name, reason)
+        elif now - self._outage.logged > UNREACHABLE_LOG_EVERY:
+            self._outage.logged = now
+            log.warning("%s: upstream still unreachable after %.0fs: %s", self.name,
+                        now - self._outage.since, reason)
+        self.unreachable = reason
+        self._outage.key = key
+        self._schedule_probe()
+
+    def _schedule_probe(self) -> None:
+        if self._outage.timer is not None or self._outage.probing or self._closing:
+            return
+        now = self._clock()
+        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self._outage.since) * PROBE_GROWTH))
+        delay *= 0.75 + 0.5 * self._jitter()
+        self._outage.timer = self._scheduler.call_at(now + delay, self._probe)
+
+    def _probe(self) -> None:
+        self._outage.timer = None
+        if self.unreachable is None or self._closing:
+            return
+        if self.open_count >= self.effective_size:
+            if not (self._idle and self._waiters):
+                self._schedule_probe()  # no room: try again later
+                return
+            self.stats.key_evictions += 1  # someone waits: make room
+            self._idle.popleft().close()
+        self._outage.probing = True
+        self._start_open(self._waiters[0].key if self._waiters else self._outage.key, True)
+
+    def _reachable_again(self) -> None:
+        if self.unreachable is None:
+            return
+        outage = self._clock() - self._outage.since
+        self.stats.outage_seconds += outage
+        log.info("%s: upstream reachable again after %.2fs", self.name, outage)
+        self.unreachable = None
+        if self._outage.timer is not None:
+            self._outage.timer.cancel()
+            self._outage.timer = None
+
+    # -- queue timeouts ---------------------------------------------------------------
 
     def _expire_at(self, deadline: float) -> None:
         """Make sure the expiry timer runs by `deadline`."""
@@ -346,17 +768,15 @@ class UpstreamPool:
             if self._expiry_due <= deadline:
                 return
             self._expiry.cancel()
-        loop = asyncio.get_running_loop()
         self._expiry_due = deadline
-        self._expiry = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
-                                    self._expire_waiters)
+        self._expiry = self._scheduler.call_at(deadline, self._expire_waiters)
 
     def _expire_waiters(self) -> None:
         """Fail the queued requests whose time is up; wake again for the next one."""
         self._expiry = None
         if self.paused or not self._waiters:
             return
-        now = time.monotonic()
+        now = self._clock()
         for req in [r for r in self._waiters if r.deadline <= now]:
             self.stats.wait_timeouts += 1
             log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
@@ -365,12 +785,23 @@ class UpstreamPool:
         if self._waiters:
             self._expire_at(min(r.deadline for r in self._waiters))
 
+    def _timeout_message(self) -> str:
+        return (
+            f"no upstream connection became free within {self.settings.queue_timeout:g}s; "
+            f"{self.describe()}. Clients holding connections are in transactions or pinned "
+            "(see mysqlgate status). Raise pool.queue_timeout, shorten transactions, or "
+            "raise pool.size if the account allows more connections."
+        )
+
+    # -- pause ------------------------------------------------------------------------
+
     def pause(self) -> None:
         """Hand out no connection until resume() (e.g. during a server upgrade): requests
         wait, however long, and statements already running go on. Idle connections are
         closed now, and connections given back while paused, so that once in_use is 0
         nothing holds the server (as PgBouncer's PAUSE); resume() opens new ones."""
         self.paused = True
+        self._update_shedding()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -380,12 +811,18 @@ class UpstreamPool:
 
     def resume(self) -> None:
         self.paused = False
-        waiters = list(self._waiters)
-        self._waiters.clear()
-        now = time.monotonic()
-        for req in waiters:  # in their order; each with a fresh queue timeout
-            req.deadline = now + self.settings.queue_timeout
-            self._serve(req)
+        self._update_shedding()
+        if not self._waiters:
+            return
+        if self.unreachable is not None:
+            for req in list(self._waiters):
+                self._fail(req, self.unreachable_error())
+            return
+        deadline = self._clock() + self.settings.queue_timeout
+        for req in self._waiters:  # each with a fresh queue timeout
+            req.deadline = deadline
+        self._expire_at(deadline)
+        self._fill()
 
     # -- preemption -----------------------------------------------------------------
 
@@ -394,7 +831,7 @@ class UpstreamPool:
         """The session holding `backend` keeps it only for its client's convenience:
         from `after` seconds on, if a client waits, call `give_back` (which must release
         the connection, at once or soon)."""
-        self._preemptible[backend] = (time.monotonic() + after, give_back)
+        self._preemptible[backend] = (self._clock() + after, give_back)
         if self._waiters:
             self._preempt()
 
@@ -408,7 +845,7 @@ class UpstreamPool:
             self._preempt_timer = None
         if not self._preemptible or not self._waiters:
             return
-        now = time.monotonic()
+        now = self._clock()
         due = sorted((b for b, (since, _) in self._preemptible.items() if since <= now),
                      key=lambda b: self._preemptible[b][0])
         for backend in due[:len(self._waiters)]:
@@ -417,146 +854,7 @@ class UpstreamPool:
             give_back()
         if self._preemptible and self._waiters and self._preempt_timer is None:
             first = min(since for since, _ in self._preemptible.values())
-            loop = asyncio.get_running_loop()
-            self._preempt_timer = loop.call_at(
-                loop.time() + max(0.0, first - time.monotonic()), self._preempt)
-
-    def _deliver(self, req: Request, backend: BackendConnection) -> None:
-        if req.done:  # the requester went away: the connection goes back
-            self._lent.add(backend)
-            self.release(backend)
-            return
-        req.done = True
-        self._lent.add(backend)
-        self.stats.observe_wait(time.monotonic() - req.since)
-        req.deliver(backend)
-
-    def _fail(self, req: Request, exc: BaseException) -> None:
-        if req.done:
-            return
-        req.done = True
-        if req in self._waiters:
-            self._waiters.remove(req)
-        req.deliver(exc)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _take_idle(self, key: int) -> BackendConnection | None:
-        now = time.monotonic()
-        # Most recently used first: it is warm, and the rest can age out. Over a copy:
-        # an expired or closed one is removed and the search goes on (issue 16).
-        for backend in reversed(list(self._idle)):
-            if backend.key == key:
-                self._idle.remove(backend)
-                if backend.closed:
-                    self.stats.closed_broken += 1
-                    continue
-                if now - backend.last_active > self.settings.idle_timeout:
-                    self.stats.closed_idle += 1
-                    backend.close()
-                    continue
-                return backend
-        return None
-
-    async def _check_then_deliver(self, req: Request, backend: BackendConnection) -> None:
-        """Ping a connection idle for a while before handing it out."""
-        try:
-            await backend.ping()
-            ok = True
-        except (ServerError, ConnectionError, OSError) as exc:
-            self.stats.pings_failed += 1
-            log.info("%s: upstream %s failed its ping (%s); replacing it",
-                     self.name, backend.thread_id, exc)
-            backend.abort()
-            ok = False
-        finally:
-            self._opening -= 1
-        if ok:
-            self._deliver(req, backend)
-        else:
-            self._serve(req)
-
-    async def _open_then_deliver(self, req: Request, first: bool = False) -> None:
-        try:
-            backend = await self._connect(req.key)
-        except ServerError as exc:
-            self._opening -= 1
-            self.stats.connect_failures += 1
-            if exc.err.code not in TOO_MANY_CONNECTIONS:
-                self._fail(req, UpstreamUnavailable(
-                    f"the upstream server refused a connection: {exc}"))
-                self._wake_for_slot()
-                return
-            self.stats.limit_rejections += 1
-            lowered = max(1, self.open_count)
-            if lowered < self.effective_size:
-                log.warning("%s: server says the account is full (%s); lowering the pool "
-                            "size from %d to %d", self.name, exc.err.code,
-                            self.effective_size, lowered)
-                self.effective_size = lowered
-            self._retry_later(req)
-            return
-        except (UpstreamUnavailable, OSError) as exc:
-            self._opening -= 1
-            self.stats.connect_failures += 1
-            self.mark_unreachable(str(exc), req.key)
-            self._fail(req, self.unreachable_error())
-            for waiter in list(self._waiters):  # they would only wait to fail
-                self._fail(waiter, self.unreachable_error())
-            return
-        except UpstreamAuthError as exc:
-            self._opening -= 1
-            self.stats.connect_failures += 1
-            self._fail(req, exc)
-            self._wake_for_slot()
-            return
-        except BaseException as exc:
-            self._opening -= 1
-            self._fail(req, UpstreamUnavailable(f"cannot open an upstream connection: {exc}"))
-            self._wake_for_slot()
-            raise
-        self._opening -= 1
-        self.stats.connects += 1
-        log.debug("%s: opened upstream %s (capabilities %#x); %d open",
-                  self.name, backend.thread_id, req.key, self.open_count + 1)
-        self._backoff = 0.05
-        if self.effective_size < self.settings.size:
-            self.effective_size += 1
-        backend.on_close(self._on_backend_closed)
-        if first and self.grower is not None and not await self._admitted(backend):
-            self._enqueue(req, front=True)  # the grower keeps the connection for now
-            return
-        self._deliver(req, backend)
-
-    def _retry_later(self, req: Request) -> None:
-        """Back off, keeping the client queued (SPEC: waiting clients never see 1226)."""
-        delay = self._backoff * (1 + random.random())
-        self._backoff = min(self._backoff * 2, 2.0)
-        if time.monotonic() + delay >= req.deadline:
-            self.stats.wait_timeouts += 1
-            self._fail(req, PoolTimeout(self._timeout_message()))
-            return
-        self._waiters.appendleft(req)  # it keeps its place at the head
-        if not self.paused:
-            self._expire_at(req.deadline)
-        asyncio.get_running_loop().call_later(delay, self._retry, req)
-
-    def _retry(self, req: Request) -> None:
-        if req.done or req not in self._waiters:
-            return
-        self._waiters.remove(req)
-        self._serve(req, probe=True)
-
-    def _timeout_message(self) -> str:
-        return (
-            f"no upstream connection became free within {self.settings.queue_timeout:g}s; "
-            f"{self.describe()}. Clients holding connections are in transactions or pinned "
-            "(see mysqlgate status). Raise pool.queue_timeout, shorten transactions, or "
-            "raise pool.size if the account allows more connections."
-        )
+            self._preempt_timer = self._scheduler.call_at(first, self._preempt)
 
     # -- release -------------------------------------------------------------------
 
@@ -564,24 +862,26 @@ class UpstreamPool:
         """Take a connection back from a session. `reset`: its session state must not
         reach another client."""
         self._lent.discard(backend)
-        self._preemptible.pop(backend, None)
+        if self._preemptible:
+            self._preemptible.pop(backend, None)
         if backend.closed or backend.busy:
             backend.abort()
             self.stats.closed_broken += 1
-            self._wake_for_slot()
+            self._fill()
             return
-        if time.monotonic() - backend.created_at > self._lifetime(backend):
+        if self._clock() - backend.created_at > self._lifetime(backend):
             self.stats.closed_lifetime += 1
             backend.close()
-            self._wake_for_slot()
+            self._fill()
             return
         if reset and not self.paused:  # paused, _return closes it: no reset needed
             self._opening += 1
-            asyncio.ensure_future(self._reset_then_return(backend))
+            self._incoming[backend.key] = self._incoming.get(backend.key, 0) + 1
+            self._spawn(self._reset_then_offer, backend)
             return
         self._return(backend)
 
-    async def _reset_then_return(self, backend: BackendConnection) -> None:
+    async def _reset_then_offer(self, backend: BackendConnection) -> None:
         try:
             await self._reset(backend)
             self.stats.resets += 1
@@ -590,49 +890,14 @@ class UpstreamPool:
                      self.name, backend.thread_id, exc)
             backend.abort()
         finally:
-            self._opening -= 1
-        if backend.closed:
-            self._wake_for_slot()
-        else:
-            self._return(backend)
-
-    def _return(self, backend: BackendConnection) -> None:
-        if self.paused:
-            backend.close()
-            self.stats.closed_paused += 1
-            return
-        while self._borrowers:  # the grower asked for the next one (borrow_next)
-            borrower = self._borrowers.popleft()
-            if not borrower.done():
-                self._borrowed.add(backend)
-                borrower.set_result(backend)
-                return
-        for req in self._waiters:
-            if req.key == backend.key:
-                self._waiters.remove(req)
-                self._deliver(req, backend)
-                return
-        if self._waiters and not self._closing:
-            # The first waiter needs another key: give it this connection's slot.
-            self.stats.key_evictions += 1
-            backend.close()
-            self._serve(self._waiters.popleft())
-            return
-        self._idle.append(backend)
-
-    def _wake_for_slot(self) -> None:
-        if self.grower is not None:
-            if self._waiters and not self.paused and not self._closing:
-                self.grower.wanted()
-            return
-        while self._waiters and self.open_count < self.effective_size and not self.paused:
-            self._serve(self._waiters.popleft())
+            self._arrived(backend.key)
+        self._offer(backend)
 
     def _on_backend_closed(self, backend: BackendConnection) -> None:
         if backend in self._idle:
             self._idle.remove(backend)
             self.stats.closed_broken += 1
-            self._wake_for_slot()
+            self._fill()
 
     def _lifetime(self, backend: BackendConnection) -> float:
         # Jitter (up to 10%, fixed per connection) so connections opened together
@@ -643,30 +908,45 @@ class UpstreamPool:
     # -- the grower's side (fleet.py) -------------------------------------------------
 
     async def grow(self, first: bool = False) -> bool:
-        """Open one connection for the first waiter: the grower calls this once it made
-        sure the account has room (`first`: the pool holds none, see admit_first).
-        True when it was opened and handed out."""
-        if not self._waiters or self._closing or self.paused or \
-                self.unreachable is not None or self.open_count >= self.settings.size:
+        """Open one connection for the first waiter that none on its way covers: the
+        grower calls this once it made sure the account has room (`first`: it could
+        not count beforehand, see admit_first). True when one was opened and offered."""
+        if self._closing or self.paused or self.unreachable is not None:
             return False
-        req = self._waiters.popleft()
+        key = self._uncovered_key()
+        if key is None:
+            return False
+        if self.open_count >= self.settings.size:
+            if not self._idle:
+                return False
+            self.stats.key_evictions += 1  # idle ones of other keys: make room
+            self._idle.popleft().close()
         self._opening += 1
+        self._incoming[key] = self._incoming.get(key, 0) + 1
         connects = self.stats.connects
-        await self._open_then_deliver(req, first)
-        return req.done and self.stats.connects > connects
+        borrowed = len(self._borrowed)
+        await self._open(key, False, False, first)
+        return self.stats.connects > connects and len(self._borrowed) == borrowed
+
+    def _uncovered_key(self) -> int | None:
+        seen: dict[int, int] = {}
+        for req in self._waiters:
+            count = seen[req.key] = seen.get(req.key, 0) + 1
+            if count > self._incoming.get(req.key, 0):
+                return req.key
+        return None
 
     async def _admitted(self, backend: BackendConnection) -> bool:
         assert self.grower is not None
-        self._opening += 1  # still counts against the size while it is checked
+        self._borrowed.add(backend)  # counts against the size while it is checked
         try:
             admitted = await self.grower.admit_first(backend)
         except BaseException:
+            self._borrowed.discard(backend)
             backend.abort()
             raise
-        finally:
-            self._opening -= 1
-        if not admitted and not backend.closed:
-            self._borrowed.add(backend)
+        if admitted or backend.closed:
+            self._borrowed.discard(backend)
         return admitted
 
     def borrow_idle(self) -> BackendConnection | None:
@@ -679,18 +959,18 @@ class UpstreamPool:
         return None
 
     def borrow_next(self) -> asyncio.Future[BackendConnection]:
-        """The next connection given back by a session, before any waiter gets it."""
+        """The next connection to arrive or be given back, before any waiter gets it."""
         future: asyncio.Future[BackendConnection] = \
             asyncio.get_running_loop().create_future()
         self._borrowers.append(future)
         return future
 
     def give_back(self, backend: BackendConnection) -> None:
-        """A borrowed connection comes back: to a waiter, idle, or (closed: the grower
-        gave it to another mysqlgate) its slot is free."""
+        """A borrowed connection comes back: to the queue or idle; closed (the grower
+        gave it to another mysqlgate), its slot is free."""
         self._borrowed.discard(backend)
         if backend.closed:
-            self._wake_for_slot()
+            self._fill()
             return
         self._lent.add(backend)
         self.release(backend)
@@ -701,12 +981,12 @@ class UpstreamPool:
     # -- maintenance (the janitor calls this) ---------------------------------------
 
     def expire_idle(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         keep: deque[BackendConnection] = deque()
         for backend in self._idle:
             if backend.closed:
-                continue
-            if now - backend.last_active > self.settings.idle_timeout:
+                self.stats.closed_broken += 1
+            elif now - backend.last_active > self.settings.idle_timeout:
                 self.stats.closed_idle += 1
                 backend.close()
             elif now - backend.created_at > self._lifetime(backend):
@@ -715,7 +995,7 @@ class UpstreamPool:
             else:
                 keep.append(backend)
         self._idle = keep
-        self._wake_for_slot()
+        self._fill()
 
     def lent(self) -> list[BackendConnection]:
         return list(self._lent)
@@ -724,15 +1004,24 @@ class UpstreamPool:
         return list(self._idle)
 
     def resize(self, settings: PoolSettings) -> None:
-        """New settings (the server's limits became known): the size bound with them."""
+        """New settings (the server's limits became known): the size bound with them.
+        Above a lowered size, idle connections are closed now and lent ones as they
+        come back."""
         self.settings = settings
         self.effective_size = settings.size
-        self._wake_for_slot()
+        while self._idle and self.open_count > settings.size:
+            self._idle.popleft().close()
+            self.stats.closed_excess += 1
+        self._above_size = self.open_count > settings.size
+        self._update_shedding()
+        self._fill()
 
     async def close(self) -> None:
         self._closing = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        self._update_shedding()
+        for timer in (self._outage.timer, self._limit.retry, self._expiry, self._preempt_timer):
+            if timer is not None:
+                timer.cancel()
         for req in list(self._waiters):
             self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()
@@ -742,5 +1031,5 @@ class UpstreamPool:
         self._borrowed.clear()
         for borrower in self._borrowers:
             borrower.cancel()
-        for task in list(self._tasks):
+        for task in list(self._tasks.values()):
             task.cancel()

@@ -21,25 +21,17 @@ from typing import Any, TypeVar
 
 from . import janitor
 from .accounts import Account, pool_settings, probe, read_facts
-from .admin import AdminConsole
+from .admin.console import AdminConsole
 from .admin.views import describe_command, show_value
 from .backend import BackendConnection, open_backend
-from .config import (
-    SETTINGS,
-    SETTINGS_BY_NAME,
-    Config,
-    ConfigError,
-    Upstream,
-    is_loopback,
-    parse_listener,
-    parse_setting,
-)
+from .config import Config, Upstream, is_loopback, parse_listener
 from .context import ClientHandle, GateContext
 from .errors import MysqlgateError, ServerError, UpstreamAuthError
 from .frontend import ClientConnection
 from .metrics import MetricsServer
 from .pool import UpstreamPool
 from .protocol import results
+from .settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, parse_setting
 from .upstream_session import UpstreamSession, reset_upstream
 
 log = logging.getLogger("mysqlgate.server")

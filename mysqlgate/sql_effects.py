@@ -21,6 +21,17 @@ from __future__ import annotations
 import re
 
 from .builtin_names import BUILTIN_NAMES
+from .sql_tokens import (
+    DIAGNOSTIC_FUNCTIONS,
+    DIAGNOSTIC_VARIABLES,
+    Token,
+    comma_separated,
+    plain_svar_targets,
+    split_statements,
+    string_literals,
+    svar_name,
+    tokens,
+)
 
 
 class Effect:
@@ -136,54 +147,9 @@ _ANY_CALL = re.compile(rb"([\w$]+)\s*\(")
 _LEADING_SET = re.compile(rb"\s*(?:SET|USE)\b", re.IGNORECASE)
 
 
-def _token_pattern(backslash_escapes: bool) -> re.Pattern[bytes]:
-    if backslash_escapes:
-        single, double = rb"'(?:[^'\\]|\\.|'')*'?", rb'"(?:[^"\\]|\\.|"")*"?'
-    else:  # sql_mode NO_BACKSLASH_ESCAPES: a backslash is an ordinary character
-        single, double = rb"'(?:[^']|'')*'?", rb'"(?:[^"]|"")*"?'
-    quoted = single + b"|" + double + rb"|`(?:[^`]|``)*`?"
-    return re.compile(
-        rb"(?P<string>" + single + b"|" + double + rb")"
-        rb"|(?P<skip>\s+|\#[^\n]*|--(?=\s|\Z)[^\n]*"
-        # A comment, unless executable: /*! */, /*!50100 */, /*M! */, /*M!100400 */.
-        rb"|/\*(?!M?!).*?(?:\*/|\Z)"
-        rb"|/\*M?!M?\d*|\*/|`(?:[^`]|``)*`?)"
-        rb"|(?P<uvar>@(?:[\w$\x80-\xff.]+|" + quoted + rb"))"
-        rb"|(?P<svar>@@[\w$.]+)"
-        rb"|(?P<word>[\w$\x80-\xff]+)"
-        rb"|(?P<punct>:=|.)",
-        re.DOTALL,
-    )
-
-
-_TOKENS = _token_pattern(backslash_escapes=True)
-_TOKENS_NO_BACKSLASH = _token_pattern(backslash_escapes=False)
-
 # With a user variable in the statement, these words mean it may be assigned:
 # SET @a=1, SELECT .. INTO @a, LOAD DATA .. (@a), GET DIAGNOSTICS @a = .., CALL p(@out).
 _ASSIGNING_WORDS = frozenset({b"SET", b"INTO", b"LOAD", b"DIAGNOSTICS", b"CALL"})
-
-
-Token = tuple[str, bytes]  # kind ('word' upper-cased, 'uvar', 'svar', 'punct'), text
-
-
-def _spans(sql: bytes, start: int, backslash_escapes: bool
-           ) -> list[tuple[str, bytes, int, int]]:
-    pattern = _TOKENS if backslash_escapes else _TOKENS_NO_BACKSLASH
-    out = []
-    for match in pattern.finditer(sql, start):
-        kind = match.lastgroup
-        if kind == "skip" or kind == "string" or kind is None:
-            continue
-        text = match.group()
-        out.append((kind, text.upper() if kind == "word" else text, match.start(), match.end()))
-    return out
-
-
-def tokens(sql: bytes, start: int = 0, backslash_escapes: bool = True) -> list[Token]:
-    """(kind, text) of each code token. Strings, quoted identifiers and comments are
-    left out."""
-    return [(kind, text) for kind, text, _, _ in _spans(sql, start, backslash_escapes)]
 
 
 # -- the fast path: plain SELECT, INSERT, UPDATE, DELETE --------------------------------
@@ -292,30 +258,14 @@ def _read_effects(sql: bytes, start: int = 0) -> int:
     if effects & Effect.DYNAMIC_SQL:
         # EXECUTE IMMEDIATE 'DO GET_LOCK(...)': read every string literal as a statement
         # too. Text computed otherwise (CONCAT, a variable) stays unseen: RESET_AFTER.
-        for literal in _string_literals(sql, start):
+        for literal in string_literals(sql, start):
             effects |= statement_effects(literal) & ~Effect.MULTIPLE
     return effects
 
 
-def _string_literals(sql: bytes, start: int) -> list[bytes]:
-    out = []
-    for backslash_escapes in (True, False):
-        pattern = _TOKENS if backslash_escapes else _TOKENS_NO_BACKSLASH
-        for match in pattern.finditer(sql, start):
-            if match.lastgroup == "string":
-                text = match.group()
-                quote = text[:1]
-                body = text[1:-1] if len(text) > 1 and text.endswith(quote) else text[1:]
-                body = body.replace(quote + quote, quote)
-                if backslash_escapes:
-                    body = re.sub(rb"\\(.)", rb"\1", body, flags=re.DOTALL)
-                out.append(body)
-    return out
-
-
 def _effects(toks: list[Token]) -> int:
     effects = Effect.NONE
-    statements = _split(toks)
+    statements = split_statements(toks)
     if len(statements) > 1:
         effects |= Effect.MULTIPLE
     for statement in statements:
@@ -355,7 +305,7 @@ def _settings_only(toks: list[Token]) -> bool:
         return False
     if words[1:3] == [b"SESSION", b"TRANSACTION"]:
         return all(kind == "word" or text == b"," for kind, text in toks)
-    for assignment in _comma_separated(toks[1:]):
+    for assignment in comma_separated(toks[1:]):
         texts = [text for _, text in assignment]
         if texts[:1] == [b"NAMES"] or texts[:2] == [b"CHARACTER", b"SET"] or \
                 texts[:1] == [b"CHARSET"]:
@@ -379,66 +329,6 @@ def _settings_only(toks: list[Token]) -> bool:
         if len(value) > 1 or value and value[0][0] != "word":
             return False
     return True
-
-
-def _plain_svar_targets(toks: list[Token]) -> list[int]:
-    """Indexes of `@@name` tokens (no session./local./global.) that a SET assigns."""
-    found = []
-    expect_target = True  # after SET, or after a comma
-    for index, (kind, text) in enumerate(toks[1:], 1):
-        if kind == "punct" and text == b",":
-            expect_target = True
-        elif expect_target:
-            # (SET SESSION @@name is no SQL: after a scope word nothing is counted.)
-            if kind == "svar" and b"." not in text:
-                found.append(index)
-            expect_target = False
-    return found
-
-
-def with_session_scope(sql: bytes, start: int = 0) -> bytes:
-    """SET @@name = ... written SET @@session.name = ...: the same change, which the
-    trackers then report."""
-    spans = _spans(sql, start, True)
-    if b"\\" in sql and _spans(sql, start, False) != spans:
-        return sql  # ambiguous: left as it is (the client stays pinned instead)
-    statements: list[list[tuple[str, bytes, int, int]]] = [[]]
-    for span in spans:
-        if span[:2] == ("punct", b";"):
-            statements.append([])
-        else:
-            statements[-1].append(span)
-    out = bytearray()
-    last = 0
-    for statement in statements:
-        if not statement or statement[0][:2] != ("word", b"SET"):
-            continue
-        for index in _plain_svar_targets([(kind, text) for kind, text, _, _ in statement]):
-            begin = statement[index][2]
-            out += sql[last:begin + 2] + b"session."
-            last = begin + 2
-    return bytes(out + sql[last:])
-
-
-def _comma_separated(toks: list[Token]) -> list[list[Token]]:
-    parts: list[list[Token]] = [[]]
-    for token in toks:
-        if token == ("punct", b","):
-            parts.append([])
-        else:
-            parts[-1].append(token)
-    return parts
-
-
-def _split(toks: list[Token]) -> list[list[Token]]:
-    statements: list[list[Token]] = [[]]
-    for token in toks:
-        if token == ("punct", b";"):
-            if statements[-1]:
-                statements.append([])
-        else:
-            statements[-1].append(token)
-    return [s for s in statements if s]
 
 
 def _statement(toks: list[Token]) -> int:
@@ -470,7 +360,7 @@ def _statement(toks: list[Token]) -> int:
             effects |= Effect.SEQUENCE if text == b"NEXT" else Effect.LASTVAL_READ
         elif text == b"SQL_CALC_FOUND_ROWS":
             effects |= Effect.CALC_FOUND_ROWS
-        elif call and text in _DIAGNOSTIC_FUNCTIONS:
+        elif call and text in DIAGNOSTIC_FUNCTIONS:
             effects |= Effect.DIAGNOSTIC_VALUES
         elif call and text not in BUILTIN_NAMES and first not in _DEFINING and not (
             i and toks[i - 1][0] == "word" and toks[i - 1][1] in _NAME_BEFORE_PARENTHESIS
@@ -480,10 +370,10 @@ def _statement(toks: list[Token]) -> int:
             effects |= Effect.DIAGNOSTICS_READ
             if first == b"SHOW" and second in (b"WARNINGS", b"ERRORS"):
                 effects |= Effect.SHOW_CONDITIONS
-    if any(kind == "svar" and _svar_name(text) in _DIAGNOSTIC_VARIABLES for kind, text in toks):
+    if any(kind == "svar" and svar_name(text) in DIAGNOSTIC_VARIABLES for kind, text in toks):
         effects |= Effect.DIAGNOSTICS_READ
 
-    if first == b"SET" and any(_plain_svar_targets(toks)):
+    if first == b"SET" and any(plain_svar_targets(toks)):
         effects |= Effect.UNREPORTED_SET
     if first == b"SET":
         if second == b"ROLE":
@@ -561,186 +451,3 @@ def read_only(sql: bytes, start: int = 0) -> bool:
                 or _effects(toks) & ~_READS):
             return False
     return True
-
-
-# -- the previous statement's ROW_COUNT() and FOUND_ROWS() ------------------------------
-
-_DIAGNOSTIC_FUNCTIONS = (b"ROW_COUNT", b"FOUND_ROWS")
-_DIAGNOSTIC_VARIABLES = (b"warning_count", b"error_count")
-_SELECT_MODIFIERS = frozenset({
-    b"SELECT", b"ALL", b"DISTINCT", b"DISTINCTROW", b"HIGH_PRIORITY", b"STRAIGHT_JOIN",
-    b"SQL_SMALL_RESULT", b"SQL_BIG_RESULT", b"SQL_BUFFER_RESULT", b"SQL_CACHE",
-    b"SQL_NO_CACHE", b"SQL_CALC_FOUND_ROWS",
-})
-# What may follow a select-list item that has no alias of its own.
-_AFTER_ITEM = frozenset({
-    b"FROM", b"INTO", b"UNION", b"EXCEPT", b"INTERSECT", b"WHERE", b"GROUP", b"HAVING",
-    b"ORDER", b"LIMIT", b"FOR", b"LOCK", b"WINDOW",
-})
-
-
-def _svar_name(text: bytes) -> bytes:
-    """@@session.warning_count -> warning_count."""
-    return text.rsplit(b".", 1)[-1].lstrip(b"@").lower()
-
-
-def with_diagnostic_values(sql: bytes, start: int, row_count: int, found_rows: int
-                           ) -> bytes | None:
-    """sql with each ROW_COUNT() and FOUND_ROWS() call replaced by the value the
-    client's own previous statement left, for a statement that runs on a connection
-    where another statement ran since. A call that is a whole select-list item keeps
-    its column name (an alias of its original text). None when the text cannot be
-    read unambiguously (backslashes that read differently under NO_BACKSLASH_ESCAPES)."""
-    calls = _diagnostic_calls(sql, start, True)
-    if b"\\" in sql and calls != _diagnostic_calls(sql, start, False):
-        return None
-    out = bytearray()
-    last = 0
-    for name, begin, end, whole_item in calls:
-        out += sql[last:begin]
-        # IF(1, n, ROW_COUNT()) has the function's own column type, BIGINT(21) NOT NULL
-        # (a bare literal would be an INT of another length).
-        value = row_count if name == b"ROW_COUNT" else found_rows
-        out += b"IF(1,%d,%s())" % (value, name)
-        if whole_item:
-            out += b" AS `" + sql[begin:end].replace(b"`", b"``") + b"`"
-        last = end
-    out += sql[last:]
-    return bytes(out)
-
-
-def _diagnostic_calls(sql: bytes, start: int, backslash_escapes: bool
-                      ) -> list[tuple[bytes, int, int, bool]]:
-    """(name, start, end, whole select item) of each ROW_COUNT() / FOUND_ROWS() call."""
-    toks = _spans(sql, start, backslash_escapes)
-    calls = []
-    depth = 0
-    in_select_list = {0: False}  # per parenthesis depth
-    for i, (kind, text, begin, _) in enumerate(toks):
-        if kind == "punct":
-            if text == b"(":
-                depth += 1
-                in_select_list[depth] = False
-            elif text == b")":
-                depth = max(0, depth - 1)
-            elif text == b";":
-                # Later statements of the packet read what the ones before them left,
-                # which the server knows: only the first one's calls are the client's
-                # previous statement's.
-                break
-            continue
-        if kind != "word":
-            continue
-        if text == b"SELECT":
-            in_select_list[depth] = True
-        elif text in _AFTER_ITEM:
-            in_select_list[depth] = False
-        elif text in _DIAGNOSTIC_FUNCTIONS and \
-                [t[1] for t in toks[i + 1:i + 3]] == [b"(", b")"]:
-            end = toks[i + 2][3]
-            before = toks[i - 1][1] if i else b""
-            after = toks[i + 3] if i + 3 < len(toks) else None
-            whole = in_select_list.get(depth, False) and (
-                before in _SELECT_MODIFIERS or before == b","
-            ) and (
-                after is None or after[1] in (b",", b";", b")") or
-                after[0] == "word" and after[1] in _AFTER_ITEM
-            )
-            calls.append((text, begin, end, whole))
-    return calls
-
-
-# -- KILL ---------------------------------------------------------------------------------
-
-
-def kill_target(sql: bytes, start: int = 0) -> tuple[str, int | None]:
-    """What `KILL [HARD|SOFT] [CONNECTION|QUERY] n` asks: ('connection' or 'query', n).
-    ('other', None) for any other form (KILL USER, KILL QUERY ID, an expression, several
-    statements): those would reach connections that serve other clients."""
-    toks = tokens(sql, start)
-    if toks and toks[-1] == ("punct", b";"):
-        toks = toks[:-1]
-    words = [text for kind, text in toks if kind == "word"]
-    if len(words) != len(toks) or not words or words[0] != b"KILL":
-        return "other", None
-    rest = words[1:]
-    if rest[:1] in ([b"HARD"], [b"SOFT"]):
-        rest = rest[1:]
-    kind = "connection"
-    if rest[:1] in ([b"CONNECTION"], [b"QUERY"]):
-        kind = rest[0].decode().lower()
-        rest = rest[1:]
-    if len(rest) == 1 and rest[0].isdigit():
-        return kind, int(rest[0])
-    return "other", None
-
-
-# -- FOUND_ROWS() after a statement answered with OK --------------------------------------
-
-KEEPS = -1  # found_rows_after_ok: the statement leaves FOUND_ROWS() as it was
-_ROWS_MATCHED = re.compile(rb"Rows matched: (\d+)")
-_FIRST_WORD = re.compile(rb"\s*\(*\s*([A-Za-z]+)")
-_UPDATE_TABLES = re.compile(rb"\s*UPDATE\b(.*?)\bSET\b", re.IGNORECASE | re.DOTALL)
-_MANY_TABLES = re.compile(rb",|\bJOIN\b", re.IGNORECASE)
-
-
-def found_rows_after_ok(sql: bytes, start: int, info: bytes, mariadb: bool) -> int | None:
-    """FOUND_ROWS() after sql[start:] answered OK: its new value, KEEPS, or None when
-    only the server knows. Measured on MariaDB 10.11 and MySQL 9.7, which differ:
-
-    | statement                | MariaDB          | MySQL            |
-    |--------------------------|------------------|------------------|
-    | UPDATE of one table      | keeps            | rows matched     |
-    | UPDATE of several tables | rows matched     | 0                |
-    | DO ...                   | keeps            | 1                |
-    | SELECT ... INTO ...      | 0 (1 row)        | rows selected    |
-    | INSERT, DELETE, SET, ... | keeps            | keeps            |
-    """
-    first = _FIRST_WORD.match(sql, start)
-    if first is None:
-        return None  # a comment first, or no text (a statement unknown to mysqlgate)
-    word = first.group(1).upper()
-    if word == b"UPDATE":
-        matched = _ROWS_MATCHED.search(info)
-        tables = _UPDATE_TABLES.match(sql, start)
-        if matched is None or tables is None or b"/*" in tables.group(1) or \
-                b"#" in tables.group(1) or b"--" in tables.group(1):
-            return None
-        several = _MANY_TABLES.search(tables.group(1)) is not None
-        if mariadb:
-            return int(matched.group(1)) if several else KEEPS
-        return 0 if several else int(matched.group(1))
-    if word == b"DO":
-        return KEEPS if mariadb else 1
-    if word in (b"SELECT", b"WITH", b"TABLE", b"VALUES"):
-        return None  # SELECT ... INTO: how many rows it selected, the server knows
-    return KEEPS
-
-
-# Statements that never commit a transaction, explicitly or implicitly.
-_NEVER_COMMITS = frozenset({
-    b"SELECT", b"WITH", b"VALUES", b"TABLE", b"INSERT", b"UPDATE", b"DELETE", b"REPLACE",
-    b"ROLLBACK", b"SAVEPOINT", b"RELEASE", b"DO", b"SHOW", b"DESCRIBE", b"DESC", b"EXPLAIN",
-    b"HANDLER", b"LOAD",
-})
-
-
-def may_commit(sql: bytes, start: int = 0) -> bool:
-    """Whether sql[start:] may commit an open transaction: COMMIT, and everything that
-    commits implicitly (DDL, BEGIN, SET autocommit = 1, LOCK TABLES, CALL, ...).
-    Conservative: only statements known never to commit say no."""
-    first = _FIRST_WORD.match(sql, start)
-    if first is None:
-        return True
-    word = first.group(1).upper()
-    if word == b"ROLLBACK" and b"RELEASE" in sql.upper():
-        return False  # ROLLBACK ... RELEASE ends the session, committing nothing
-    return word not in _NEVER_COMMITS
-
-
-_BARE_END = re.compile(rb"\s*(?:COMMIT|ROLLBACK)(?:\s+WORK)?\s*;?\s*", re.IGNORECASE)
-
-
-def bare_transaction_end(sql: bytes, start: int = 0) -> bool:
-    """COMMIT or ROLLBACK [WORK], nothing more (no AND CHAIN, RELEASE, TO SAVEPOINT)."""
-    return _BARE_END.fullmatch(sql, start) is not None

@@ -19,7 +19,8 @@ from typing import Any, TextIO
 import pymysql
 import pymysql.cursors
 
-from .config import Config, ConfigError, parse_listener
+from .config import Config, parse_listener
+from .settings import ConfigError
 
 CR_CONN_HOST_ERROR = 2003  # PyMySQL's code when nothing answers at the address
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import SETTINGS_BY_NAME
+from ..settings import SETTINGS_BY_NAME
 
 HELP: tuple[tuple[str, str], ...] = (
     ("SHOW POOLS", "a row per account: size, in use, idle, opening, waiting, longest wait, "

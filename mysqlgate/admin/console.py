@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .. import __version__
-from ..config import ConfigError, Listener
+from ..config import Listener
 from ..context import GateContext
 from ..protocol import auth
 from ..protocol.constants import CLIENT, COM_RESET_CONNECTION, COMMAND, NATIVE_PASSWORD
@@ -32,6 +32,7 @@ from ..protocol.errors import ProtocolViolation
 from ..protocol.framing import MAX_PACKET_PAYLOAD, encode_packet
 from ..protocol.messages import EOF, ERR, OK, AuthSwitchRequest, Handshake, HandshakeResponse
 from ..protocol.resultset import Column, text_result
+from ..settings import ConfigError
 from . import views
 from .commands import HELP, Command, CommandError, evaluate, parse
 from .peer import peer_uid
@@ -389,7 +390,7 @@ class AdminConnection:
         return "resumed"
 
     def kill(self, client_id: int, seq: int) -> None:
-        session = self.ctx.sessions.get(client_id)
+        session = self.ctx.client_named(client_id)  # as a client's own KILL finds it
         if session is None:
             raise AdminError(ER_NO_SUCH_THREAD, f"Unknown thread id: {client_id} (SHOW CLIENTS "
                              "lists the clients' ids)")

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 
 from .. import __version__
 from ..accounts import Account
-from ..config import SETTINGS, Setting, parse_setting, show_default
 from ..context import GateContext
 from ..protocol.constants import COMMAND
 from ..protocol.resultset import Column, Value
 from ..session.client_state import HOLD_SAVEPOINT, HOLD_TRANSACTION
+from ..settings import SETTINGS, Setting, parse_setting, show_default
 
 STATEMENT_SHOWN = 200  # characters of a client's statement in SHOW CLIENTS
 RATE_WINDOW = 60.0  # seconds over which SHOW STATS computes its recent rates

@@ -134,6 +134,7 @@ class ResponseScanner:
         "command", "deprecate_eof", "phase", "remaining", "after_definitions",
         "continuation", "status", "event", "event_start", "event_end", "last_seq",
         "prepare_columns", "statement_id", "results", "rows", "result_set", "skip",
+        "cut_row",
     )
 
     def __init__(self, command: int, deprecate_eof: bool) -> None:
@@ -165,6 +166,9 @@ class ResponseScanner:
         # Bytes of a row packet still to come: rows pass on as they arrive, a chunk
         # that ends inside one is forwarded whole instead of waiting (and copying).
         self.skip = 0
+        # Where that row began in the last chunk scanned, when the chunk holds its
+        # header; -1 otherwise (the row began in an earlier chunk, or none was cut).
+        self.cut_row = -1
 
     @property
     def done(self) -> bool:
@@ -176,6 +180,7 @@ class ResponseScanner:
         one, except that an incomplete row is consumed as far as it goes (`skip` says
         how much of it is still to come): nothing waits for a row's end."""
         size = len(buf)
+        self.cut_row = -1
         if self.skip:
             if size - pos < self.skip:
                 self.skip -= size - pos
@@ -318,6 +323,7 @@ class ResponseScanner:
             self.continuation = True
         if skip:
             self.skip = skip
+            self.cut_row = last
         return pos
 
     # -- phase changes -------------------------------------------------------

@@ -28,7 +28,9 @@ from ..protocol.constants import (
 from ..protocol.framing import Packet, encode_packet, header
 from ..protocol.messages import ERR, OK
 from ..protocol.results import Event, ResponseScanner
-from ..sql_effects import Effect, may_commit, read_only, with_diagnostic_values, with_session_scope
+from ..sql_effects import Effect, read_only
+from ..sql_outcomes import may_commit
+from ..sql_rewrite import with_diagnostic_values, with_session_scope
 from ..upstream_session import upstream_of
 from .client_state import PIN_SESSION_STATE, ClientState
 from .replies import Replies
@@ -41,6 +43,12 @@ NO_REPLY = frozenset({COMMAND.COM_STMT_CLOSE, COMMAND.COM_STMT_SEND_LONG_DATA})
 # Commands after which ROW_COUNT() is 0 (measured on MariaDB 10.11; mysql-connector
 # pings before every cursor and resets every prepared statement before executing it).
 ZEROES_ROW_COUNT = frozenset({COMMAND.COM_PING, COMMAND.COM_STMT_RESET, COMMAND.COM_INIT_DB})
+
+# A row cut at the end of a read is held back, up to this size, until its rest comes:
+# if the connection dies meanwhile, the client is at a packet's end and gets a clear
+# error packet. A longer row passes on as it comes (nothing waits for its end), and a
+# loss inside it can only end the client's connection.
+HOLD_ROW = 64 * 1024
 
 # A read-only statement whose connection died this soon after it was sent, before any
 # answer, is run again: the connection was dead already (closed by the server while
@@ -60,6 +68,9 @@ class CommandOwner(Protocol):
 
     def run_task(self, coro: Coroutine[Any, Any, None]) -> None:
         """Go on in a task: the command waits for something."""
+
+    def end_client(self) -> None:
+        """The client's connection cannot go on: end it."""
 
 
 class ReplayExchange(Exchange):
@@ -118,7 +129,7 @@ class ClientExchange(Exchange):
 
     __slots__ = ("commands", "tracker", "client", "write_client", "backend", "packet",
                  "retried", "sent_at", "forwarded", "in_transaction_before", "tail",
-                 "swallow", "settings", "statement", "answer", "replays")
+                 "swallow", "settings", "statement", "answer", "replays", "held")
 
     def __init__(self, scanner: ResponseScanner, commands: Commands,
                  backend: BackendConnection, packet: Packet, retried: bool) -> None:
@@ -146,6 +157,7 @@ class ClientExchange(Exchange):
         self.statement: ClientStatement | None = None
         self.answer = bytearray() if scanner.command == COMMAND.COM_STMT_PREPARE else None
         self.replays: list[ReplayExchange] = []  # sent ahead of it, in the same write
+        self.held = b""  # the start of a row whose rest has not come (HOLD_ROW)
 
     def replay_error(self) -> ReplayExchange | None:
         """The replay sent ahead of it that failed, if one did."""
@@ -166,6 +178,9 @@ class ClientExchange(Exchange):
                 self.backend.send_raw(header(0, scanner.last_seq + 1))  # no file
             return
         write = self.write_client if not scanner.done else self._keep
+        if self.held:  # its rest is here now
+            write(self.held)
+            self.held = b""
         if self.answer is not None:  # a prepare's answer: small; the id becomes ours
             data = bytes(buf[start:end])
             if event == Event.PREPARE_OK and end == scanner.event_end:
@@ -175,6 +190,12 @@ class ClientExchange(Exchange):
             write(data)
             return
         if end != scanner.event_end or event == Event.NEED_DATA or event == Event.END:
+            cut = scanner.cut_row
+            if cut >= start and scanner.skip and scanner.skip + end - cut <= HOLD_ROW:
+                if cut > start:
+                    write(_span(buf, start, cut))
+                self.held = bytes(buf[cut:end])
+                return
             write(_span(buf, start, end))
             return
         event_start = scanner.event_start
@@ -291,10 +312,12 @@ class Commands:
                     payload, 1, diagnostics.row_count, diagnostics.found_rows)
                 if rewritten is not None:
                     raw = encode_packet(rewritten, 0)[0]
-        if effects & Effect.TABLES and not effects & Effect.DIAGNOSTICS_READ or \
-                command == COMMAND.COM_STMT_EXECUTE:
-            # A statement that uses a table empties the diagnostics area; one that does
-            # not (SELECT 1, SET, COMMIT, COM_PING) leaves the client's conditions there.
+        if command == COMMAND.COM_STMT_EXECUTE or not effects & Effect.DIAGNOSTICS_READ and (
+                effects & Effect.TABLES or command == COMMAND.COM_QUERY
+                and not client.account.server.mariadb):
+            # A statement empties the diagnostics area: on MariaDB one that uses a table
+            # (SELECT 1, SET, COMMIT, COM_PING leave the client's conditions there), on
+            # MySQL any but a diagnostics statement (measured on both).
             client.diagnostics.conditions = False
         client.account.pool.forbid_preemption(backend)
         if command in ZEROES_ROW_COUNT and upstream.values is not None:
@@ -453,19 +476,35 @@ class Commands:
     def command_failed(self, exchange: ClientExchange, exc: BaseException) -> None:
         if self.client.closed:
             return
+        scanner = exchange.scanner
+        if exchange.forwarded and not exchange.swallow and not exchange.held and (
+                scanner.skip or scanner.continuation):
+            # The client has part of a packet (a row passes on as it arrives): no error
+            # packet can follow it, only the end of the connection, as when a direct
+            # connection is cut (the driver reports its lost connection). Found by the
+            # fault soak: an ERR appended to half a row broke PyMySQL's packet stream.
+            log.warning("client %d: upstream %s lost in the middle of a packet of its "
+                        "result (%s); ending the client's connection", self.client.id,
+                        exchange.backend.thread_id, exc)
+            self._drop(exchange.backend)
+            self.owner.end_client()
+            return
         if not (exchange.forwarded or exchange.in_transaction_before or exchange.retried) \
                 and time.monotonic() - exchange.sent_at < RETRY_WITHIN \
                 and retryable(exchange.packet):
             self.retry(exchange.backend, exc, exchange.packet)
             return
+        last_seq = -1
+        if exchange.forwarded:
+            # A held row was not forwarded: the error packet takes its place.
+            last_seq = (scanner.last_seq - 1) & 0xFF if exchange.held else scanner.last_seq
         self.lost(exchange.backend, exc, exchange.in_transaction_before,
-                  "while the statement ran",
-                  exchange.scanner.last_seq if exchange.forwarded else -1,
+                  "while the statement ran", last_seq,
                   may_commit=self._may_commit(exchange.packet))
         self.owner.command_over()
 
     def _may_commit(self, packet: Packet) -> bool:
-        """Whether the command may commit an open transaction (sql_effects.may_commit)."""
+        """Whether the command may commit an open transaction (sql_outcomes.may_commit)."""
         command = packet.payload[0]
         if command == COMMAND.COM_QUERY:
             return may_commit(packet.payload, 1)

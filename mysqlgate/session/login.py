@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..accounts import Account
-from ..backend import DEFAULT_CHARSET
 from ..context import GateContext
 from ..errors import (
     ER_ACCESS_DENIED_ERROR,
@@ -35,6 +34,7 @@ from ..protocol.constants import (
 from ..protocol.framing import Packet, encode_packet
 from ..protocol.messages import OK, AuthSwitchRequest, ChangeUser, Handshake, HandshakeResponse
 from ..session_state import SessionState
+from ..upstream_login import DEFAULT_CHARSET
 from ..upstream_session import upstream_of
 from .client_state import ClientState
 from .replies import Replies

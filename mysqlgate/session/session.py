@@ -37,7 +37,8 @@ from ..protocol.constants import COM_RESET_CONNECTION, COMMAND
 from ..protocol.errors import ProtocolViolation
 from ..protocol.framing import Packet
 from ..protocol.messages import ERR
-from ..sql_effects import Effect, kill_target, statement_effects
+from ..sql_effects import Effect, statement_effects
+from ..sql_rewrite import kill_target
 from .attach import Attachment
 from .client_state import HOLD_PINNED, ClientState
 from .exchange import ZEROES_ROW_COUNT, Commands
@@ -337,6 +338,9 @@ class Session:
     def run_task(self, coro: Coroutine[Any, Any, None]) -> None:
         self.client.busy = True
         self.task = asyncio.get_running_loop().create_task(coro)
+
+    def end_client(self) -> None:
+        self.on_client_gone()
 
     def redo(self, packet: Packet) -> None:
         self.task = None

@@ -22,15 +22,8 @@ from ..protocol.messages import OK
 from ..protocol.messages import SessionState as TrackedChanges
 from ..protocol.results import ResponseScanner
 from ..session_state import TRACKING_VARIABLES, UNMOVABLE_VARIABLES, apply_tracked
-from ..sql_effects import (
-    KEEPS,
-    PIN_REASONS,
-    PINNING,
-    RESET_AFTER,
-    Effect,
-    bare_transaction_end,
-    found_rows_after_ok,
-)
+from ..sql_effects import PIN_REASONS, PINNING, RESET_AFTER, Effect
+from ..sql_outcomes import KEEPS, bare_transaction_end, found_rows_after_ok
 from ..upstream_session import UpstreamSession, upstream_of
 from .client_state import PIN_SESSION_STATE, ClientState
 from .replies import Replies

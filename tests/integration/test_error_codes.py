@@ -75,9 +75,9 @@ class Expected:
     # Connector/Python picks the class by SQLSTATE class: 40 is InternalError.
     connector_category: str = "OperationalError"
     # Whether SQLAlchemy's pool keeps the connection: it classifies none of these errors
-    # as a disconnect, but it rolls back a connection it gets back, and mysqlgate runs
-    # that ROLLBACK upstream: while the server is unreachable it fails too (1053), and
-    # the pool throws the connection away (its next one logs in at once).
+    # as a disconnect, and the ROLLBACK it sends on a connection it gets back, with no
+    # transaction open, is answered by mysqlgate without the server (so it does not fail
+    # while the server is unreachable).
     sqlalchemy_keeps: bool = True
 
 
@@ -86,8 +86,7 @@ LOST = Expected(1158, "08S01", ("the upstream MySQL connection was lost while th
 LOST_IN_TRANSACTION = Expected(1158, "08S01", ("lost while the statement ran",
                                                "transaction was rolled back",
                                                "nothing of it was committed"))
-UNREACHABLE = Expected(1053, "08S01", ("cannot be reached", "keeps trying"),
-                       sqlalchemy_keeps=False)
+UNREACHABLE = Expected(1053, "08S01", ("cannot be reached", "keeps trying"))
 POOL_FULL = Expected(1040, "08004", ("no upstream connection became free",))
 IDLE_TRANSACTION = Expected(1213, "40001", ("transaction was rolled back",
                                             "pool.idle_transaction_timeout"),
@@ -488,8 +487,8 @@ class SqlAlchemyClient(Client):
         """Give the connection back to the pool and take one: the same, if it was kept."""
         try:
             self.conn.close()  # the end of the app's `with engine.connect()` block
-        except sa_exc.OperationalError as exc:  # its ROLLBACK: see Expected.sqlalchemy_keeps
-            assert exc.orig is not None and exc.orig.args[0] == UNREACHABLE.code, exc
+        except sa_exc.OperationalError as exc:  # its ROLLBACK must not fail: answered locally
+            raise AssertionError(f"the pool's ROLLBACK failed: {exc}") from exc
         self.conn = self.engine.connect()
         return self.conn.connection.dbapi_connection is self.dbapi_connection
 

@@ -271,3 +271,57 @@ def test_kill_mid_query(gate_factory: Callable[..., Gate], db: ScratchDb) -> Non
         stop.set()
         _close(victim)
         _close(bystander)
+
+
+@pytest.mark.parametrize("row_bytes", [300, 1048576], ids=["small_rows", "rows_of_1MiB"])
+def test_kill_mid_result(gate_factory: Callable[..., Gate], db: ScratchDb,
+                         row_bytes: int) -> None:
+    """The upstream connection is KILLed while a client reads a large result (rows pass
+    on as they arrive). A row cut by a read is held back while it is small
+    (session/exchange.py HOLD_ROW), so the client is at a packet's end: mysqlgate's
+    clear 1158, and the connection goes on. Inside a row of 1 MiB, which passes on as
+    it comes, only the end of the connection can say it: the driver's own lost
+    connection. Never a broken packet stream (an error packet after half a row), nor a
+    hang. Found by the fault soak (bench/soak.py)."""
+    gate = gate_factory("--pool-size", "2")
+    rows = 40_000_000 // row_bytes
+    numbers = db.server.dialect.numbers(1, rows)
+    sql = f"SELECT seq, REPEAT('x', {row_bytes}) FROM {numbers}"
+    reader = gate.connect(cursorclass=pymysql.cursors.SSCursor, read_timeout=30)
+    cursor = reader.cursor()
+    try:
+        reader_id = reader.thread_id()
+        cursor.execute(sql)
+        assert cursor.fetchone() is not None
+        running = db.server.query(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND INFO LIKE %s",
+            (db.user, "SELECT seq, REPEAT%"))
+        assert running, "the result's statement is not running upstream"
+        db.server.query(f"KILL {int(running[0][0])}")
+        killed_at = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as excinfo:
+            while cursor.fetchone() is not None:
+                pass
+        assert time.monotonic() - killed_at < 15
+        code, message = excinfo.value.args[:2]
+        if row_bytes < 65536:
+            assert code == ER.NET_READ_ERROR and message.startswith("mysqlgate:"), \
+                excinfo.value.args
+            # The same client connection goes on.
+            assert reader.open and reader.thread_id() == reader_id
+            assert _one(reader, "SELECT 'reader goes on'") == ("reader goes on",)
+        else:
+            assert code == CR.CR_SERVER_LOST or (code == ER.NET_READ_ERROR
+                                                 and message.startswith("mysqlgate:")), \
+                excinfo.value.args
+    finally:
+        # PyMySQL would read the rest of the cut result when its objects go (and fail
+        # on the closed socket, in a finalizer): they are told there is none.
+        if reader._result is not None:
+            reader._result.unbuffered_active = False
+        reader._result = None
+        cursor.connection = None
+        _close(reader)
+    # The gate serves on.
+    with contextlib.closing(gate.connect()) as after:
+        assert _one(after, "SELECT 'after'") == ("after",)

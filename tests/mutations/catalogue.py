@@ -62,6 +62,9 @@ ERROR_CODES = f"{INTEGRATION}/test_error_codes.py"
 DIAGNOSTICS = f"{INTEGRATION}/test_diagnostics.py"
 UNTRACKED = f"{INTEGRATION}/test_untracked_state.py"
 IDLE_AND_KILL = f"{INTEGRATION}/test_idle_and_kill.py"
+COLD_START = f"{INTEGRATION}/test_cold_start.py"
+POOL_MODEL = "tests/unit/test_pool_model.py"  # the pool against its reference model
+POOL_UNIT = "tests/unit/test_pool.py"
 SQL_EFFECTS_UNIT = "tests/unit/test_sql_effects.py"
 SESSION_STATE_UNIT = "tests/unit/test_session_state.py"
 
@@ -185,6 +188,24 @@ MUTATIONS: tuple[Mutation, ...] = (
                     "    plan.change_user = False  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_replay.py::"
                "test_a_client_without_a_database_never_finds_another_clients",),
+    ),
+    Mutation(
+        name="an error packet after half a row",
+        guarantee="A connection lost mid-packet ends the client's, never corrupts its stream",
+        edits=(Edit("session/exchange.py",
+                    "        if exchange.forwarded and not exchange.swallow and not exchange"
+                    ".held and (\n",
+                    "        if False and (  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
+    ),
+    Mutation(
+        name="a cut row passed on at once",
+        guarantee="A small row cut by a read waits for its rest: a loss then gets a clear error",
+        edits=(Edit("session/exchange.py",
+                    "            if cut >= start and scanner.skip and scanner.skip + end - cut"
+                    " <= HOLD_ROW:\n",
+                    "            if False:  # mutation\n"),),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_result",),
     ),
     # 2. COM_RESET_CONNECTION.
     Mutation(
@@ -377,19 +398,163 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             Edit(
                 "pool.py",
-                "        if self.open_count < (self.settings.size if probe else"
-                " self.effective_size):\n"
-                "            self._opening += 1\n"
-                "            self._spawn(self._open_then_deliver(req))\n",
-                "        if True:  # mutation\n"
-                "            self._opening += 1\n"
-                "            self._spawn(self._open_then_deliver(req))\n",
+                "            if self.open_count >= self.effective_size:\n"
+                "                if self._idle and self.open_count - 1 < self.effective_size:\n",
+                "            if False:  # mutation\n"
+                "                if self._idle and self.open_count - 1 < self.effective_size:\n",
             ),
         ),
         tests=(
             f"{POOL_LIMITS}::test_queue_timeout_error_then_recovery",
             f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
+    ),
+    # 7c. The pool's other invariants (issue 16), each stated by the model test
+    # (test_pool_model.py), and end to end where a test can see it.
+    Mutation(
+        name="pool serves a key's waiters out of order",
+        guarantee="Clients asking with the same capability key are served in FIFO order",
+        edits=(
+            Edit("pool.py",
+                 "        for req in self._waiters:\n"
+                 "            if req.key == key:\n"
+                 "                if self._clock() - backend.last_active >",
+                 "        for req in reversed(self._waiters):  # mutation\n"
+                 "            if req.key == key:\n"
+                 "                if self._clock() - backend.last_active >"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool answers a request twice",
+        guarantee="Every request is answered exactly once (a connection or an error)",
+        edits=(
+            Edit("pool.py",
+                 "        \"\"\"Hand `backend` to `req`, a request in the queue.\"\"\"\n"
+                 "        self._waiters.remove(req)\n",
+                 "        \"\"\"Hand `backend` to `req`, a request in the queue.\"\"\"\n"
+                 "        pass  # mutation\n"),
+        ),
+        tests=(f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
+               POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool serves a client that went away",
+        guarantee="A request whose client went away is never answered",
+        edits=(
+            Edit("pool.py",
+                 "            if req in self._waiters:\n"
+                 "                self._waiters.remove(req)\n"
+                 "\n"
+                 "    def take_ready",
+                 "            pass  # mutation\n"
+                 "\n"
+                 "    def take_ready"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool lends a connection it keeps idle",
+        guarantee="No connection is both idle and in use",
+        edits=(
+            Edit("pool.py",
+                 "        self._idle.pop()\n"
+                 "        self._lent.add(backend)\n",
+                 "        self._lent.add(backend)  # mutation\n"),
+        ),
+        tests=(f"{POOL_LIMITS}::test_many_clients_share_a_pool_below_the_account_limit",
+               POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool hands out an expired idle connection",
+        guarantee="No connection idle longer than pool.idle_timeout is handed out",
+        edits=(
+            Edit("pool.py",
+                 "                if now - backend.last_active > self.settings.idle_timeout:\n"
+                 "                    self.stats.closed_idle += 1\n"
+                 "                    backend.close()\n"
+                 "                    continue\n",
+                 "                pass  # mutation\n"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool hands out a closed idle connection",
+        guarantee="No connection whose loss is known is handed out",
+        edits=(
+            Edit("pool.py", "        if backend.key != key or backend.closed or \\\n",
+                 "        if backend.key != key or \\\n"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool loses a connection after its reset",
+        guarantee="Every connection the pool opened is idle, in use, on its way, or closed",
+        edits=(
+            Edit("pool.py",
+                 "        finally:\n"
+                 "            self._arrived(backend.key)\n"
+                 "        self._offer(backend)\n",
+                 "        finally:\n"
+                 "            self._arrived(backend.key)\n"
+                 "        pass  # mutation\n"),
+        ),
+        tests=(f"{ISOLATION}::test_changed_session_is_reset_before_another_client_gets_it",
+               POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool keeps an idle connection it was told died",
+        guarantee="An idle connection the server closed leaves the pool at once",
+        edits=(
+            Edit("pool.py",
+                 "        if backend in self._idle:\n"
+                 "            self._idle.remove(backend)\n"
+                 "            self.stats.closed_broken += 1\n",
+                 "        if False:  # mutation\n"
+                 "            self._idle.remove(backend)\n"
+                 "            self.stats.closed_broken += 1\n"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool leaves a waiting client beside room for a connect",
+        guarantee="A freed slot serves the queue (no client waits while a connect could start)",
+        edits=(
+            Edit("pool.py",
+                 "        if backend.closed or backend.busy:\n"
+                 "            backend.abort()\n"
+                 "            self.stats.closed_broken += 1\n"
+                 "            self._fill()\n",
+                 "        if backend.closed or backend.busy:\n"
+                 "            backend.abort()\n"
+                 "            self.stats.closed_broken += 1\n"
+                 "            pass  # mutation\n"),
+        ),
+        tests=(f"{IDLE_AND_KILL}::test_kill_mid_query", POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool statistics miss connections the janitor closes",
+        guarantee="The pool's statistics match what happened",
+        edits=(
+            Edit("pool.py",
+                 "            elif now - backend.last_active > self.settings.idle_timeout:\n"
+                 "                self.stats.closed_idle += 1\n",
+                 "            elif now - backend.last_active > self.settings.idle_timeout:\n"
+                 "                pass  # mutation\n"),
+        ),
+        tests=(POOL_MODEL, POOL_UNIT),
+    ),
+    Mutation(
+        name="pool stops looking for an unreachable server",
+        guarantee="While the server cannot be reached, a connect is always due within ~1 s",
+        edits=(
+            Edit("pool.py",
+                 "        self._outage.timer = self._scheduler.call_at(now + delay, self._probe)\n",
+                 "        pass  # mutation\n"),
+        ),
+        tests=(f"{COLD_START}::test_server_started_after_mysqlgate", POOL_MODEL, POOL_UNIT),
     ),
     # 7a. Rows streamed as they arrive (issue 8): what is owed of a cut row.
     # The Python fallback (results.py_hop_rows) and the compiled code (_scan.c) alike;
@@ -459,7 +624,8 @@ MUTATIONS: tuple[Mutation, ...] = (
                  "            self._expire_at(min(r.deadline for r in self._waiters))\n",
                  "        pass  # mutation\n"),
         ),
-        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",),
+        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",
+               POOL_MODEL),
     ),
     Mutation(
         name="queue expiry fails every waiter",
@@ -468,7 +634,8 @@ MUTATIONS: tuple[Mutation, ...] = (
             Edit("pool.py", "        for req in [r for r in self._waiters if r.deadline <= now]:\n",
                  "        for req in list(self._waiters):  # mutation\n"),
         ),
-        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",),
+        tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",
+               POOL_MODEL),
     ),
     # 8. 1226 on connect: back off and keep the client queued.
     Mutation(
@@ -477,13 +644,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             Edit(
                 "pool.py",
-                "            if exc.err.code not in TOO_MANY_CONNECTIONS:\n",
-                "            if True:  # mutation\n",
+                "        if isinstance(exc, ServerError) and exc.err.code in"
+                " TOO_MANY_CONNECTIONS:\n",
+                "        if False:  # mutation\n",
             ),
         ),
         tests=(
             f"{POOL_LIMITS}::test_account_full_on_connect_keeps_the_client_queued",
             f"{POOL_LIMITS}::test_account_full_on_connect_serves_the_client_when_the_outsider_leaves",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     # 9. The capability key: all three places a connection meets a client, then each alone.
@@ -495,12 +665,17 @@ MUTATIONS: tuple[Mutation, ...] = (
                  "        if backend.closed or \\\n"),
             Edit("pool.py", "            if backend.key == key:\n",
                  "            if True:  # mutation\n"),
-            Edit("pool.py", "            if req.key == backend.key:\n",
-                 "            if True:  # mutation\n"),
+            Edit("pool.py",
+                 "            if req.key == key:\n"
+                 "                if self._clock() - backend.last_active >",
+                 "            if True:  # mutation\n"
+                 "                if self._clock() - backend.last_active >"),
         ),
         tests=(
             f"{CAPABILITIES}::test_found_rows_follows_the_client",
             f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     Mutation(
@@ -513,6 +688,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=(
             f"{CAPABILITIES}::test_found_rows_follows_the_client",
             f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     Mutation(
@@ -525,18 +702,38 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=(
             f"{CAPABILITIES}::test_found_rows_follows_the_client",
             f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+            POOL_MODEL,
+            POOL_UNIT,
+        ),
+    ),
+    Mutation(
+        name="idle connections removed while iterated",
+        guarantee="Two idle connections that expire together drop no client (issue 16)",
+        edits=(
+            Edit("pool.py", "        for backend in reversed(list(self._idle)):\n",
+                 "        for backend in reversed(self._idle):  # mutation\n"),
+        ),
+        tests=(
+            f"{POOL_LIMITS}::test_many_clients_while_connections_expire",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     Mutation(
         name="capability key ignored: _return",
         guarantee="A released connection goes only to a waiter with its flags",
         edits=(
-            Edit("pool.py", "            if req.key == backend.key:\n",
-                 "            if True:  # mutation\n"),
+            Edit("pool.py",
+                 "            if req.key == key:\n"
+                 "                if self._clock() - backend.last_active >",
+                 "            if True:  # mutation\n"
+                 "                if self._clock() - backend.last_active >"),
         ),
         tests=(
             f"{CAPABILITIES}::test_found_rows_follows_the_client",
             f"{CAPABILITIES}::test_deprecate_eof_client_interleaved_with_classic_client",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     # 10. The transaction hold.
@@ -688,6 +885,7 @@ MUTATIONS += (
         tests=(
             f"{DIAGNOSTICS}::test_a_client_holding_warnings_does_not_block_the_pool",
             f"{DIAGNOSTICS}::test_found_rows_after_calc_found_rows_survives_a_preemption",
+            POOL_MODEL,
         ),
     ),
     # 19. SPEC section 4: a read-only statement on a dead connection runs again.
@@ -726,11 +924,16 @@ MUTATIONS += (
     Mutation(
         name="1226 back-off never probes beyond the lowered size",
         guarantee="The pool size comes back once the account has room again",
-        edits=(Edit("pool.py", "        self._serve(req, probe=True)\n",
-                    "        self._serve(req)  # mutation\n"),),
+        edits=(Edit("pool.py",
+                    "                elif self.effective_size < self.settings.size and not"
+                    " self._limit.probing \\\n"
+                    "                        and self.open_count < self.settings.size:\n",
+                    "                elif False:  # mutation\n"),),
         tests=(
             f"{POOL_LIMITS}::test_account_full_on_connect_serves_the_client_when_the_outsider_"
             "leaves",
+            POOL_MODEL,
+            POOL_UNIT,
         ),
     ),
     # 24. A savepoint with autocommit off, before the transaction shows in the flags.
@@ -856,17 +1059,19 @@ MUTATIONS += (
         guarantee="While paused, no statement reaches the server",
         edits=(Edit("pool.py", "        self.paused = True\n",
                     "        self.paused = False  # mutation\n"),),
-        tests=(f"{INTEGRATION}/test_admin.py::test_pause_holds_statements_and_resume_releases_them",),
+        tests=(f"{INTEGRATION}/test_admin.py::test_pause_holds_statements_and_resume_releases_them",
+               POOL_MODEL, POOL_UNIT),
     ),
     Mutation(
         name="an unreachable server makes clients wait",
         guarantee="While the server is down, clients get a mysqlgate: error at once",
         edits=(Edit("pool.py",
-                    "        if self.unreachable is not None:\n"
+                    "        if backend is None and self.unreachable is not None and not"
+                    " self.paused:\n"
                     "            self._fail(req, self.unreachable_error())\n"
-                    "            return\n",
+                    "            return req\n",
                     "        pass  # mutation\n"),),
-        tests=(f"{INTEGRATION}/test_cold_start.py",),
+        tests=(COLD_START,),
     ),
     Mutation(
         name="client-range code: upstream lost sent as 2013",
@@ -957,9 +1162,9 @@ MUTATIONS += (
         name="fleet: pool opens by itself despite a grower",
         guarantee="With the fleet on, every connection is opened after a count",
         edits=(Edit("pool.py",
-                    "        if self.grower is not None:  # fleet.py opens one once the "
+                    "            if self.grower is not None:  # fleet.py opens one once the "
                     "account has room\n",
-                    "        if False:  # mutation\n"),),
+                    "            if False:  # mutation\n"),),
         tests=(FLEET_TEST,
                "tests/unit/test_pool.py::test_with_a_grower_the_pool_opens_nothing_by_itself"),
     ),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mysqlgate.accounts import Account, UpstreamFacts
-from mysqlgate.backend import BASE_CAPABILITIES, BackendConnection, ServerInfo
+from mysqlgate.backend import BackendConnection
 from mysqlgate.charsets import builtin
 from mysqlgate.config import load
 from mysqlgate.context import GateContext
@@ -36,6 +36,7 @@ from mysqlgate.protocol.resultset import Column, text_result
 from mysqlgate.session import Session
 from mysqlgate.session_state import SessionState as SessionState_
 from mysqlgate.session_state import VariableKinds
+from mysqlgate.upstream_login import BASE_CAPABILITIES, ServerInfo
 from mysqlgate.upstream_session import UpstreamSession, reset_upstream
 
 VERSION = b"10.11.99-MariaDB-fake"

@@ -1,4 +1,5 @@
-"""config.py: defaults < TOML file < MYSQLGATE_* environment < flags, and validation."""
+"""config.py and settings.py: defaults < TOML file < MYSQLGATE_* environment < flags, and
+validation."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from typing import Any
 
 import pytest
 
-from mysqlgate.config import (
+from mysqlgate.config import Config, Listener, load
+from mysqlgate.settings import (
     SETTINGS,
-    Config,
     ConfigError,
-    Listener,
     env_name,
     flag_name,
-    load,
     parse_setting,
     parse_size,
     show_default,

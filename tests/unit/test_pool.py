@@ -1,4 +1,5 @@
-"""The pool's decisions, with fake connections: no sockets, no server."""
+"""The pool's decisions, with fake connections and, where time matters, a fake clock: no
+sockets, no server, no real time. test_pool_model.py checks the pool against a model."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from mysqlgate.errors import ServerError, UpstreamUnavailable
 from mysqlgate.pool import PoolSettings, UpstreamPool
+from mysqlgate.protocol.messages import ERR
 
-from .fake_backend import FakeBackend
+from .fake_backend import FakeBackend, FakeLoop, Pending
 
 
 def settings(**overrides: Any) -> PoolSettings:
@@ -83,6 +86,130 @@ async def test_every_expired_idle_connection_is_closed_and_counted(expired: int)
         await asyncio.sleep(0)
         assert [b.thread_id for b in delivered] == [100]
     assert pool.open_count <= pool.settings.size
+
+
+# -- single decisions, with a fake clock ------------------------------------------------------
+
+
+class World:
+    """A pool on a FakeLoop whose connects the test settles: `connects` holds the ones
+    under way (key, outcome to settle, when it started)."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self.loop = FakeLoop()
+        self.connects: list[tuple[int, Pending, float]] = []
+        self.started: list[float] = []  # when each connect started
+        self.opened = 0
+        self.pool = UpstreamPool("test", self._connect, unused_reset, settings(**overrides),
+                                 clock=self.loop.time, scheduler=self.loop,
+                                 jitter=lambda: 0.5)
+
+    async def _connect(self, key: int) -> Any:
+        pending = Pending(self.loop, f"connect {len(self.started)}")
+        self.connects.append((key, pending, self.loop.now))
+        self.started.append(self.loop.now)
+        return await pending
+
+    def ask(self, key: int = 0) -> list[Any]:
+        """A request; its answer lands in the list returned."""
+        answers: list[Any] = []
+        self.pool.request(key, answers.append)
+        self.loop.run_ready()
+        return answers
+
+    def refuse(self) -> None:
+        self.loop.run_ready()
+        for _, pending, _ in self.connects:
+            pending.fail(UpstreamUnavailable("cannot connect: [Errno 111] Connection refused"))
+        self.connects.clear()
+        self.loop.run_ready()
+
+    def accept(self) -> list[FakeBackend]:
+        self.loop.run_ready()
+        opened = []
+        for key, pending, _ in self.connects:
+            backend = FakeBackend(100 + self.opened, key, clock=self.loop.time)
+            self.opened += 1
+            opened.append(backend)
+            pending.resolve(backend)
+        self.connects.clear()
+        self.loop.run_ready()
+        return opened
+
+    def outage(self, seconds: float, step: float = 0.005) -> None:
+        """The server refuses every connect for `seconds`."""
+        until = self.loop.now + seconds
+        while self.loop.now < until:
+            self.refuse()
+            self.loop.advance(step)
+        self.refuse()
+
+
+
+def test_take_ready_hands_out_only_a_fresh_open_connection_of_the_key() -> None:
+    world = World(size=2)
+    first, second = world.ask(0), world.ask(8)
+    a, b = world.accept()
+    assert first == [a] and second == [b]
+    world.pool.release(a)  # type: ignore[arg-type]
+    world.pool.release(b)  # type: ignore[arg-type]  # b is the most recently used
+    assert world.pool.take_ready(0) is None, "the most recent idle one has another key"
+    b.closed = True  # dead, its loss not noticed yet
+    assert world.pool.take_ready(8) is None
+    b.closed = False
+    world.loop.advance(5.1)  # past ping_after: it must be checked first
+    assert world.pool.take_ready(8) is None
+    b.last_active = world.loop.now
+    assert world.pool.take_ready(8) is b
+    assert world.pool.idle() == [a] and world.pool.lent() == [b]
+
+
+def test_after_a_1226_one_connect_tries_beyond_the_lowered_size() -> None:
+    """The account was full (someone else held a connection): the pool keeps to one,
+    backs off, then tries a second connect; the waiting client is served when the
+    account has room again, though the first connection stays in use."""
+    world = World(size=2)
+    holder = world.ask()
+    world.accept()
+    waiter = world.ask()
+    ((_, pending, _),) = world.connects
+    world.connects.clear()
+    pending.fail(ServerError(ERR(1226, "User has exceeded the 'max_user_connections'")))
+    world.loop.run_ready()
+    assert world.pool.effective_size == 1 and world.pool.backing_off and not world.connects
+    world.loop.advance(0.2)  # the back-off is over
+    assert len(world.connects) == 1, "no connect beyond the lowered size"
+    (opened,) = world.accept()
+    assert waiter == [opened] and len(holder) == 1
+    assert world.pool.effective_size == 2
+
+
+def test_a_slot_freed_by_a_broken_connection_serves_the_queue() -> None:
+    world = World(size=1)
+    holder = world.ask()
+    (backend,) = world.accept()
+    assert holder == [backend]
+    waiter = world.ask()
+    assert waiter == [] and not world.connects
+    backend.busy = True  # given back with a command in flight: it is closed
+    world.pool.release(backend)  # type: ignore[arg-type]
+    world.loop.run_ready()
+    assert backend.closed and len(world.connects) == 1
+    (opened,) = world.accept()
+    assert waiter == [opened]
+
+
+def test_paused_hands_out_nothing_and_resume_serves_in_order() -> None:
+    world = World(size=1)
+    world.pool.pause()
+    first, second = world.ask(), world.ask()
+    world.loop.advance(60.0)  # no queue timeout while paused
+    assert first == second == [] and not world.connects
+    world.pool.resume()
+    (backend,) = world.accept()
+    assert first == [backend] and second == []
+    world.pool.release(backend)  # type: ignore[arg-type]
+    assert second == [backend]
 
 
 # -- a grower (fleet.py) decides when the pool opens ------------------------------------

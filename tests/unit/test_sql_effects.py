@@ -15,21 +15,17 @@ import pytest
 
 from mysqlgate import sql_effects
 from mysqlgate.sql_effects import (
-    KEEPS,
     PIN_REASONS,
     PINNING,
     Effect,
     _plain_effects,
     _read_effects,
-    bare_transaction_end,
-    found_rows_after_ok,
-    may_commit,
     read_only,
     statement_effects,
-    tokens,
-    with_diagnostic_values,
-    with_session_scope,
 )
+from mysqlgate.sql_outcomes import KEEPS, bare_transaction_end, found_rows_after_ok, may_commit
+from mysqlgate.sql_rewrite import with_diagnostic_values, with_session_scope
+from mysqlgate.sql_tokens import tokens
 
 E = Effect
 # Whether a statement uses tables has tests of its own below.
