@@ -23,7 +23,7 @@ from ..session_state import CLEAR_DIAGNOSTICS, reconcile
 from ..sql_effects import Effect, read_only
 from ..upstream_session import UpstreamSession, close_unused_statements, upstream_of
 from .client_state import ClientState
-from .exchange import CommandOwner, Commands
+from .commands import CommandOwner, Commands
 from .replies import Replies
 
 log = logging.getLogger("mysqlgate.session")

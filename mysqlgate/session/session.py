@@ -41,7 +41,7 @@ from ..sql_effects import Effect, statement_effects
 from ..sql_rewrite import kill_target
 from .attach import Attachment
 from .client_state import HOLD_PINNED, ClientState
-from .exchange import ZEROES_ROW_COUNT, Commands
+from .commands import ZEROES_ROW_COUNT, Commands
 from .kill import Kill
 from .login import ClientGone, Login
 from .replies import ClientPort, Replies

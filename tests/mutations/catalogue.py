@@ -192,7 +192,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         name="an error packet after half a row",
         guarantee="A connection lost mid-packet ends the client's, never corrupts its stream",
-        edits=(Edit("session/exchange.py",
+        edits=(Edit("session/commands.py",
                     "        if exchange.forwarded and not exchange.swallow and not exchange"
                     ".held and (\n",
                     "        if False and (  # mutation\n"),),
@@ -865,7 +865,7 @@ MUTATIONS += (
     Mutation(
         name="ROW_COUNT()/FOUND_ROWS() read on another's connection as they are",
         guarantee="ROW_COUNT()/FOUND_ROWS() answer about the client's own previous statement",
-        edits=(Edit('session/exchange.py',
+        edits=(Edit('session/commands.py',
              ('            if effects & Effect.DIAGNOSTIC_VALUES and upstream.values !='
               ' diagnostics.values \\\n'),
              '            if False \\\n'),),
@@ -892,7 +892,7 @@ MUTATIONS += (
     Mutation(
         name="no retry on a dead connection",
         guarantee="A read-only statement whose connection was already dead is run again",
-        edits=(Edit('session/exchange.py',
+        edits=(Edit('session/commands.py',
              ('            self.retry(exchange.backend, exc, exchange.packet)\n'
               '            return\n'),
              '            pass  # mutation\n'),),
