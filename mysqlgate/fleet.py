@@ -1,59 +1,48 @@
 """Several mysqlgates, one account: they share its max_user_connections through the
 server itself, with no list of members and no service of their own (issue 18).
 
-What each mysqlgate can see is the account's threads on the server (an account sees
-all of its own in the PROCESSLIST, from every host, without the PROCESS privilege), and
-named locks, which the server releases when their connection dies. Every statement of
-the fleet's runs on a connection this mysqlgate holds and has not lent: an idle one, or
-one just given back, borrowed before the next client gets it (pool.borrow_next); every
-lock it takes is released before that connection is lent again. So no client ever sees
-one of mysqlgate's locks as its own (IS_USED_LOCK, RELEASE_ALL_LOCKS), and the resets
-between clients (which release every lock) cannot undo one. A connection of the fleet's
-own would do the same, but it would cost a slot of the account on every host: with
-three mysqlgates on an account of 6, half of it.
+Each sees the account's threads on the server (the PROCESSLIST shows an account all of
+its own, from every host, without the PROCESS privilege) and named locks, which the
+server releases when their connection dies. Every statement here runs on a connection
+this mysqlgate holds and has not lent (an idle one, or one just given back, borrowed
+before the next client: pool.borrow_next), and every lock is released before that
+connection is lent again: no client sees one of mysqlgate's locks as its own
+(IS_USED_LOCK, RELEASE_ALL_LOCKS), and the resets between clients cannot drop one. A
+connection of the fleet's own would do as much, at the cost of a slot of the account
+on every host: with three mysqlgates on an account of 6, half of it.
 
-1. The reserve. The pool opens no connection by itself (pool.Grower): the fleet takes a
-   named lock (`grow`) as a mutex on a borrowed connection, counts the account's
-   threads, and opens only while the count stays at most the limit minus pool.reserve;
-   the lock is released once the new connection has logged in, so the next mysqlgate
-   to count sees it. One lock per slot held by each connection was the other way: it
-   would have to live on connections lent to clients. Programs that are not mysqlgate
-   (a shell, a script) count like any connection; only they can race the count, and
-   for them the reserve exists.
-   A mysqlgate holding no connection has nothing to count on: it connects, then counts
-   under the lock before lending (`admit_first`). Found over the limit, that
-   connection waits, marked `want`, until another mysqlgate gives one back: the reserve
-   is in use for that while (tenths of a second, measured in bench/README.md).
-
-2. Sharing by demand. A connection a mysqlgate can spare is *parked*: it runs
+1. The reserve. The pool opens nothing by itself (pool.Grower). Under a named lock
+   (`grow`), held from the count until the new connection has logged in (the next
+   mysqlgate to count sees it), the fleet counts the account's threads and opens while
+   the limit less pool.reserve allows. A mutex rather than a lock per slot held by each
+   connection: those would live on connections lent to clients. Other programs (a
+   shell, a script) count like any connection; should one take the reserve, a count
+   that finds the account over for OVER_GRACE makes a mysqlgate give one back. With
+   nothing to count on (it holds none, or all are held), a mysqlgate logs in first and
+   counts before lending (admit_first); over the limit, that connection waits, marked
+   `want`, for another to give one back: the reserve is in use meanwhile (0.1-0.2 s,
+   bench/README.md).
+2. Sharing by demand. A connection a mysqlgate can spare is parked: it runs
    `/* mysqlgate-fleet spare|offer|want gate=... have=n waiting=n */ SELECT SLEEP(s)`,
-   which every mysqlgate of the account sees in the PROCESSLIST, with what it says.
-   - spare: idle beyond this mysqlgate's floor (fleet.floor, 0 once its clients were
-     quiet for fleet.quiet_after) while the account is at its limit and others use it;
-   - offer: a busy mysqlgate holding 2 or more puts one up for a moment now and then;
-   - want: the connection of a mysqlgate that had none, over the limit (above).
-   A mysqlgate whose clients wait and that cannot grow takes a spare, or an offer from a
-   mysqlgate holding more than it does: it claims the parked thread with a lock
-   (`door.<thread>`), checks it is still parked, and KILLs it (an account may end its
-   own threads). The owner checks the same lock before it lends a connection that was
-   parked, so a KILL never meets a client's statement. The slot is then free and the
-   taker grows into it. Offers from the richer to the poorer even out the split, and
-   move the odd connection round. Seeing a `want`, a mysqlgate holding 2 or more gives
-   one back at once.
-
-3. When the server does not allow it (no named locks, the PROCESSLIST refused), the
-   fleet logs why once and the pool goes on as if alone. Alone, the extra statements
-   are one count per connection opened, and one every few seconds while connections
-   sit idle beyond the floor (the fleet's `queries` counter says how many).
+   which every mysqlgate of the account sees in the PROCESSLIST. A spare is idle beyond
+   fleet.floor (0 once the clients were quiet for fleet.quiet_after) while the account
+   is full and shared; an offer, one a busy mysqlgate holding 2 or more puts up now and
+   then. A mysqlgate whose clients wait at the limit takes a spare, or an offer from one
+   holding more, under the grow lock: it claims the thread's `door.<thread>` lock,
+   checks it is still parked, KILLs it (an account may end its own threads) and grows
+   into the slot. The owner checks the door before it lends a parked connection again,
+   so a KILL never meets a client's statement. Offers from richer to poorer even the
+   split and move the odd connection round.
+3. Where the server does not allow it (named locks refused, the PROCESSLIST unreadable)
+   the fleet says why once and the pool goes on as if alone. Alone, it costs a count
+   per connection opened and one now and then (`fleet_queries` in SHOW STATS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -61,7 +50,7 @@ from typing import Any
 
 from .backend import BackendConnection
 from .errors import MysqlgateError, ServerError
-from .fleet_sql import CannotShare, Census, FleetSql, Park, marker
+from .fleet_sql import CannotShare, Census, FleetSql, Park, gate_name, marker
 from .pool import UpstreamPool
 
 log = logging.getLogger("mysqlgate.fleet")
@@ -80,11 +69,6 @@ WANT_SLICE = 0.1
 OVER_GRACE = 0.3  # seconds over the limit less the reserve before one is given back
 WANT_MAX = 3.0  # seconds a connection over the limit waits for one to be given back
 ENTER_BACKOFF = 1.0  # seconds before connecting again after that
-
-
-def gate_name() -> str:
-    """How this mysqlgate signs its parked connections (for people reading PROCESSLIST)."""
-    return f"{socket.gethostname().split('.')[0][:24]}:{os.getpid()}"
 
 
 @dataclass

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
+import socket
 import time
 from collections.abc import Collection, Coroutine
 from dataclasses import dataclass
@@ -67,6 +69,11 @@ class Census:
     def shared(self) -> bool:
         """Another mysqlgate (or program) uses the account now."""
         return self.others_active > 0 or bool(self.parks)
+
+
+def gate_name() -> str:
+    """How this mysqlgate signs its parked connections (for people reading PROCESSLIST)."""
+    return f"{socket.gethostname().split('.')[0][:24]}:{os.getpid()}"
 
 
 def marker(kind: str, gate: str, have: int, waiting: int) -> str:
