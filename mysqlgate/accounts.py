@@ -16,6 +16,7 @@ from .charsets import COLLATIONS_SQL, UTF8MB4_DEFAULT, Charsets
 from .charsets import builtin as builtin_charsets
 from .config import Config, Upstream
 from .errors import ER_GLOBAL_VARIABLE, ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY, ServerError
+from .fleet import Fleet
 from .pool import PoolSettings, UpstreamPool
 from .prepared import StatementRegistry
 from .protocol.constants import NATIVE_PASSWORD, PROXY_CAPABILITIES, SERVER_STATUS_AUTOCOMMIT
@@ -159,6 +160,9 @@ class Account:
     fresh: SessionState = field(default_factory=SessionState)
     restore_role: bytes = b""
     statement_limit: int = 256  # prepared statements kept per upstream connection
+    # Sharing the account's limit with other mysqlgates (fleet.py): once the limit is
+    # known, unless fleet.mode is off or the account has none.
+    fleet: Fleet | None = None
 
     def __post_init__(self) -> None:
         if self.upstream.database:
@@ -181,6 +185,11 @@ class Account:
             8, min(1000, facts.max_prepared_stmt_count // (2 * settings.size)))
         if first:
             self.pool.resize(settings)
+            if facts.max_user_connections and self.config["fleet.mode"] != "off":
+                self.fleet = Fleet(self.pool, self.upstream.user, facts.max_user_connections,
+                                   self.config["pool.reserve"], self.config["fleet.floor"],
+                                   self.config["fleet.quiet_after"], facts.info.mariadb)
+                self.fleet.start()
 
     @property
     def name(self) -> str:

@@ -72,6 +72,7 @@ class GateCollector(Collector):
             pins.add_metric([reason], count)
         yield pins
         yield from self._pools()
+        yield from self._fleets()
 
     def _pools(self) -> Iterator[Metric]:
         connections = GaugeMetricFamily("mysqlgate_upstream_connections",
@@ -147,6 +148,62 @@ class GateCollector(Collector):
                 closed.add_metric([name, cause], count)
         yield from (connections, size, effective, waiting, reachable, unreachable_for,
                     outages, wait, connects, failures, limited, timeouts, resets, closed)
+
+
+    def _fleets(self) -> Iterator[Metric]:
+        """How each account's limit is shared with other mysqlgates (fleet.py); only
+        for accounts that share it."""
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "account_connections": GaugeMetricFamily(
+                "mysqlgate_fleet_account_connections",
+                "The account's connections on the server, every host's, at the last count",
+                labels=["pool"]),
+            "account_limit": GaugeMetricFamily(
+                "mysqlgate_fleet_account_limit", "The account's max_user_connections",
+                labels=["pool"]),
+            "reserve": GaugeMetricFamily(
+                "mysqlgate_fleet_reserve", "Connections left free for others (pool.reserve)",
+                labels=["pool"]),
+            "share": GaugeMetricFamily(
+                "mysqlgate_fleet_share", "This mysqlgate's connections (not those it offers)",
+                labels=["pool"]),
+            "sharing": GaugeMetricFamily(
+                "mysqlgate_fleet_sharing",
+                "1 while the account is shared with other programs, 0 alone, -1 when the "
+                "server does not allow sharing", labels=["pool"]),
+            "given_back": CounterMetricFamily(
+                "mysqlgate_fleet_given_back",
+                "Connections this mysqlgate gave back for other mysqlgates", labels=["pool"]),
+            "taken": CounterMetricFamily(
+                "mysqlgate_fleet_taken",
+                "Connections other mysqlgates offered that this one took", labels=["pool"]),
+            "queries": CounterMetricFamily(
+                "mysqlgate_fleet_queries", "Statements of the sharing's own",
+                labels=["pool"]),
+            "over_limit": CounterMetricFamily(
+                "mysqlgate_fleet_over_limit_seconds",
+                "Time a first connection waited over the account's limit minus the reserve",
+                labels=["pool"]),
+        }
+        for account in self.ctx.accounts:
+            fleet = account.fleet
+            if fleet is None:
+                continue
+            view = fleet.view()
+            name = [account.pool.name]
+            if view.account_connections is not None:
+                families["account_connections"].add_metric(name, view.account_connections)
+            families["account_limit"].add_metric(name, view.account_limit)
+            families["reserve"].add_metric(name, view.reserve)
+            families["share"].add_metric(name, view.share)
+            families["sharing"].add_metric(
+                name, -1 if view.status.startswith("off") else
+                1 if view.status == "sharing" else 0)
+            families["given_back"].add_metric(name, view.stats.given_back)
+            families["taken"].add_metric(name, view.stats.taken)
+            families["queries"].add_metric(name, view.queries)
+            families["over_limit"].add_metric(name, view.stats.over_limit_seconds)
+        yield from families.values()
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

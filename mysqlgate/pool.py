@@ -30,6 +30,14 @@ the next connect; waiting clients never see 1226 (SPEC section 3).
 Time and waiting go through `clock` and a `Scheduler` (timers and concurrent
 coroutines): asyncio's in production; the unit tests drive the pool with a fake clock
 and fake connections (tests/unit/test_pool_model.py).
+
+Several mysqlgates sharing one account (fleet.py): when a `Grower` is set, the pool opens
+no connection on its own. Where `_fill` would start a connect it tells the grower
+(`wanted`), which calls `grow()` once the account has room on the server. The grower
+also borrows connections that are not lent (`borrow_idle`, `borrow_next`: the next one
+to arrive or come back, before any waiter) for its own statements, and gives them back
+(`give_back`), closed if it gave them to another mysqlgate; borrowed ones count
+against the size.
 """
 
 from __future__ import annotations
@@ -182,6 +190,19 @@ class PoolStats:
 Delivery = Callable[[BackendConnection | BaseException], None]
 
 
+class Grower(Protocol):
+    """Decides when the pool may open a connection (fleet.py); the pool knows no SQL."""
+
+    def wanted(self) -> None:
+        """A request waits for a connection the pool did not open: call grow() when
+        the account has room."""
+
+    async def admit_first(self, backend: BackendConnection) -> bool:
+        """`backend` was opened with nothing to check the account on beforehand (the
+        pool held none, or all were held): may it serve the queue? False: the grower
+        keeps it (borrowed) until the account has room, then gives it back, or closes it."""
+
+
 @dataclass(eq=False)
 class Request:
     """A session's request for a connection. `deliver` gets the connection or the
@@ -242,12 +263,17 @@ class UpstreamPool:
         # PAUSE (admin console): no connection is handed out; requests wait, without
         # their queue timeout, until RESUME.
         self.paused = False
+        # Several mysqlgates on one account (fleet.py): who decides when to open, the
+        # connections it borrowed, and who waits for the next one to arrive.
+        self.grower: Grower | None = None
+        self._borrowed: set[BackendConnection] = set()
+        self._borrowers: deque[asyncio.Future[BackendConnection]] = deque()
 
     # -- numbers -------------------------------------------------------------------
 
     @property
     def open_count(self) -> int:
-        return len(self._idle) + len(self._lent) + self._opening
+        return len(self._idle) + len(self._lent) + self._opening + len(self._borrowed)
 
     @property
     def idle_count(self) -> int:
@@ -434,6 +460,9 @@ class UpstreamPool:
                 if not self._idle:
                     break  # only the probe or the back-off's end can serve anyone now
                 continue  # idle connections of other keys may still serve others
+            if self.grower is not None:  # fleet.py opens one once the account has room
+                self.grower.wanted()
+                break
             if self.open_count >= self.effective_size:
                 if self._idle and self.open_count - 1 < self.effective_size:
                     # At the limit with idle connections of other keys: replace the oldest.
@@ -492,6 +521,12 @@ class UpstreamPool:
     def _return(self, backend: BackendConnection) -> None:
         if self._shedding and self._shed(backend):
             return
+        while self._borrowers:  # the grower asked for the next one (borrow_next)
+            borrower = self._borrowers.popleft()
+            if not borrower.done():
+                self._borrowed.add(backend)
+                borrower.set_result(backend)
+                return
         key = backend.key
         for req in self._waiters:
             if req.key == key:
@@ -579,9 +614,10 @@ class UpstreamPool:
             backend.abort()
             self._fill()
 
-    async def _open(self, key: int, probe: bool, beyond: bool) -> None:
+    async def _open(self, key: int, probe: bool, beyond: bool, first: bool = False) -> None:
         """Connect; `probe`: the one looking for an unreachable server; `beyond`: the one
-        trying beyond an effective size lowered after a 1226."""
+        trying beyond an effective size lowered after a 1226; `first`: opened for the
+        grower with nothing counted beforehand (admit_first)."""
         started = self._clock()
         try:
             backend = await self._connect(key)
@@ -612,6 +648,8 @@ class UpstreamPool:
             self.effective_size += 1
         self._reachable_again()
         backend.on_close(self._on_backend_closed)
+        if first and self.grower is not None and not await self._admitted(backend):
+            return  # the grower keeps it for now
         self._offer(backend)
         # Back from an outage or a 1226 there may be room for more than this one.
         self._fill()
@@ -893,6 +931,79 @@ class UpstreamPool:
         jitter = (backend.thread_id % 97) / 970.0
         return self.settings.max_lifetime * (1 - jitter)
 
+    # -- the grower's side (fleet.py) -------------------------------------------------
+
+    async def grow(self, first: bool = False) -> bool:
+        """Open one connection for the first waiter that none on its way covers: the
+        grower calls this once it made sure the account has room (`first`: it could
+        not count beforehand, see admit_first). True when one was opened and offered."""
+        if self._closing or self.paused or self.unreachable is not None:
+            return False
+        key = self._uncovered_key()
+        if key is None:
+            return False
+        if self.open_count >= self.settings.size:
+            if not self._idle:
+                return False
+            self.stats.key_evictions += 1  # idle ones of other keys: make room
+            self._idle.popleft().close()
+        self._opening += 1
+        self._incoming[key] = self._incoming.get(key, 0) + 1
+        connects = self.stats.connects
+        borrowed = len(self._borrowed)
+        await self._open(key, False, False, first)
+        return self.stats.connects > connects and len(self._borrowed) == borrowed
+
+    def _uncovered_key(self) -> int | None:
+        seen: dict[int, int] = {}
+        for req in self._waiters:
+            count = seen[req.key] = seen.get(req.key, 0) + 1
+            if count > self._incoming.get(req.key, 0):
+                return req.key
+        return None
+
+    async def _admitted(self, backend: BackendConnection) -> bool:
+        assert self.grower is not None
+        self._borrowed.add(backend)  # counts against the size while it is checked
+        try:
+            admitted = await self.grower.admit_first(backend)
+        except BaseException:
+            self._borrowed.discard(backend)
+            backend.abort()
+            raise
+        if admitted or backend.closed:
+            self._borrowed.discard(backend)
+        return admitted
+
+    def borrow_idle(self) -> BackendConnection | None:
+        """The connection idle the longest, for the grower's own use (not lent)."""
+        while self._idle:
+            backend = self._idle.popleft()
+            if not backend.closed:
+                self._borrowed.add(backend)
+                return backend
+        return None
+
+    def borrow_next(self) -> asyncio.Future[BackendConnection]:
+        """The next connection to arrive or be given back, before any waiter gets it."""
+        future: asyncio.Future[BackendConnection] = \
+            asyncio.get_running_loop().create_future()
+        self._borrowers.append(future)
+        return future
+
+    def give_back(self, backend: BackendConnection) -> None:
+        """A borrowed connection comes back: to the queue or idle; closed (the grower
+        gave it to another mysqlgate), its slot is free."""
+        self._borrowed.discard(backend)
+        if backend.closed:
+            self._fill()
+            return
+        self._lent.add(backend)
+        self.release(backend)
+
+    def borrowed(self) -> list[BackendConnection]:
+        return list(self._borrowed)
+
     # -- maintenance (the janitor calls this) ---------------------------------------
 
     def expire_idle(self) -> None:
@@ -948,8 +1059,11 @@ class UpstreamPool:
         for req in list(self._waiters):
             self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()
-        for backend in list(self._idle) + list(self._lent):
+        for backend in list(self._idle) + list(self._lent) + list(self._borrowed):
             backend.close()
         self._idle.clear()
+        self._borrowed.clear()
+        for borrower in self._borrowers:
+            borrower.cancel()
         for task in list(self._tasks.values()):
             task.cancel()

@@ -244,6 +244,8 @@ class Gate:
         if self._janitor is not None:
             self._janitor.cancel()
         for account in ctx.accounts:
+            if account.fleet is not None:
+                await account.fleet.stop()
             await account.pool.close()
         for listener in self.config.listeners:
             if listener.path and os.path.exists(listener.path):

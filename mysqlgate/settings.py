@@ -189,8 +189,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool.size", or_auto(at_least(1, whole_number)), "auto",
             "upstream connections at most; auto = max_user_connections - reserve",
             "a whole number of connections, 1 or more, or auto"),
-    Setting("pool.reserve", count, 1, "connections left free for humans when size is auto",
-            "a whole number of connections, 0 or more"),
+    Setting("pool.reserve", count, 1,
+            "connections of the account left free for others (a person's shell): size "
+            "auto stays this far below the limit; with fleet.mode on, every mysqlgate "
+            "and program of the account together do", "a whole number of connections, "
+            "0 or more"),
     Setting("pool.queue_timeout", seconds, 10.0, "seconds a client waits for a connection",
             SECONDS, reloadable=True),
     Setting("pool.idle_timeout", or_auto(seconds), "auto",
@@ -207,6 +210,16 @@ SETTINGS: tuple[Setting, ...] = (
             SECONDS + ", auto or off", reloadable=True),
     Setting("pool.result_buffer", size, "16MiB",
             "bytes read ahead from the server per client before back-pressure", SIZE),
+    Setting("fleet.mode", choice("auto", "off"), "auto",
+            "share the account's max_user_connections with other mysqlgates through the "
+            "server, keeping pool.reserve free across them; auto = when the account has "
+            "such a limit; off = size the pool as if alone", "auto or off"),
+    Setting("fleet.floor", count, 1,
+            "connections kept while other mysqlgates need the account's, as long as this "
+            "one's clients are active", "a whole number of connections, 0 or more"),
+    Setting("fleet.quiet_after", seconds, 2.0,
+            "after this long without a client statement, every idle connection may go to "
+            "other mysqlgates that need it (the floor no longer holds)", SECONDS),
     Setting("limits.max_clients", count, 10000, "client connections at most",
             "a whole number of connections, 0 or more"),
     Setting("limits.max_packet", size, "1GiB", "largest client packet accepted", SIZE),

@@ -28,7 +28,8 @@ SECTIONS = ("POOLS", "CLIENTS", "SERVERS", "STATS")
 # Columns shown on a terminal (JSON has them all), with their headings.
 TERMINAL_COLUMNS = {
     "POOLS": ("pool", "size", "effective_size", "in_use", "idle", "opening", "waiting",
-              "longest_wait_s", "clients", "pinned", "in_transaction", "paused", "status"),
+              "longest_wait_s", "clients", "pinned", "in_transaction", "paused", "status",
+              "fleet", "account_connections", "share"),
     "CLIENTS": ("id", "user", "address", "state", "autocommit", "idle_s", "connected_s",
                 "pins", "upstream_thread", "statement"),
     "SERVERS": ("pool", "thread_id", "state", "client", "age_s", "idle_s"),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .. import __version__
+from ..accounts import Account
 from ..context import GateContext
 from ..protocol.constants import COMMAND
 from ..protocol.resultset import Column, Value
@@ -42,7 +43,9 @@ POOL_COLUMNS = _columns(
     ("pool", str), ("size", int), ("effective_size", int), ("in_use", int), ("idle", int),
     ("opening", int), ("waiting", int), ("longest_wait_s", float), ("clients", int),
     ("pinned", int), ("in_transaction", int), ("paused", int), ("status", str),
-    ("unreachable_s", float))
+    ("unreachable_s", float), ("fleet", str), ("account_limit", int),
+    ("account_connections", int), ("reserve", int), ("share", int), ("given_back", int),
+    ("taken", int))
 
 
 # Why a client holds a connection, when that is a transaction (SHOW POOLS in_transaction).
@@ -63,8 +66,24 @@ def pools(ctx: GateContext) -> Table:
             pool.idle_count, pool.opening_count, pool.waiting_count, pool.longest_wait,
             len(sessions), sum(1 for s in sessions if s.pins),
             sum(1 for s in sessions if s.hold_reason() in IN_TRANSACTION),
-            int(pool.paused), status, pool.unreachable_for))
+            int(pool.paused), status, pool.unreachable_for, *fleet_columns(account)))
     return Table(POOL_COLUMNS, rows)
+
+
+def fleet_columns(account: Account) -> tuple[Value, ...]:
+    """How the account's limit is shared with other mysqlgates (fleet.py): `off` when
+    the account has no limit or fleet.mode is off; the share is this gate's
+    connections, parked ones (offered to the others) not counted."""
+    facts = account.facts
+    limit = facts.max_user_connections or None if facts is not None else None
+    reserve = account.config["pool.reserve"]
+    fleet = account.fleet
+    if fleet is None:
+        share = account.pool.open_count
+        return ("off", limit, None, reserve, share, 0, 0)
+    view = fleet.view()
+    return (view.status, view.account_limit, view.account_connections, view.reserve,
+            view.share, view.stats.given_back, view.stats.taken)
 
 
 CLIENT_COLUMNS = _columns(
@@ -116,7 +135,8 @@ def servers(ctx: GateContext) -> Table:
     rows: list[tuple[Value, ...]] = []
     for account in ctx.accounts:
         pool = account.pool
-        for state, backends in (("in_use", pool.lent()), ("idle", pool.idle())):
+        for state, backends in (("in_use", pool.lent()), ("idle", pool.idle()),
+                                ("fleet", pool.borrowed())):
             for backend in sorted(backends, key=lambda b: b.thread_id):
                 rows.append((
                     pool.name, backend.thread_id,
@@ -134,6 +154,7 @@ def totals(ctx: GateContext) -> dict[str, int]:
     stats = ctx.stats
     pools = [a.pool.stats for a in ctx.accounts]
     registries = [a.statements for a in ctx.accounts]
+    fleets = [a.fleet for a in ctx.accounts if a.fleet is not None]
     return {
         "clients_accepted": stats.clients_accepted,
         "clients_rejected": stats.clients_rejected,
@@ -158,6 +179,11 @@ def totals(ctx: GateContext) -> dict[str, int]:
         "closed_lost": sum(p.closed_broken for p in pools),
         "statements_prepared_upstream": sum(r.prepared_upstream for r in registries),
         "statement_executes": sum(r.executes for r in registries),
+        "fleet_queries": sum(f.sql.queries for f in fleets),
+        "fleet_given_back": sum(f.stats.given_back for f in fleets),
+        "fleet_taken": sum(f.stats.taken for f in fleets),
+        "fleet_entries_over": sum(f.stats.entries_over for f in fleets),
+        "fleet_over_limit_ms": round(1000 * sum(f.stats.over_limit_seconds for f in fleets)),
     }
 
 

@@ -1182,5 +1182,67 @@ MUTATIONS += (
     ),
 )
 
+# -- several mysqlgates on one account (issue 18, fleet.py) ---------------------------------------
+
+FLEET_TEST = f"{INTEGRATION}/test_fleet.py::test_three_gates_share_the_account"
+MUTATIONS += (
+    Mutation(
+        name="fleet: opens without counting",
+        guarantee="A mysqlgate never opens a connection that leaves less than pool.reserve "
+                  "of the account free",
+        edits=(Edit("fleet.py", "        room = self.budget - total\n",
+                    "        room = pool.settings.size  # mutation\n"),),
+        tests=(FLEET_TEST,),
+    ),
+    Mutation(
+        name="fleet: counts only its own connections",
+        guarantee="The count is the account's, every host's and program's connections",
+        edits=(Edit("fleet_sql.py",
+                    "        return Census(time.monotonic(), len(rows), count_mine, active, "
+                    "parks)\n",
+                    "        return Census(time.monotonic(), count_mine, count_mine, active, "
+                    "parks)  # mutation\n"),),
+        tests=(FLEET_TEST,),
+    ),
+    Mutation(
+        name="fleet: pool opens by itself despite a grower",
+        guarantee="With the fleet on, every connection is opened after a count",
+        edits=(Edit("pool.py",
+                    "            if self.grower is not None:  # fleet.py opens one once the "
+                    "account has room\n",
+                    "            if False:  # mutation\n"),),
+        tests=(FLEET_TEST,
+               "tests/unit/test_pool.py::test_with_a_grower_the_pool_opens_nothing_by_itself"),
+    ),
+    Mutation(
+        name="fleet: idle connections never given back",
+        guarantee="While others' clients wait, idle connections beyond the floor go to them "
+                  "in seconds",
+        edits=(Edit("fleet.py",
+                    "        if spare_count > 0 and at_limit and census.shared:\n",
+                    "        if False:  # mutation\n"),),
+        tests=(FLEET_TEST,),
+    ),
+    Mutation(
+        name="fleet: nothing taken from another mysqlgate",
+        guarantee="Under equal load the account's connections are split evenly",
+        edits=(Edit("fleet.py",
+                    "        if not candidates:\n            return False\n",
+                    "        if True:  # mutation\n            return False\n"),),
+        tests=(FLEET_TEST,),
+    ),
+    Mutation(
+        name="fleet: the reserve left to whoever took it",
+        guarantee="When a program takes the reserve, the mysqlgates give one back",
+        edits=(Edit("fleet.py",
+                    "        if census.total <= self.budget:\n            self._over_since = "
+                    "None\n            return False\n",
+                    "        if True:  # mutation\n            self._over_since = None\n"
+                    "            return False\n"),),
+        tests=(f"{INTEGRATION}/test_fleet.py::test_a_program_that_takes_the_reserve_gets_it_"
+               "back", FLEET_TEST),
+    ),
+)
+
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
 assert len(MUTATIONS_BY_NAME) == len(MUTATIONS), "duplicate mutation names"

@@ -356,7 +356,7 @@ def test_messages_say_where_a_value_came_from(tmp_path: Path) -> None:
     [
         ("[pool]\nsizes = 3\n", "unknown setting 'sizes' in [pool]; known: size, reserve, "
                                  "queue_timeout"),
-        ("[nope]\nsize = 3\n", "unknown section [nope]; known: [admin], [auth], [limits], "
+        ("[nope]\nsize = 3\n", "unknown section [nope]; known: [admin], [auth], [fleet], [limits], "
                                 "[listen], [log], [metrics], [pool], [upstream]"),
         ("pool = 3\n", "pool is a value; accepted: a [pool] table of settings"),
         ("[pool]\nsize = \n", "not valid TOML: "),

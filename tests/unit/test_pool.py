@@ -331,3 +331,86 @@ def test_a_saturated_pool_still_says_pool_full() -> None:
     world.loop.advance(1.0)
     (error,) = waiter
     assert isinstance(error, PoolTimeout)
+# -- a grower (fleet.py) decides when the pool opens ------------------------------------
+
+
+class Grower:
+    """Records what the pool tells it; admits first connections as told."""
+
+    def __init__(self, admit: bool = True) -> None:
+        self.wants = 0
+        self.admit = admit
+        self.first: list[Any] = []
+
+    def wanted(self) -> None:
+        self.wants += 1
+
+    async def admit_first(self, backend: Any) -> bool:
+        self.first.append(backend)
+        return self.admit
+
+
+def grown_pool(backends: list[FakeBackend], grower: Grower, **overrides: Any) -> UpstreamPool:
+    pool = pool_with_idle(backends, **overrides)
+    pool.grower = grower  # type: ignore[assignment]
+    return pool
+
+
+async def test_with_a_grower_the_pool_opens_nothing_by_itself() -> None:
+    grower = Grower()
+    pool = grown_pool([], grower)
+    delivered: list[Any] = []
+    pool.request(0, delivered.append)
+    pool.request(0, delivered.append)
+    await asyncio.sleep(0)
+    assert delivered == [] and pool.opening_count == 0 and pool.waiting_count == 2
+    assert grower.wants >= 1  # told (once is enough: it looks at waiting_count)
+    assert await pool.grow()  # the grower found room: one for the first waiter
+    assert [b.thread_id for b in delivered] == [100] and pool.waiting_count == 1
+
+
+async def test_a_first_connection_waits_for_the_growers_word() -> None:
+    """Opened with nothing to count on beforehand: not handed out until admitted; when
+    not, the grower holds it (borrowed, counted) and the request stays first."""
+    grower = Grower(admit=False)
+    pool = grown_pool([], grower)
+    delivered: list[Any] = []
+    pool.request(0, delivered.append)
+    assert not await pool.grow(first=True)
+    assert delivered == [] and len(grower.first) == 1
+    assert pool.borrowed() == grower.first and pool.open_count == 1
+    assert pool.waiting_count == 1
+    pool.give_back(grower.first[0])  # the account has room now
+    assert delivered == grower.first and pool.borrowed() == []
+
+
+async def test_borrow_next_comes_before_the_waiters() -> None:
+    now = time.monotonic()
+    busy = FakeBackend(1, now=now)
+    grower = Grower()
+    pool = grown_pool([busy], grower)
+    lent: list[Any] = []
+    pool.request(0, lent.append)
+    assert lent == [busy]
+    waiting: list[Any] = []
+    pool.request(0, waiting.append)
+    borrowed = pool.borrow_next()
+    pool.release(busy)
+    assert borrowed.done() and borrowed.result() is busy and waiting == []
+    assert pool.open_count == 1  # borrowed still counts
+    pool.give_back(busy)
+    assert waiting == [busy]
+
+
+async def test_a_connection_given_to_another_gate_frees_its_slot() -> None:
+    now = time.monotonic()
+    idle = FakeBackend(1, now=now)
+    grower = Grower()
+    pool = grown_pool([idle], grower)
+    assert pool.borrow_idle() is idle and pool.idle_count == 0
+    waiting: list[Any] = []
+    pool.request(0, waiting.append)
+    wants = grower.wants
+    idle.close()  # another mysqlgate took it
+    pool.give_back(idle)
+    assert pool.open_count == 0 and waiting == [] and grower.wants > wants

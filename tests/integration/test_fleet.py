@@ -1,0 +1,211 @@
+"""Several mysqlgates on one account share its limit through the server (issue 18,
+fleet.py), run as they will run: three gates, each a process with its own port, in
+front of one account limited to 6 with pool.reserve 1; 30 busy clients on each; a
+sampler of the account's connections on the server; a person logging in directly with
+the command-line client every 0.5 s. bench/fleet.py is the longer run, with figures.
+
+A shorter scenario than the bench's, about 40 s per server:
+1. equal load: no client error, the gates never hold more than 5, the person always
+   gets in, each gate serves about a third (within 10 %);
+2. one gate goes quiet: within 5 s the other two serve at the rate of 5 connections;
+3. it comes back: it had none, so its first connection is counted after it logged in;
+   the reserve may be in use for that moment (it is bounded here and measured in the
+   bench), and no client sees an error;
+4. an outsider takes 2 connections: the gates give back what it takes of the reserve,
+   then share the other 3, and the reserve stays free;
+5. a gate is killed (SIGKILL): its connections and locks vanish, the others take over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import pymysql
+import pytest
+from harness import Gate, ScratchDb
+from harness.fleet_load import FleetRun
+
+LIMIT = 6
+BUDGET = LIMIT - 1  # pool.reserve 1
+
+
+def _admin(gate: Gate, sql: str) -> list[dict[str, object]]:
+    with contextlib.closing(pymysql.connect(
+            host="127.0.0.1", port=gate.admin_port, user="admin", password="",
+            cursorclass=pymysql.cursors.DictCursor)) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return list(cur.fetchall())
+
+
+def _checks(run: FleetRun, start: float, end: float) -> list[str]:
+    """The guarantees that hold throughout: gates within the budget, the person in."""
+    problems = []
+    most = run.max_connections(start, end)
+    if most > BUDGET:
+        over = [round(s.at, 2) for s in run.samples if start <= s.at < end and s.gates > BUDGET]
+        problems.append(f"{start:.0f}-{end:.0f} s: the account had {most} connections "
+                        f"besides the person's (at {over[:10]})")
+    failed = [login for login in run.logins if start <= login.at < end and not login.ok]
+    if failed:
+        problems.append(f"{start:.0f}-{end:.0f} s: the person's login failed "
+                        f"{len(failed)} times: {failed[0].detail}")
+    return problems
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
+                                       db: ScratchDb) -> None:
+    gates = [gate_factory("--pool-reserve", "1") for _ in range(3)]
+    run = FleetRun(db, gates, clients=30)
+    problems: list[str] = []
+    run.start()
+    try:
+        # 1. Equal load.
+        time.sleep(12)
+        t1 = run.now()
+        problems += _checks(run, 0, t1)
+        shares = run.shares_of_statements(3, t1)
+        if any(abs(share - 1 / 3) > 0.1 / 3 for share in shares):
+            problems.append(f"equal load: shares of the statements {shares}, each should "
+                            "be within 10 % of a third")
+        full_rate = run.rate([0, 1, 2], 3, t1)
+
+        # 2. Gate 2 goes quiet: the other two take its connections.
+        run.set_quiet(2, True)
+        time.sleep(7)
+        t2 = run.now()
+        problems += _checks(run, t1, t2)
+        took_over = next((t for t in _seconds(t1, t2 - 1)
+                          if run.rate([0, 1], t, t + 1) >= 0.85 * full_rate), None)
+        if took_over is None or took_over - t1 > 5:
+            problems.append(f"gate 2 quiet: gates 0 and 1 served "
+                            f"{run.rate([0, 1], t2 - 2, t2):.0f}/s in the last 2 s, "
+                            f"{full_rate:.0f}/s with all 5 connections; reached 85 % at "
+                            f"{'never' if took_over is None else f'{took_over - t1:.1f} s'}")
+
+        # 3. It comes back.
+        run.set_quiet(2, False)
+        time.sleep(5)
+        t3 = run.now()
+        over = sum(1 for s in run.samples if t2 <= s.at < t3 and s.gates > BUDGET)
+        if over * run.sample_every > 1.0:
+            problems.append(f"gate 2 back: the reserve was in use for {over} samples")
+        if run.rate([2], t3 - 2, t3) == 0:
+            problems.append("gate 2 back: its clients were not served")
+
+        # 4. An outsider holds 2 of the account's connections. The first takes the
+        # reserve: the gates give one back (after OVER_GRACE, 0.3 s), then the second
+        # gets in, and so on.
+        got = run.hold_outsider(2)
+        time.sleep(6)
+        t4 = run.now()
+        if got[1] - got[0] > 3:
+            problems.append(f"outsider: its second connection got in {got[1] - got[0]:.1f} s "
+                            "after its first")
+        problems += _checks(run, got[1] + 1.5, t4)
+        held = [sum(n or 0 for n in s.shares) for s in run.shares if t4 - 3 <= s.at < t4]
+        if not held or sum(held) / len(held) > BUDGET - 2 + 0.2:
+            problems.append(f"outsider: the gates held {held} beside its 2")
+        if any(run.rate([i], t4 - 3, t4) == 0 for i in range(3)):
+            problems.append("outsider: a gate served nothing: "
+                            f"{[run.rate([i], t4 - 3, t4) for i in range(3)]}")
+        run.release_outsider()
+
+        # 5. Gate 1 is killed: its connections (and locks) go with it.
+        threads = {row["thread_id"] for row in _admin(gates[1], "SHOW SERVERS")}
+        run.kill(1)
+        killed_at = run.now()
+        gone = _wait(lambda: not threads & set(db.connection_ids()), 5)
+        time.sleep(6)
+        t5 = run.now()
+        problems += _checks(run, t4, t5)
+        if not gone:
+            problems.append(f"killed gate: its connections {threads} outlived it")
+        with contextlib.closing(db.root()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN "
+                        f"({','.join(str(t) for t in threads) or '0'})")
+            assert cur.fetchone() == (0,)
+        took_over = next((t for t in _seconds(killed_at, t5 - 1)
+                          if run.rate([0, 2], t, t + 1) >= 0.85 * full_rate), None)
+        if took_over is None or took_over - killed_at > 5:
+            problems.append(f"killed gate: gates 0 and 2 served "
+                            f"{run.rate([0, 2], t5 - 2, t5):.0f}/s in the last 2 s, "
+                            f"{full_rate:.0f}/s before")
+    finally:
+        run.stop()
+    problems += [f"client error: {error}" for error in run.client_errors()[:5]]
+    problems += run.errors
+    stats = [{row["stat"]: row["total"] for row in _admin(gate, "SHOW STATS")}
+             for gate in (gates[0], gates[2])]
+    assert problems == [], "\n".join(problems) + f"\nfleet stats: {stats}"
+
+
+def _seconds(start: float, end: float, step: float = 0.25) -> list[float]:
+    return [start + i * step for i in range(int((end - start) / step) + 1)]
+
+
+def _wait(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
+        gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """With nothing to count on (its connections held in open transactions), a gate
+    still opens one for a new client at once, as before issue 18: it counts on the new
+    connection before lending it."""
+    gate = gate_factory()
+    holders = [gate.connect() for _ in range(2)]
+    try:
+        for conn in holders:
+            conn.begin()
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        with contextlib.closing(gate.connect()) as third, third.cursor() as cur:
+            started = time.monotonic()
+            cur.execute("SELECT 3")
+            assert cur.fetchone() == (3,)
+            assert time.monotonic() - started < 2
+        assert db.processlist_count() == 3
+        (pools,) = _admin(gate, "SHOW POOLS")
+        assert pools["fleet"] == "alone" and pools["account_connections"] == 3, pools
+        assert pools["account_limit"] == LIMIT and pools["reserve"] == 1
+    finally:
+        for conn in holders:
+            conn.rollback()
+            conn.close()
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_program_that_takes_the_reserve_gets_it_back(
+        gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """One busy gate holds the account's 5; a script then takes 2 connections directly:
+    the first takes the reserve, the gate gives one back (nobody else would), the second
+    gets in, the gate gives another back, and the reserve is free again."""
+    gate = gate_factory()
+    run = FleetRun(db, [gate], clients=20)
+    problems: list[str] = []
+    run.start()
+    try:
+        time.sleep(3)
+        t1 = run.now()
+        got = run.hold_outsider(2, timeout=8)
+        time.sleep(4)
+        t2 = run.now()
+        if got[1] - t1 > 4:
+            problems.append(f"the script's connections got in at {got} (from {t1:.1f} s)")
+        problems += _checks(run, got[1] + 1.5, t2)
+        held = [s.shares[0] or 0 for s in run.shares if t2 - 2 <= s.at < t2]
+        if not held or max(held) > BUDGET - 2:
+            problems.append(f"the gate held {held} beside the script's 2")
+    finally:
+        run.stop()
+    problems += [f"client error: {error}" for error in run.client_errors()[:5]]
+    assert problems == [], "\n".join(problems)
