@@ -17,7 +17,8 @@ from .charsets import builtin as builtin_charsets
 from .config import Config, Upstream
 from .errors import ER_GLOBAL_VARIABLE, ER_READ_ONLY_VARIABLE, ER_SESSION_READ_ONLY, ServerError
 from .fleet import Fleet
-from .pool import PoolSettings, UpstreamPool
+from .pool import UpstreamPool
+from .pool_types import PoolSettings
 from .prepared import StatementRegistry
 from .protocol.constants import NATIVE_PASSWORD, PROXY_CAPABILITIES, SERVER_STATUS_AUTOCOMMIT
 from .session_state import (

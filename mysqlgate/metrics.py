@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .context import GateContext
-from .pool import WAIT_BUCKETS
+from .pool_types import WAIT_BUCKETS
 
 log = logging.getLogger("mysqlgate.metrics")
 

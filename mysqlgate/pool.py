@@ -1,11 +1,12 @@
 """The upstream pool: bounded, FIFO-fair, recycling; it knows nothing of clients' SQL.
 
-Theory of operation. A connection is in one of three places: idle (in `_idle`, most
-recently used last), lent (to a session, in `_lent`), or on its way (being opened,
-checked with a ping, or reset: counted in `_opening`, and per capability key in
-`_incoming`). `size` bounds the sum.
+Theory of operation. A connection is in one of four places: idle (in `_idle`, most
+recently used last), lent (to a session, in `_lent`), borrowed (by the grower, below),
+or on its way (being opened, checked with a ping, or reset: counted in `_opening`, and
+per capability key in `_incoming`). `size` bounds the sum.
 
-A request that cannot be served at once joins the queue `_waiters` and stays there
+A request that cannot be served at once joins the queue `_waiters` (pool_queue.py: its
+order and its deadlines) and stays there
 until it gets a connection or an error: connections go to the queue, not to whoever
 caused them to be opened. Whatever connection becomes usable (opened, checked, reset,
 given back) goes to the first waiter whose capability key matches (so waiters of one key
@@ -21,11 +22,9 @@ another client (a failed reset closes it); else offered as above.
 
 Connects that fail for want of a server (refused, timed out, cut) make the pool
 *unreachable*: requests wait in the queue (up to pool.queue_timeout, then the
-unreachable error) instead of each trying a connect of its own; one probe at a time
-tries again, at an interval that grows with the outage (tens of milliseconds at first,
-a second after fifty), and the first connect that succeeds serves the queue. A server
-that says the account is full (1226, 1040) lowers the size kept to and backs off before
-the next connect; waiting clients never see 1226 (SPEC section 3).
+unreachable error) and one probe at a time looks for the server; a server that says the
+account is full (1226, 1040) lowers the size kept to and backs off before the next
+connect (pool_reconnect.py keeps the time of both).
 
 Time and waiting go through `clock` and a `Scheduler` (timers and concurrent
 coroutines): asyncio's in production; the unit tests drive the pool with a fake clock
@@ -43,14 +42,12 @@ against the size.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .backend import BackendConnection
 from .errors import (
@@ -59,161 +56,26 @@ from .errors import (
     ServerError,
     UpstreamUnavailable,
 )
+from .pool_preempt import Preemption
+from .pool_queue import WaitQueue
+from .pool_reconnect import Reconnect
+from .pool_types import (
+    SERVER_GOING_AWAY,
+    TOO_MANY_CONNECTIONS,
+    AsyncioScheduler,
+    Cancellable,
+    Clock,
+    Connector,
+    Delivery,
+    Grower,
+    PoolSettings,
+    PoolStats,
+    Request,
+    Resetter,
+    Scheduler,
+)
 
 log = logging.getLogger("mysqlgate.pool")
-
-Connector = Callable[[int], Awaitable[BackendConnection]]
-# Brings a connection back to a fresh session; raises when it cannot (then it is closed).
-Resetter = Callable[[BackendConnection], Awaitable[None]]
-Clock = Callable[[], float]
-
-UNREACHABLE_LOG_EVERY = 30.0  # seconds between "still unreachable" log lines
-# While the server cannot be reached, the next connect is tried after this share of the
-# outage so far, within [PROBE_MIN, PROBE_MAX] seconds, times a jitter of +-25% (so that
-# several mysqlgates in front of one server do not try in step): the server is found
-# within 2.5% of the outage's length (60 ms after a 2.5 s restart, 125 ms after 5 s: a
-# MySQL's graceful stop and start); past 50 s an outage costs one connect a second.
-PROBE_GROWTH = 0.02
-PROBE_MIN = 0.02
-PROBE_MAX = 1.0
-# After the server said the account is full: wait this long before the next connect,
-# doubling up to LIMIT_BACKOFF_MAX, times 1 to 2 (jitter).
-LIMIT_BACKOFF_FIRST = 0.05
-LIMIT_BACKOFF_MAX = 2.0
-
-# Server errors that mean "the account or server is full", not "broken".
-TOO_MANY_CONNECTIONS = (1040, 1203, 1226)
-# Server errors to a connect that mean the server is going away (a restart): like a
-# refused connect, waited out.
-SERVER_GOING_AWAY = (1053,)  # ER_SERVER_SHUTDOWN
-
-
-class Cancellable(Protocol):
-    def cancel(self) -> Any: ...
-
-
-class Scheduler(Protocol):
-    """How the pool waits: a callback at a time of the pool's clock, and coroutines that
-    run concurrently (connects, pings, resets)."""
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable: ...
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> Cancellable: ...
-
-
-class AsyncioScheduler:
-    """The Scheduler of the running asyncio loop, for a pool whose clock is `clock`."""
-
-    def __init__(self, clock: Clock = time.monotonic) -> None:
-        self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps weak references only
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> Cancellable:
-        loop = asyncio.get_running_loop()
-        return loop.call_at(loop.time() + max(0.0, when - self._clock()), callback)
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> Cancellable:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-
-@dataclass
-class _Outage:
-    """While the server cannot be reached: since when, and the probe (one connect at a
-    time) that looks for it. (Kept apart from the pool's own attributes: past 30 of
-    them, CPython's attribute access slows down, on the path of every statement.)"""
-
-    since: float = 0.0
-    logged: float = 0.0
-    timer: Cancellable | None = None
-    probing: bool = False  # a probe's connect is under way
-    key: int = 0  # capability key to probe with when no one waits
-    last_connect: float = float("-inf")  # when the latest successful connect started
-
-
-@dataclass
-class _Limit:
-    """After the server said the account is full (1226, 1040)."""
-
-    backoff: float = LIMIT_BACKOFF_FIRST  # the next back-off, before its jitter
-    retry: Cancellable | None = None  # backing off: no connect starts until it fires
-    probing: bool = False  # a connect beyond the lowered effective size is under way
-
-
-@dataclass
-class PoolSettings:
-    size: int
-    queue_timeout: float
-    idle_timeout: float
-    max_lifetime: float
-    ping_after: float
-
-
-# Upper bounds of the wait-time histogram (seconds); the last bucket is everything above.
-WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-
-
-@dataclass
-class PoolStats:
-    connects: int = 0
-    connect_failures: int = 0
-    limit_rejections: int = 0
-    acquires: int = 0
-    waits: int = 0
-    wait_timeouts: int = 0
-    resets: int = 0
-    pings_failed: int = 0
-    closed_idle: int = 0
-    closed_lifetime: int = 0
-    closed_broken: int = 0
-    key_evictions: int = 0
-    closed_paused: int = 0
-    closed_excess: int = 0  # above a size lowered by resize()
-    preemptions: int = 0
-    # Times the server could not be reached, and their length (finished ones).
-    outages: int = 0
-    outage_seconds: float = 0.0
-    # How long requests waited for a connection: counts per WAIT_BUCKETS bound (and
-    # one more for longer waits), their sum, and how many.
-    wait_buckets: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
-    wait_seconds: float = 0.0
-    waited: int = 0
-
-    def observe_wait(self, seconds: float) -> None:
-        self.wait_buckets[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
-        self.wait_seconds += seconds
-        self.waited += 1
-
-
-Delivery = Callable[[BackendConnection | BaseException], None]
-
-
-class Grower(Protocol):
-    """Decides when the pool may open a connection (fleet.py); the pool knows no SQL."""
-
-    def wanted(self) -> None:
-        """A request waits for a connection the pool did not open: call grow() when
-        the account has room."""
-
-    async def admit_first(self, backend: BackendConnection) -> bool:
-        """`backend` was opened with nothing to check the account on beforehand (the
-        pool held none, or all were held): may it serve the queue? False: the grower
-        keeps it (borrowed) until the account has room, then gives it back, or closes it."""
-
-
-@dataclass(eq=False)
-class Request:
-    """A session's request for a connection. `deliver` gets the connection or the
-    error, exactly once, possibly synchronously from `request` or `release`."""
-
-    key: int
-    deliver: Delivery
-    deadline: float
-    since: float
-    done: bool = False
-
 
 class UpstreamPool:
     def __init__(self, name: str, connector: Connector, resetter: Resetter,
@@ -233,16 +95,10 @@ class UpstreamPool:
         self._lent: set[BackendConnection] = set()
         self._opening = 0  # connections being opened, checked or reset: they count against size
         self._incoming: dict[int, int] = {}  # of those, per capability key
-        self._waiters: deque[Request] = deque()
-        # One timer for every queued request's timeout, due at the earliest deadline
-        # (the head's: the queue is FIFO): a statement that waits costs no timer of its
-        # own to start and cancel.
-        self._expiry: Cancellable | None = None
-        self._expiry_due = 0.0
+        self._waiters = WaitQueue(clock, self._scheduler, self._timed_out)
         # Lowered when the server says the account is full (1226/1040), raised again
         # one step per successful connect (SPEC section 3).
         self.effective_size = settings.size
-        self._limit = _Limit()
         # resize() lowered the size below what is open: connections that come back are
         # closed until the pool fits.
         self._above_size = False
@@ -253,13 +109,12 @@ class UpstreamPool:
         self._tasks: dict[object, Cancellable] = {}
         self._filling = False  # _fill is running (a delivery may call back into the pool)
         self._refill = False
-        # Lent connections their sessions would give back if someone waits: from when
-        # on, and how to ask.
-        self._preemptible: dict[BackendConnection, tuple[float, Callable[[], None]]] = {}
-        self._preempt_timer: Cancellable | None = None
-        # Why the server cannot be reached, while it cannot; the probe that looks for it.
-        self.unreachable: str | None = None
-        self._outage = _Outage()
+        # Lent connections their sessions would give back if someone waits.
+        self._preemption = Preemption(clock, self._scheduler, self.stats,
+                                      lambda: len(self._waiters))
+        # The server unreachable, or the account full: when to connect again.
+        self._reconnect = Reconnect(name, clock, self._scheduler, jitter, self.stats,
+                                    self._probe, self._fill)
         # PAUSE (admin console): no connection is handed out; requests wait, without
         # their queue timeout, until RESUME.
         self.paused = False
@@ -295,19 +150,22 @@ class UpstreamPool:
     @property
     def longest_wait(self) -> float:
         """Seconds the longest-waiting request has waited (0: none waits)."""
-        if not self._waiters:
-            return 0.0
-        return self._clock() - min(req.since for req in self._waiters)
+        return self._waiters.longest_wait()
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the server cannot be reached, while it cannot."""
+        return self._reconnect.unreachable
 
     @property
     def unreachable_for(self) -> float:
         """Seconds the server has been unreachable (0: it answers)."""
-        return 0.0 if self.unreachable is None else self._clock() - self._outage.since
+        return self._reconnect.unreachable_for()
 
     @property
     def backing_off(self) -> bool:
         """The server said the account is full: no connect until the back-off ends."""
-        return self._limit.retry is not None
+        return self._reconnect.backing_off
 
     def describe(self) -> str:
         return (
@@ -339,9 +197,9 @@ class UpstreamPool:
         self.stats.waits += 1
         self._waiters.append(req)
         if not self.paused:
-            self._expire_at(req.deadline)
-            if self._preemptible or self._preempt_timer is not None:
-                self._preempt()
+            self._waiters.expire_by(req.deadline)
+            if self._preemption.pending:
+                self._preemption.ask()
         if backend is not None:
             self._start_check(backend)  # idle a while: ping it first (this request is its)
         else:
@@ -372,8 +230,7 @@ class UpstreamPool:
         """The requester went away."""
         if not req.done:
             req.done = True
-            if req in self._waiters:
-                self._waiters.remove(req)
+            self._waiters.discard(req)
 
     def take_ready(self, key: int) -> BackendConnection | None:
         """The fast path: an idle connection that needs no check, when no one is
@@ -410,15 +267,8 @@ class UpstreamPool:
         if req.done:
             return
         req.done = True
-        if req in self._waiters:
-            self._waiters.remove(req)
+        self._waiters.discard(req)
         req.deliver(exc)
-
-    def _first_waiter(self, key: int) -> Request | None:
-        for req in self._waiters:
-            if req.key == key:
-                return req
-        return None
 
     # -- serving the queue -----------------------------------------------------------
 
@@ -450,13 +300,13 @@ class UpstreamPool:
             backend = self._take_idle(key)
             if backend is not None:
                 if self._clock() - backend.last_active <= self.settings.ping_after:
-                    first = self._first_waiter(key)
+                    first = self._waiters.first(key)
                     assert first is not None
                     self._deliver(first, backend)
                     return True
                 self._start_check(backend)
                 continue
-            if self.unreachable is not None or self._limit.retry is not None:
+            if self._reconnect.holding:
                 if not self._idle:
                     break  # only the probe or the back-off's end can serve anyone now
                 continue  # idle connections of other keys may still serve others
@@ -468,11 +318,11 @@ class UpstreamPool:
                     # At the limit with idle connections of other keys: replace the oldest.
                     self.stats.key_evictions += 1
                     self._idle.popleft().close()
-                elif self.effective_size < self.settings.size and not self._limit.probing \
-                        and self.open_count < self.settings.size:
+                elif self.effective_size < self.settings.size and \
+                        not self._reconnect.beyond and self.open_count < self.settings.size:
                     # Lowered after a 1226: one connect at a time tries beyond it, or the
                     # size would never come back while every connection stays in use.
-                    self._limit.probing = True
+                    self._reconnect.beyond = True
                     self._start_open(key, beyond=True)
                     continue
                 else:
@@ -577,19 +427,24 @@ class UpstreamPool:
         for backend in reversed(list(self._idle)):
             if backend.key == key:
                 self._idle.remove(backend)
-                if backend.closed:
-                    self.stats.closed_broken += 1
-                    continue
-                if now - backend.last_active > self.settings.idle_timeout:
-                    self.stats.closed_idle += 1
-                    backend.close()
-                    continue
-                if now - backend.created_at > self._lifetime(backend):
-                    self.stats.closed_lifetime += 1
-                    backend.close()
-                    continue
-                return backend
+                if not self._retired(backend, now):
+                    return backend
         return None
+
+    def _retired(self, backend: BackendConnection, now: float) -> bool:
+        """Whether `backend`, out of the idle list, may not serve again: closed, idle
+        past the idle timeout, or past its lifetime (then it is closed and counted)."""
+        if backend.closed:
+            self.stats.closed_broken += 1
+        elif now - backend.last_active > self.settings.idle_timeout:
+            self.stats.closed_idle += 1
+            backend.close()
+        elif now - backend.created_at > self._lifetime(backend):
+            self.stats.closed_lifetime += 1
+            backend.close()
+        else:
+            return False
+        return True
 
     # -- connects, checks ------------------------------------------------------------
 
@@ -623,30 +478,19 @@ class UpstreamPool:
             backend = await self._connect(key)
         except BaseException as exc:
             self._arrived(key)
-            if probe:
-                self._outage.probing = False
-            if beyond:
-                self._limit.probing = False
+            self._ended(probe, beyond)
             self._open_failed(key, exc, started)
             if not isinstance(exc, Exception):
                 raise  # cancelled (shutdown)
             return
         self._arrived(key)
-        if probe:
-            self._outage.probing = False
-        if beyond:
-            self._limit.probing = False
+        self._ended(probe, beyond)
         self.stats.connects += 1
         log.debug("%s: opened upstream %s (capabilities %#x); %d open",
                   self.name, backend.thread_id, key, self.open_count + 1)
-        self._outage.last_connect = max(self._outage.last_connect, started)
-        self._limit.backoff = LIMIT_BACKOFF_FIRST
-        if self._limit.retry is not None:  # the account has room again
-            self._limit.retry.cancel()
-            self._limit.retry = None
+        self._reconnect.connected(started)
         if self.effective_size < self.settings.size:
             self.effective_size += 1
-        self._reachable_again()
         backend.on_close(self._on_backend_closed)
         if first and self.grower is not None and not await self._admitted(backend):
             return  # the grower keeps it for now
@@ -654,12 +498,19 @@ class UpstreamPool:
         # Back from an outage or a 1226 there may be room for more than this one.
         self._fill()
 
+    def _ended(self, probe: bool, beyond: bool) -> None:
+        """A probe's or a beyond-the-size connect is over: the next may start."""
+        if probe:
+            self._reconnect.probing = False
+        if beyond:
+            self._reconnect.beyond = False
+
     def _open_failed(self, key: int, exc: BaseException, started: float) -> None:
         if not isinstance(exc, Exception) or self._closing:
             return
         self.stats.connect_failures += 1
         if isinstance(exc, ServerError) and exc.err.code in TOO_MANY_CONNECTIONS:
-            self._reachable_again()  # it answered
+            self._reconnect.reachable()  # it answered
             self.stats.limit_rejections += 1
             lowered = max(1, self.open_count)
             if lowered < self.effective_size:
@@ -667,18 +518,18 @@ class UpstreamPool:
                             "size from %d to %d", self.name, exc.err.code,
                             self.effective_size, lowered)
                 self.effective_size = lowered
-            self._back_off()
+            self._reconnect.full()
             return
         if isinstance(exc, ServerError) and exc.err.code in SERVER_GOING_AWAY or \
                 isinstance(exc, (OSError, UpstreamUnavailable)):  # refused, timed out, cut
-            if self.unreachable is None and started < self._outage.last_connect:
+            if self._reconnect.outdated(started):
                 self._fill()  # older than a connect that worked: the server is back
             else:
                 self.mark_unreachable(str(exc), key)
             return
         # The server answered with a refusal that waiting will not cure (a wrong
         # password, a host not allowed): the oldest waiter for this key is told.
-        self._reachable_again()
+        self._reconnect.reachable()
         error: BaseException
         if isinstance(exc, MysqlgateError):
             error = exc
@@ -687,96 +538,37 @@ class UpstreamPool:
         else:
             log.error("%s: cannot open an upstream connection", self.name, exc_info=exc)
             error = UpstreamUnavailable(f"cannot open an upstream connection: {exc}")
-        req = self._first_waiter(key)
+        req = self._waiters.first(key)
         if req is not None:
             self._fail(req, error)
         self._fill()
 
-    def _back_off(self) -> None:
-        """The server said the account is full: no connect for a while, the clients
-        staying queued (SPEC: waiting clients never see 1226)."""
-        limit = self._limit
-        if limit.retry is not None:
-            return
-        delay = limit.backoff * (1 + self._jitter())
-        limit.backoff = min(limit.backoff * 2, LIMIT_BACKOFF_MAX)
-        limit.retry = self._scheduler.call_at(self._clock() + delay, self._backed_off)
-
-    def _backed_off(self) -> None:
-        self._limit.retry = None
-        self._fill()
-
-    # -- the server unreachable ---------------------------------------------------------
+    # -- the server unreachable (pool_reconnect.py keeps the time) -----------------
 
     def mark_unreachable(self, reason: str, key: int = 0) -> None:
-        """A connect failed for want of a server: until one succeeds, requests wait
-        instead of connecting, and one probe at a time tries (with `key` when no one
-        waits)."""
-        now = self._clock()
-        if self.unreachable is None:
-            self._outage.since = self._outage.logged = now
-            self.stats.outages += 1
-            log.warning("%s: upstream unreachable: %s; clients wait up to %gs "
-                        "(pool.queue_timeout) while mysqlgate reconnects", self.name, reason,
-                        self.settings.queue_timeout)
-        elif now - self._outage.logged > UNREACHABLE_LOG_EVERY:
-            self._outage.logged = now
-            log.warning("%s: upstream still unreachable after %.0fs: %s", self.name,
-                        now - self._outage.since, reason)
-        self.unreachable = reason
-        self._outage.key = key
-        self._schedule_probe()
-
-    def _schedule_probe(self) -> None:
-        if self._outage.timer is not None or self._outage.probing or self._closing:
-            return
-        now = self._clock()
-        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self._outage.since) * PROBE_GROWTH))
-        delay *= 0.75 + 0.5 * self._jitter()
-        self._outage.timer = self._scheduler.call_at(now + delay, self._probe)
+        """A connect failed for want of a server: requests wait, one probe looks."""
+        self._reconnect.lost(reason, key, self.settings.queue_timeout)
 
     def _probe(self) -> None:
-        self._outage.timer = None
-        if self.unreachable is None or self._closing:
+        """The next look for the server is due: one connect, room made for it if
+        someone waits."""
+        if self._closing:
             return
         if self.open_count >= self.effective_size:
             if not (self._idle and self._waiters):
-                self._schedule_probe()  # no room: try again later
+                self._reconnect.schedule_probe()  # no room: try again later
                 return
             self.stats.key_evictions += 1  # someone waits: make room
             self._idle.popleft().close()
-        self._outage.probing = True
-        self._start_open(self._waiters[0].key if self._waiters else self._outage.key, True)
-
-    def _reachable_again(self) -> None:
-        if self.unreachable is None:
-            return
-        outage = self._clock() - self._outage.since
-        self.stats.outage_seconds += outage
-        log.info("%s: upstream reachable again after %.2fs", self.name, outage)
-        self.unreachable = None
-        if self._outage.timer is not None:
-            self._outage.timer.cancel()
-            self._outage.timer = None
+        self._reconnect.probing = True
+        key = self._waiters[0].key if self._waiters else self._reconnect.probe_key
+        self._start_open(key, True)
 
     # -- queue timeouts ---------------------------------------------------------------
 
-    def _expire_at(self, deadline: float) -> None:
-        """Make sure the expiry timer runs by `deadline`."""
-        if self._expiry is not None:
-            if self._expiry_due <= deadline:
-                return
-            self._expiry.cancel()
-        self._expiry_due = deadline
-        self._expiry = self._scheduler.call_at(deadline, self._expire_waiters)
-
-    def _expire_waiters(self) -> None:
-        """Fail the queued requests whose time is up; wake again for the next one."""
-        self._expiry = None
-        if self.paused or not self._waiters:
-            return
-        now = self._clock()
-        for req in [r for r in self._waiters if r.deadline <= now]:
+    def _timed_out(self, due: list[Request]) -> None:
+        """Fail the queued requests whose time is up (the queue's timer says which)."""
+        for req in due:
             self.stats.wait_timeouts += 1
             if self.unreachable is not None:
                 log.warning("%s: a client waited %gs for the unreachable server and got "
@@ -786,8 +578,6 @@ class UpstreamPool:
                 log.warning("%s: pool saturated, a client waited %gs and got an error; %s",
                             self.name, self.settings.queue_timeout, self.describe())
                 self._fail(req, PoolTimeout(self._timeout_message()))
-        if self._waiters:
-            self._expire_at(min(r.deadline for r in self._waiters))
 
     def _timeout_message(self) -> str:
         return (
@@ -806,9 +596,7 @@ class UpstreamPool:
         nothing holds the server (as PgBouncer's PAUSE); resume() opens new ones."""
         self.paused = True
         self._update_shedding()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._waiters.hold()
         while self._idle:
             self._idle.pop().close()
             self.stats.closed_paused += 1
@@ -816,12 +604,7 @@ class UpstreamPool:
     def resume(self) -> None:
         self.paused = False
         self._update_shedding()
-        if not self._waiters:
-            return
-        deadline = self._clock() + self.settings.queue_timeout
-        for req in self._waiters:  # each with a fresh queue timeout
-            req.deadline = deadline
-        self._expire_at(deadline)
+        self._waiters.restart(self._clock() + self.settings.queue_timeout)
         self._fill()
 
     # -- preemption -----------------------------------------------------------------
@@ -831,30 +614,10 @@ class UpstreamPool:
         """The session holding `backend` keeps it only for its client's convenience:
         from `after` seconds on, if a client waits, call `give_back` (which must release
         the connection, at once or soon)."""
-        self._preemptible[backend] = (self._clock() + after, give_back)
-        if self._waiters:
-            self._preempt()
+        self._preemption.allow(backend, give_back, after)
 
     def forbid_preemption(self, backend: BackendConnection) -> None:
-        self._preemptible.pop(backend, None)
-
-    def _preempt(self) -> None:
-        """Ask holders past their grace to give back as many connections as clients wait."""
-        if self._preempt_timer is not None:
-            self._preempt_timer.cancel()
-            self._preempt_timer = None
-        if not self._preemptible or not self._waiters:
-            return
-        now = self._clock()
-        due = sorted((b for b, (since, _) in self._preemptible.items() if since <= now),
-                     key=lambda b: self._preemptible[b][0])
-        for backend in due[:len(self._waiters)]:
-            _, give_back = self._preemptible.pop(backend)
-            self.stats.preemptions += 1
-            give_back()
-        if self._preemptible and self._waiters and self._preempt_timer is None:
-            first = min(since for since, _ in self._preemptible.values())
-            self._preempt_timer = self._scheduler.call_at(first, self._preempt)
+        self._preemption.forbid(backend)
 
     # -- release -------------------------------------------------------------------
 
@@ -862,8 +625,7 @@ class UpstreamPool:
         """Take a connection back from a session. `reset`: its session state must not
         reach another client."""
         self._lent.discard(backend)
-        if self._preemptible:
-            self._preemptible.pop(backend, None)
+        self._preemption.forbid(backend)
         if backend.closed or backend.busy:
             died = backend.closed  # (busy: its client left mid-result; we abort it)
             backend.abort()
@@ -914,15 +676,7 @@ class UpstreamPool:
         now = self._clock()
         while self._idle:
             backend = self._idle.pop()
-            if backend.closed:
-                self.stats.closed_broken += 1
-            elif now - backend.last_active > self.settings.idle_timeout:
-                self.stats.closed_idle += 1
-                backend.close()
-            elif now - backend.created_at > self._lifetime(backend):
-                self.stats.closed_lifetime += 1
-                backend.close()
-            else:
+            if not self._retired(backend, now):
                 self._start_check(backend)
 
     def _lifetime(self, backend: BackendConnection) -> float:
@@ -1008,19 +762,8 @@ class UpstreamPool:
 
     def expire_idle(self) -> None:
         now = self._clock()
-        keep: deque[BackendConnection] = deque()
-        for backend in self._idle:
-            if backend.closed:
-                self.stats.closed_broken += 1
-            elif now - backend.last_active > self.settings.idle_timeout:
-                self.stats.closed_idle += 1
-                backend.close()
-            elif now - backend.created_at > self._lifetime(backend):
-                self.stats.closed_lifetime += 1
-                backend.close()
-            else:
-                keep.append(backend)
-        self._idle = keep
+        self._idle = deque(backend for backend in self._idle
+                           if not self._retired(backend, now))
         self._fill()
 
     def server_going_away(self) -> None:
@@ -1053,9 +796,9 @@ class UpstreamPool:
     async def close(self) -> None:
         self._closing = True
         self._update_shedding()
-        for timer in (self._outage.timer, self._limit.retry, self._expiry, self._preempt_timer):
-            if timer is not None:
-                timer.cancel()
+        self._reconnect.close()
+        self._waiters.hold()
+        self._preemption.close()
         for req in list(self._waiters):
             self._fail(req, UpstreamUnavailable("mysqlgate is shutting down"))
         self._waiters.clear()

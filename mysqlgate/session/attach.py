@@ -16,7 +16,7 @@ from functools import partial
 
 from ..backend import BackendConnection, set_option_packet
 from ..errors import MysqlgateError, ServerError, UpstreamUnavailable
-from ..pool import Request
+from ..pool_types import Request
 from ..protocol.constants import COMMAND
 from ..protocol.framing import Packet
 from ..session_state import CLEAR_DIAGNOSTICS, reconcile

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from ..backend import TRACKING_SQL, BackendConnection
 from ..errors import ServerError, UpstreamLost, lost_message
-from ..pool import SERVER_GOING_AWAY
+from ..pool_types import SERVER_GOING_AWAY
 from ..prepared import ClientStatement
 from ..protocol.constants import (
     CLIENT,

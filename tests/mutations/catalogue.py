@@ -446,8 +446,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A request whose client went away is never answered",
         edits=(
             Edit("pool.py",
-                 "            if req in self._waiters:\n"
-                 "                self._waiters.remove(req)\n"
+                 "            self._waiters.discard(req)\n"
                  "\n"
                  "    def take_ready",
                  "            pass  # mutation\n"
@@ -473,11 +472,11 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="No connection idle longer than pool.idle_timeout is handed out",
         edits=(
             Edit("pool.py",
-                 "                if now - backend.last_active > self.settings.idle_timeout:\n"
-                 "                    self.stats.closed_idle += 1\n"
-                 "                    backend.close()\n"
-                 "                    continue\n",
-                 "                pass  # mutation\n"),
+                 "        elif now - backend.last_active > self.settings.idle_timeout:\n"
+                 "            self.stats.closed_idle += 1\n"
+                 "            backend.close()\n",
+                 "        elif False:  # mutation\n"
+                 "            pass\n"),
         ),
         tests=(POOL_MODEL, POOL_UNIT),
     ),
@@ -537,16 +536,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="The pool's statistics match what happened",
         edits=(
             Edit("pool.py",
-                 "        for backend in self._idle:\n"
-                 "            if backend.closed:\n"
-                 "                self.stats.closed_broken += 1\n"
-                 "            elif now - backend.last_active > self.settings.idle_timeout:\n"
-                 "                self.stats.closed_idle += 1\n",
-                 "        for backend in self._idle:\n"
-                 "            if backend.closed:\n"
-                 "                self.stats.closed_broken += 1\n"
-                 "            elif now - backend.last_active > self.settings.idle_timeout:\n"
-                 "                pass  # mutation\n"),
+                 "        elif now - backend.last_active > self.settings.idle_timeout:\n"
+                 "            self.stats.closed_idle += 1\n",
+                 "        elif now - backend.last_active > self.settings.idle_timeout:\n"
+                 "            pass  # mutation\n"),
         ),
         tests=(POOL_MODEL, POOL_UNIT),
     ),
@@ -554,8 +547,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool stops looking for an unreachable server",
         guarantee="While the server cannot be reached, a connect is always due within ~1 s",
         edits=(
-            Edit("pool.py",
-                 "        self._outage.timer = self._scheduler.call_at(now + delay, self._probe)\n",
+            Edit("pool_reconnect.py",
+                 "        self._probe_timer = self._scheduler.call_at(self._probe_at,"
+                 " self._probe_due)\n",
                  "        pass  # mutation\n"),
         ),
         tests=(f"{COLD_START}::test_server_started_after_mysqlgate", POOL_MODEL, POOL_UNIT),
@@ -623,9 +617,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="queue expiry not re-armed",
         guarantee="Every queued client gets its queue-timeout error, not only the first",
         edits=(
-            Edit("pool.py",
-                 "        if self._waiters:\n"
-                 "            self._expire_at(min(r.deadline for r in self._waiters))\n",
+            Edit("pool_queue.py",
+                 "        if self:\n"
+                 "            self.expire_by(min(req.deadline for req in self))\n",
                  "        pass  # mutation\n"),
         ),
         tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",
@@ -635,8 +629,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="queue expiry fails every waiter",
         guarantee="A queued client times out at its own deadline, not at an earlier one's",
         edits=(
-            Edit("pool.py", "        for req in [r for r in self._waiters if r.deadline <= now]:\n",
-                 "        for req in list(self._waiters):  # mutation\n"),
+            Edit("pool_queue.py", "        due = [req for req in self if req.deadline <= now]\n",
+                 "        due = list(self)  # mutation\n"),
         ),
         tests=(f"{POOL_LIMITS}::test_each_queued_client_times_out_at_its_own_deadline",
                POOL_MODEL),
@@ -884,7 +878,7 @@ MUTATIONS += (
         name="diagnostics hold never gives way",
         guarantee="A connection kept only for SHOW WARNINGS goes to a waiting client",
         edits=(
-            Edit("pool.py", "            give_back()\n", "            pass  # mutation\n"),
+            Edit("pool_preempt.py", "            give_back()\n", "            pass  # mutation\n"),
         ),
         tests=(
             f"{DIAGNOSTICS}::test_a_client_holding_warnings_does_not_block_the_pool",
@@ -929,9 +923,9 @@ MUTATIONS += (
         name="1226 back-off never probes beyond the lowered size",
         guarantee="The pool size comes back once the account has room again",
         edits=(Edit("pool.py",
-                    "                elif self.effective_size < self.settings.size and not"
-                    " self._limit.probing \\\n"
-                    "                        and self.open_count < self.settings.size:\n",
+                    "                elif self.effective_size < self.settings.size and \\\n"
+                    "                        not self._reconnect.beyond and self.open_count <"
+                    " self.settings.size:\n",
                     "                elif False:  # mutation\n"),),
         tests=(
             f"{POOL_LIMITS}::test_account_full_on_connect_serves_the_client_when_the_outsider_"
@@ -1095,17 +1089,16 @@ MUTATIONS += (
     Mutation(
         name="clients connect on their own while the server is unreachable",
         guarantee="While the server cannot be reached, one connect at a time (never a storm)",
-        edits=(Edit("pool.py",
-                    "            if self.unreachable is not None or self._limit.retry is not"
-                    " None:\n",
-                    "            if self._limit.retry is not None:  # mutation\n"),),
+        edits=(Edit("pool_reconnect.py",
+                    "        return self.unreachable is not None or self._retry is not None\n",
+                    "        return self._retry is not None  # mutation\n"),),
         tests=(POOL_MODEL, POOL_UNIT),
     ),
     Mutation(
         name="the server looked for once a second from the start",
         guarantee="Reconnects start tens of ms apart: a restart is found within 250 ms",
-        edits=(Edit("pool.py",
-                    "        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self._outage.since) *"
+        edits=(Edit("pool_reconnect.py",
+                    "        delay = min(PROBE_MAX, max(PROBE_MIN, (now - self.since) *"
                     " PROBE_GROWTH))\n",
                     "        delay = PROBE_MAX  # mutation\n"),),
         tests=(f"{RESTART}::test_a_restart_costs_clients_a_delay_not_an_error", POOL_UNIT),

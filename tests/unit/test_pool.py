@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from mysqlgate.errors import PoolTimeout, ServerError, UpstreamUnavailable
-from mysqlgate.pool import PoolSettings, UpstreamPool
+from mysqlgate.pool import UpstreamPool
+from mysqlgate.pool_types import PoolSettings
 from mysqlgate.protocol.messages import ERR
 
 from .fake_backend import FakeBackend, FakeLoop, Pending

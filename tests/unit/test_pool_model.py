@@ -65,7 +65,9 @@ from hypothesis.stateful import (
 )
 
 from mysqlgate.errors import PoolTimeout, ServerError, UpstreamAuthError, UpstreamUnavailable
-from mysqlgate.pool import PROBE_MAX, PROBE_MIN, PoolSettings, Request, UpstreamPool
+from mysqlgate.pool import UpstreamPool
+from mysqlgate.pool_reconnect import PROBE_MAX, PROBE_MIN
+from mysqlgate.pool_types import PoolSettings, Request
 from mysqlgate.protocol.messages import ERR
 
 from .fake_backend import FakeBackend, FakeLoop, Pending
@@ -664,10 +666,11 @@ class PoolModel(RuleBasedStateMachine):
             return
         tries = [c for c in self.connects if c.while_unreachable]
         assert len(tries) <= 1, f"{len(tries)} connects at once while unreachable"
-        outage = pool._outage
-        assert outage.probing or outage.timer is not None, "no one looks for the server"
-        if outage.timer is not None:
-            assert outage.timer.when <= self.loop.now + PROBE_MAX * 1.25 + 1e-9  # type: ignore[attr-defined]
+        reconnect = pool._reconnect
+        due = reconnect.next_probe()
+        assert reconnect.probing or due is not None, "no one looks for the server"
+        if due is not None:
+            assert due <= self.loop.now + PROBE_MAX * 1.25 + 1e-9
 
     def teardown(self) -> None:
         """Everything settles: the server answers, clients give back what they hold;
