@@ -418,7 +418,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool serves a key's waiters out of order",
         guarantee="Clients asking with the same capability key are served in FIFO order",
         edits=(
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "        for req in self._waiters:\n"
                  "            if req.key == key:\n"
                  "                if self._clock() - backend.last_active >",
@@ -432,7 +432,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool answers a request twice",
         guarantee="Every request is answered exactly once (a connection or an error)",
         edits=(
-            Edit("pool.py",
+            Edit("pool_state.py",
                  "        \"\"\"Hand `backend` to `req`, a request in the queue.\"\"\"\n"
                  "        self._waiters.remove(req)\n",
                  "        \"\"\"Hand `backend` to `req`, a request in the queue.\"\"\"\n"
@@ -471,7 +471,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool hands out an expired idle connection",
         guarantee="No connection idle longer than pool.idle_timeout is handed out",
         edits=(
-            Edit("pool.py",
+            Edit("pool_state.py",
                  "        elif now - backend.last_active > self.settings.idle_timeout:\n"
                  "            self.stats.closed_idle += 1\n"
                  "            backend.close()\n",
@@ -493,7 +493,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool loses a connection after its reset",
         guarantee="Every connection the pool opened is idle, in use, on its way, or closed",
         edits=(
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "            self.stats.resets += 1\n"
                  "        self._arrived(backend.key)\n"
                  "        self._offer(backend)\n",
@@ -508,7 +508,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool keeps an idle connection it was told died",
         guarantee="An idle connection the server closed leaves the pool at once",
         edits=(
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "        if backend in self._idle:\n"
                  "            self._idle.remove(backend)\n"
                  "            self.stats.closed_broken += 1\n",
@@ -522,7 +522,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool leaves a waiting client beside room for a connect",
         guarantee="A freed slot serves the queue (no client waits while a connect could start)",
         edits=(
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "                self._suspect_idle()\n"
                  "            self._fill()\n"
                  "            return\n",
@@ -535,7 +535,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="pool statistics miss connections the janitor closes",
         guarantee="The pool's statistics match what happened",
         edits=(
-            Edit("pool.py",
+            Edit("pool_state.py",
                  "        elif now - backend.last_active > self.settings.idle_timeout:\n"
                  "            self.stats.closed_idle += 1\n",
                  "        elif now - backend.last_active > self.settings.idle_timeout:\n"
@@ -641,7 +641,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         guarantee="A 1226/1040 on connect keeps the client queued (it never sees 1226)",
         edits=(
             Edit(
-                "pool.py",
+                "pool_connects.py",
                 "        if isinstance(exc, ServerError) and exc.err.code in"
                 " TOO_MANY_CONNECTIONS:\n",
                 "        if False:  # mutation\n",
@@ -661,9 +661,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         edits=(
             Edit("pool.py", "        if backend.key != key or backend.closed or \\\n",
                  "        if backend.closed or \\\n"),
-            Edit("pool.py", "            if backend.key == key:\n",
+            Edit("pool_state.py", "            if backend.key == key:\n",
                  "            if True:  # mutation\n"),
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "            if req.key == key:\n"
                  "                if self._clock() - backend.last_active >",
                  "            if True:  # mutation\n"
@@ -694,7 +694,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="capability key ignored: _take_idle",
         guarantee="A queued request gets only an idle connection with its flags",
         edits=(
-            Edit("pool.py", "            if backend.key == key:\n",
+            Edit("pool_state.py", "            if backend.key == key:\n",
                  "            if True:  # mutation\n"),
         ),
         tests=(
@@ -708,7 +708,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="idle connections removed while iterated",
         guarantee="Two idle connections that expire together drop no client (issue 16)",
         edits=(
-            Edit("pool.py", "        for backend in reversed(list(self._idle)):\n",
+            Edit("pool_state.py", "        for backend in reversed(list(self._idle)):\n",
                  "        for backend in reversed(self._idle):  # mutation\n"),
         ),
         tests=(
@@ -721,7 +721,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         name="capability key ignored: _return",
         guarantee="A released connection goes only to a waiter with its flags",
         edits=(
-            Edit("pool.py",
+            Edit("pool_recycling.py",
                  "            if req.key == key:\n"
                  "                if self._clock() - backend.last_active >",
                  "            if True:  # mutation\n"
@@ -1064,7 +1064,7 @@ MUTATIONS += (
     Mutation(
         name="an unreachable server fails clients at once",
         guarantee="While the server cannot be reached, clients wait up to pool.queue_timeout",
-        edits=(Edit("pool.py",
+        edits=(Edit("pool_connects.py",
                     "            else:\n"
                     "                self.mark_unreachable(str(exc), key)\n"
                     "            return\n",
@@ -1079,7 +1079,7 @@ MUTATIONS += (
     Mutation(
         name="a connection's death leaves the idle ones unchecked",
         guarantee="A read run again after a lost connection never meets a second dead one",
-        edits=(Edit("pool.py",
+        edits=(Edit("pool_recycling.py",
                     "            if died:\n"
                     "                self._suspect_idle()\n",
                     "            pass  # mutation\n"),),

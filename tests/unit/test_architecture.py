@@ -152,20 +152,10 @@ def test_the_checks_see_a_climbing_import() -> None:
 
 # A module longer than this holds more than one job, or says one at too great a length.
 MAX_LINES = 520
-# The exceptions, each with the reason it stays whole.
-LONGER = {
-    # One state machine over idle, lent, on their way, borrowed and waiting connections:
-    # its parts with a job of their own left (pool_queue, pool_preempt, pool_reconnect);
-    # split further, two files would share its state. tests/unit/test_pool_model.py
-    # drives it against a model.
-    "pool": 850,
-}
 
 
 def test_modules_stay_small() -> None:
     sizes = {name or "mysqlgate": len(path.read_text().splitlines())
              for name, path in _modules().items()}
-    big = {name: lines for name, lines in sizes.items()
-           if lines > LONGER.get(name, MAX_LINES)}
-    assert big == {}, f"over {MAX_LINES} lines (LONGER lists the exceptions): {big}"
-    assert all(sizes[name] > MAX_LINES for name in LONGER), "an exception no longer needed"
+    big = {name: lines for name, lines in sizes.items() if lines > MAX_LINES}
+    assert big == {}, f"over {MAX_LINES} lines: {big}"
