@@ -25,7 +25,6 @@ and prints the table quoted in bench/README.md; exits 1 when a guarantee failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import subprocess
 import sys
@@ -44,17 +43,8 @@ LIMIT = 6
 BUDGET = LIMIT - 1
 
 
-def admin(gate: Gate, sql: str) -> list[dict[str, Any]]:
-    import pymysql
-    with contextlib.closing(pymysql.connect(
-            host="127.0.0.1", port=gate.admin_port, user="admin", password="",
-            cursorclass=pymysql.cursors.DictCursor)) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return list(cur.fetchall())
-
-
 def stats(gate: Gate) -> dict[str, int]:
-    return {row["stat"]: row["total"] for row in admin(gate, "SHOW STATS")}
+    return {row["stat"]: row["total"] for row in gate.admin("SHOW STATS")}
 
 
 def phase_figures(run: FleetRun, name: str, start: float, end: float,
@@ -149,7 +139,7 @@ def scenario(flavour: str, quick: bool, workdir: Path) -> dict[str, Any]:
         phases[-1]["checked_from"] = round(got[-1] + 1, 2)
         phases[-1]["max_connections_after_settling"] = run.max_connections(got[-1] + 1, t4)
         run.release_outsider()
-        threads = {row["thread_id"] for row in admin(gates[1], "SHOW SERVERS")}
+        threads = {row["thread_id"] for row in gates[1].admin("SHOW SERVERS")}
         run.kill(1)
         killed = run.now()
         gone = None

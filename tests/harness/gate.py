@@ -9,6 +9,7 @@ the arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
+import pymysql.cursors
 
 from .database import ScratchDb
 from .process import Managed, kill, terminate
@@ -219,6 +221,14 @@ class Gate(Managed):
         }
         params.update(kwargs)
         return pymysql.connect(**params)
+
+    def admin(self, sql: str) -> list[dict[str, Any]]:
+        """The rows of one admin console command (SHOW POOLS, SHOW STATS...), as dicts."""
+        with contextlib.closing(pymysql.connect(
+                host="127.0.0.1", port=self.admin_port, user="admin", password="",
+                cursorclass=pymysql.cursors.DictCursor)) as conn, conn.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
 
     def log_text(self) -> str:
         """Everything mysqlgate has written to stdout and stderr so far."""

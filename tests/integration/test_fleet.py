@@ -22,21 +22,12 @@ import contextlib
 import time
 from collections.abc import Callable
 
-import pymysql
 import pytest
 from harness import Gate, ScratchDb
 from harness.fleet_load import FleetRun
 
 LIMIT = 6
 BUDGET = LIMIT - 1  # pool.reserve 1
-
-
-def _admin(gate: Gate, sql: str) -> list[dict[str, object]]:
-    with contextlib.closing(pymysql.connect(
-            host="127.0.0.1", port=gate.admin_port, user="admin", password="",
-            cursorclass=pymysql.cursors.DictCursor)) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return list(cur.fetchall())
 
 
 def _checks(run: FleetRun, start: float, end: float) -> list[str]:
@@ -114,7 +105,7 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
         run.release_outsider()
 
         # 5. Gate 1 is killed: its connections (and locks) go with it.
-        threads = {row["thread_id"] for row in _admin(gates[1], "SHOW SERVERS")}
+        threads = {row["thread_id"] for row in gates[1].admin("SHOW SERVERS")}
         run.kill(1)
         killed_at = run.now()
         gone = _wait(lambda: not threads & set(db.connection_ids()), 5)
@@ -137,7 +128,7 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
         run.stop()
     problems += [f"client error: {error}" for error in run.client_errors()[:5]]
     problems += run.errors
-    stats = [{row["stat"]: row["total"] for row in _admin(gate, "SHOW STATS")}
+    stats = [{row["stat"]: row["total"] for row in gate.admin("SHOW STATS")}
              for gate in (gates[0], gates[2])]
     assert problems == [], "\n".join(problems) + f"\nfleet stats: {stats}"
 
@@ -174,7 +165,7 @@ def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
             assert cur.fetchone() == (3,)
             assert time.monotonic() - started < 2
         assert db.processlist_count() == 3
-        (pools,) = _admin(gate, "SHOW POOLS")
+        (pools,) = gate.admin("SHOW POOLS")
         assert pools["fleet"] == "alone" and pools["account_connections"] == 3, pools
         assert pools["account_limit"] == LIMIT and pools["reserve"] == 1
     finally:

@@ -64,6 +64,8 @@ SCHEMA = (
     "CREATE TRIGGER trg_sets_tx BEFORE INSERT ON trg FOR EACH ROW SET @tx = NEW.v",
     "CREATE PROCEDURE set_px() SET @px = 7",
     "CREATE PROCEDURE take_job() DO GET_LOCK('job', 0)",
+    "CREATE FUNCTION take_job_f() RETURNS INT NOT DETERMINISTIC"
+    " BEGIN DO GET_LOCK('job', 0); RETURN 1; END",
     "CREATE FUNCTION set_fx() RETURNS INT NOT DETERMINISTIC BEGIN SET @fx = 9; RETURN 1; END",
 )
 
@@ -158,6 +160,7 @@ CASES = (
     Case("named_lock_select", ("SELECT GET_LOCK('job', 0)",), named_locks=("job",)),
     Case("named_lock_do", ("DO GET_LOCK('job', 0)",), named_locks=("job",)),
     Case("named_lock_in_procedure", ("CALL take_job()",), named_locks=("job",)),
+    Case("named_lock_in_function", ("SELECT take_job_f()",), named_locks=("job",)),
     Case(
         "named_lock_execute_immediate",
         ("EXECUTE IMMEDIATE 'DO GET_LOCK(''job'', 0)'",),

@@ -173,14 +173,8 @@ def test_an_outage_longer_than_the_wait_gives_the_clear_error(
         assert "cannot be reached" in message and "pool.queue_timeout" in message, message
         assert 1.8 <= took < 6, f"the error came after {took:.1f}s, the wait is 2s"
         # The console shows the outage.
-        with contextlib.closing(pymysql.connect(
-                host="127.0.0.1", port=gate.admin_port, user="admin",
-                cursorclass=pymysql.cursors.DictCursor)) as console:
-            with console.cursor() as cursor:
-                cursor.execute("SHOW POOLS")
-                (pool,) = cursor.fetchall()
-                cursor.execute("SHOW STATS")
-                stats = {row["stat"]: row for row in cursor.fetchall()}
+        (pool,) = gate.admin("SHOW POOLS")
+        stats = {row["stat"]: row for row in gate.admin("SHOW STATS")}
         assert pool["status"].startswith("unreachable for "), pool
         assert pool["unreachable_s"] >= took, pool
         assert stats["upstream_outages"]["total"] == 1, stats["upstream_outages"]
