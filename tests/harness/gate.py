@@ -45,7 +45,8 @@ class Gate(Managed):
     which sends READY=1 too);
     `extra_args` follow the standard --upstream/--listen arguments; `env` is added to the
     environment, which also gets MYSQLGATE_LOG_LEVEL=debug. stdout and stderr go to
-    `log_path` (in `workdir`, a fresh temp dir unless given).
+    `log_path` (in `workdir`, a fresh temp dir unless given). `upstream` replaces the
+    db's server as mysqlgate's upstream (the db's account still logs in through it).
     """
 
     def __init__(
@@ -56,8 +57,10 @@ class Gate(Managed):
         command: Sequence[str] = DEFAULT_COMMAND,
         env: Mapping[str, str] | None = None,
         ready_timeout: float = 20.0,
+        upstream: str | None = None,
     ) -> None:
         self.db = db
+        self.upstream = upstream if upstream is not None else db.upstream_url
         self.extra_args = tuple(extra_args)
         self.command = tuple(command)
         self.extra_env = dict(env or {})
@@ -83,7 +86,7 @@ class Gate(Managed):
         return [
             *self.command,
             "--upstream",
-            self.db.upstream_url,
+            self.upstream,
             "--listen",
             f"{self.host}:{self.port}",
             "--listen",

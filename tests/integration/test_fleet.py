@@ -19,12 +19,14 @@ A shorter scenario than the bench's, about 40 s per server:
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
-from harness import Gate, ScratchDb
+from harness import Gate, ScratchDb, free_port
 from harness.fleet_load import FleetRun
+from harness.metrics import sample, scrape
 
 LIMIT = 6
 BUDGET = LIMIT - 1  # pool.reserve 1
@@ -151,8 +153,9 @@ def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
         gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
     """With nothing to count on (its connections held in open transactions), a gate
     still opens one for a new client at once, as before issue 18: it counts on the new
-    connection before lending it."""
-    gate = gate_factory()
+    connection before lending it. The metrics say what SHOW POOLS says."""
+    port = free_port()
+    gate = gate_factory("--metrics-listen", f"127.0.0.1:{port}")
     holders = [gate.connect() for _ in range(2)]
     try:
         for conn in holders:
@@ -168,6 +171,14 @@ def test_a_gate_alone_opens_at_once_while_its_connections_are_held(
         (pools,) = gate.admin("SHOW POOLS")
         assert pools["fleet"] == "alone" and pools["account_connections"] == 3, pools
         assert pools["account_limit"] == LIMIT and pools["reserve"] == 1
+        samples = scrape(port)
+        pool = pools["pool"]
+        assert sample(samples, "mysqlgate_fleet_sharing", pool=pool) == 0  # alone
+        assert sample(samples, "mysqlgate_fleet_account_connections", pool=pool) == 3
+        assert sample(samples, "mysqlgate_fleet_account_limit", pool=pool) == LIMIT
+        assert sample(samples, "mysqlgate_fleet_reserve", pool=pool) == 1
+        assert sample(samples, "mysqlgate_fleet_share", pool=pool) == 3
+        assert sample(samples, "mysqlgate_fleet_queries_total", pool=pool) >= 3  # a count each
     finally:
         for conn in holders:
             conn.rollback()
@@ -200,3 +211,42 @@ def test_a_program_that_takes_the_reserve_gets_it_back(
         run.stop()
     problems += [f"client error: {error}" for error in run.client_errors()[:5]]
     assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_gate_that_cannot_see_the_account_goes_on_alone(
+        gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """Where the server does not show a gate its own connections, the gate cannot share
+    the account through it: here behind another pooler (a second mysqlgate), whose
+    connection ids are not the server's, so the PROCESSLIST never shows the thread the
+    gate counts on. It says why once (log, SHOW POOLS, metrics) and serves its clients as
+    a pool alone does: 40 clients, no error, its 3 connections opened for them."""
+    inner = gate_factory("--pool-size", "3")
+    port = free_port()
+    outer = gate_factory(
+        "--pool-size", "3", "--metrics-listen", f"127.0.0.1:{port}",
+        upstream=f"mysql://{db.user}:{db.password}@{inner.host}:{inner.port}/{db.database}")
+    errors: list[str] = []
+
+    def client(number: int) -> None:
+        try:
+            with contextlib.closing(outer.connect()) as conn, conn.cursor() as cur:
+                for _ in range(5):
+                    cur.execute("SELECT %s, SLEEP(0.02)", (number,))
+                    assert cur.fetchone() == (number, 0)
+        except Exception as exc:  # every failure is a finding
+            errors.append(f"client {number}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [], errors[:5]
+    assert len(outer.admin("SHOW SERVERS")) == 3, "the pool did not grow as alone"
+    (pools,) = outer.admin("SHOW POOLS")
+    assert pools["fleet"].startswith("off: ") and "PROCESSLIST" in pools["fleet"], pools
+    said = [line for line in outer.log_text().splitlines()
+            if "cannot share the account with other mysqlgates" in line]
+    assert len(said) == 1, said
+    assert sample(scrape(port), "mysqlgate_fleet_sharing", pool=pools["pool"]) == -1

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -20,30 +18,7 @@ import pymysql
 import pytest
 from harness import DbServer, Gate, ScratchDb, fetch_rows, free_port, wait_until
 from harness.gate import REPO_ROOT
-from prometheus_client.parser import text_string_to_metric_families
-
-
-def _get(url: str) -> tuple[int, str, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read().decode()
-
-
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by (name, sorted labels)."""
-    status, kind, text = _get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200 and kind.startswith("text/plain"), (status, kind)
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def _sample(samples: dict[Any, float], name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+from harness.metrics import http_get, sample, scrape
 
 
 def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
@@ -52,13 +27,13 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
                         "--metrics-listen", f"127.0.0.1:{port}")
     # The gate_factory returns once mysqlgate reported READY=1, which it does after the
     # metrics listener too is open; the harness made no connection to find that out.
-    idle = _scrape(port)
-    assert _sample(idle, "mysqlgate_client_connections") == 0
+    idle = scrape(port)
+    assert sample(idle, "mysqlgate_client_connections") == 0
     pools = [dict(labels)["pool"] for name, labels in idle if name == "mysqlgate_pool_size"]
     assert len(pools) == 1 and pools[0].startswith(db.user + "@"), pools
     pool = pools[0]  # user@host:port
-    assert _sample(idle, "mysqlgate_pool_size", pool=pool) == 2
-    assert _sample(idle, "mysqlgate_upstream_reachable", pool=pool) == 1
+    assert sample(idle, "mysqlgate_pool_size", pool=pool) == 2
+    assert sample(idle, "mysqlgate_upstream_reachable", pool=pool) == 1
 
     with contextlib.closing(db.connect()) as direct:
         fetch_rows(direct, "CREATE TABLE t (v INT) ENGINE=InnoDB")
@@ -79,31 +54,31 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
 
         thread = threading.Thread(target=third)
         thread.start()
-        wait_until(lambda: _sample(_scrape(port), "mysqlgate_queue_length", pool=pool) == 1,
+        wait_until(lambda: sample(scrape(port), "mysqlgate_queue_length", pool=pool) == 1,
                   "a client waiting for a connection")
-        busy = _scrape(port)
-        assert _sample(busy, "mysqlgate_client_connections") == 3
-        assert _sample(busy, "mysqlgate_upstream_connections", pool=pool, state="in_use") == 2
-        assert _sample(busy, "mysqlgate_upstream_connections", pool=pool, state="idle") == 0
+        busy = scrape(port)
+        assert sample(busy, "mysqlgate_client_connections") == 3
+        assert sample(busy, "mysqlgate_upstream_connections", pool=pool, state="in_use") == 2
+        assert sample(busy, "mysqlgate_upstream_connections", pool=pool, state="idle") == 0
         assert not waiter_done.is_set()
 
         time.sleep(0.3)
         holders[0].commit()  # its connection goes to the waiting client
         thread.join(10)
         assert result == [((1,),)], result
-        served = _scrape(port)
-        assert _sample(served, "mysqlgate_queue_length", pool=pool) == 0
-        assert _sample(served, "mysqlgate_clients_pinned") == 1  # the named lock
-        assert _sample(served, "mysqlgate_pins_total", reason="named_locks") == 1
+        served = scrape(port)
+        assert sample(served, "mysqlgate_queue_length", pool=pool) == 0
+        assert sample(served, "mysqlgate_clients_pinned") == 1  # the named lock
+        assert sample(served, "mysqlgate_pins_total", reason="named_locks") == 1
         # The waiter's 0.3 s or more is in the histogram, above the 0.1 s bucket.
-        assert _sample(served, "mysqlgate_queue_wait_seconds_count", pool=pool) >= 4
-        assert _sample(served, "mysqlgate_queue_wait_seconds_bucket", pool=pool,
-                       le="0.1") < _sample(served, "mysqlgate_queue_wait_seconds_bucket",
+        assert sample(served, "mysqlgate_queue_wait_seconds_count", pool=pool) >= 4
+        assert sample(served, "mysqlgate_queue_wait_seconds_bucket", pool=pool,
+                       le="0.1") < sample(served, "mysqlgate_queue_wait_seconds_bucket",
                                             pool=pool, le="+Inf")
-        assert _sample(served, "mysqlgate_queue_wait_seconds_sum", pool=pool) >= 0.3
-        assert (_sample(served, "mysqlgate_commands_total")
-                >= _sample(idle, "mysqlgate_commands_total") + 4)
-        assert _sample(served, "mysqlgate_upstream_connects_total", pool=pool) >= 2
+        assert sample(served, "mysqlgate_queue_wait_seconds_sum", pool=pool) >= 0.3
+        assert (sample(served, "mysqlgate_commands_total")
+                >= sample(idle, "mysqlgate_commands_total") + 4)
+        assert sample(served, "mysqlgate_upstream_connects_total", pool=pool) >= 2
     finally:
         for conn in (*holders, pinned):
             with contextlib.suppress(Exception):
@@ -112,7 +87,7 @@ def test_metrics_describe_a_known_load(gate_factory: Callable[..., Gate], db: Sc
     # An error mysqlgate itself sends is counted by its code.
     with pytest.raises(pymysql.err.OperationalError):
         gate.connect(password="wrong", ssl_disabled=True)
-    wait_until(lambda: _sample(_scrape(port), "mysqlgate_auth_failures_total") == 1,
+    wait_until(lambda: sample(scrape(port), "mysqlgate_auth_failures_total") == 1,
               "the failed login in the metrics")
 
 
@@ -123,18 +98,18 @@ def test_healthz_follows_the_server(
     gate = gate_factory("--pool-size", "2", "--metrics-listen", f"127.0.0.1:{port}",
                         "--pool-queue-timeout", "2")  # (how long clients wait for it)
     url = f"http://127.0.0.1:{port}/healthz"
-    assert _get(url)[0] == 200
+    assert http_get(url)[0] == 200
     assert _health_command(port) == (0, "200 ok")
-    assert _get(f"http://127.0.0.1:{port}/nothing")[0] == 404
+    assert http_get(f"http://127.0.0.1:{port}/nothing")[0] == 404
 
     private_server.stop()
     with pytest.raises(pymysql.err.OperationalError):
         gate.connect(ssl_disabled=True)  # mysqlgate learns the server is gone
-    status, _, body = _get(url)
+    status, _, body = http_get(url)
     assert status == 503 and "unreachable" in body, (status, body)
     code, said = _health_command(port)  # the container image's HEALTHCHECK
     assert code == 1 and said.startswith("503 upstream unreachable"), said
-    scraped = _scrape(port)
+    scraped = scrape(port)
     reachable = [value for (name, _), value in scraped.items()
                  if name == "mysqlgate_upstream_reachable"]
     assert reachable == [0]
@@ -146,8 +121,8 @@ def test_healthz_follows_the_server(
             if name == "mysqlgate_upstream_outages_total"] == [1]
 
     private_server.start()
-    wait_until(lambda: _get(url)[0] == 200, "health once the server is back", timeout=30)
-    assert [value for (name, _), value in _scrape(port).items()
+    wait_until(lambda: http_get(url)[0] == 200, "health once the server is back", timeout=30)
+    assert [value for (name, _), value in scrape(port).items()
             if name == "mysqlgate_upstream_unreachable_seconds"] == [0]
     with contextlib.closing(gate.connect(ssl_disabled=True)) as conn:
         assert fetch_rows(conn, "SELECT 1") == ((1,),)

@@ -1235,6 +1235,17 @@ MUTATIONS += (
         tests=(f"{INTEGRATION}/test_fleet.py::test_a_program_that_takes_the_reserve_gets_it_"
                "back", FLEET_TEST),
     ),
+    Mutation(
+        name="fleet: a server that cannot share keeps the pool waiting on it",
+        guarantee="Where the checks are not possible, the pool goes on as if alone",
+        edits=(Edit("fleet.py",
+                    "        self.pool.grower = None\n"
+                    "        self.pool.resize(self.pool.settings)",
+                    "        pass  # mutation\n"
+                    "        self.pool.resize(self.pool.settings)"),),
+        tests=(f"{INTEGRATION}/test_fleet.py::test_a_gate_that_cannot_see_the_account_goes_on_"
+               "alone",),
+    ),
 )
 
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
