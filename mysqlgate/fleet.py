@@ -237,9 +237,13 @@ class Fleet:
 
     async def _step(self) -> None:
         pool = self.pool
-        if pool.paused or pool.unreachable is not None:
-            return
         now = time.monotonic()
+        if pool.paused or pool.unreachable is not None:
+            # Nothing to count on or open for now; look again later. (Returning with
+            # nothing due would make _run spin without ever yielding to the event loop:
+            # mysqlgate stopped whole, clients and the server's return unseen.)
+            self._next_hungry = self._next_maintain = now + MAINTAIN_EVERY
+            return
         if pool.waiting_count and now >= self._next_hungry:
             self._next_hungry = now + HUNGRY_ALONE_EVERY
             if pool.open_count == 0:

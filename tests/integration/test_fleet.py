@@ -22,9 +22,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from harness import Gate, ScratchDb, free_port
+from harness import DbServer, Gate, ScratchDb, fetch_rows, free_port, wait_until
 from harness.fleet_load import FleetRun
 from harness.metrics import sample, scrape
 
@@ -250,3 +251,34 @@ def test_a_gate_that_cannot_see_the_account_goes_on_alone(
             if "cannot share the account with other mysqlgates" in line]
     assert len(said) == 1, said
     assert sample(scrape(port), "mysqlgate_fleet_sharing", pool=pools["pool"]) == -1
+
+
+@pytest.mark.db_options(max_user_connections=LIMIT)
+def test_a_restart_and_a_pause_with_the_sharing_on(
+        private_server: DbServer, gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
+    """While the server cannot be reached, or the pool is paused, the sharing has nothing
+    to count on and waits. It once returned at once with nothing due, and its loop spun
+    without yielding: mysqlgate stopped whole (no client served, no log line, the
+    server's return unseen), found by the fault soak. Here clients wait out a restart and
+    a PAUSE and are served after each, and the gate answers its console meanwhile."""
+    gate = gate_factory("--pool-queue-timeout", "20")
+    with contextlib.closing(gate.connect(read_timeout=30)) as conn:
+        assert fetch_rows(conn, "SELECT 1") == ((1,),)
+        (pools,) = gate.admin("SHOW POOLS")
+        assert pools["fleet"] == "alone", pools  # the sharing is on
+        private_server.stop()
+        with ThreadPoolExecutor(1) as executor:
+            waiting = executor.submit(fetch_rows, conn, "SELECT 2")
+            wait_until(lambda: gate.admin("SHOW POOLS")[0]["status"] != "ok",
+                       "the outage noticed", timeout=10)
+            time.sleep(1)  # the sharing's loop has met the outage
+            assert gate.admin("SHOW POOLS")[0]["waiting"] == 1  # the console answers
+            private_server.start()
+            assert waiting.result(timeout=20) == ((2,),)
+        gate.admin("PAUSE")
+        with ThreadPoolExecutor(1) as executor:
+            waiting = executor.submit(fetch_rows, conn, "SELECT 3")
+            time.sleep(1)
+            assert gate.admin("SHOW POOLS")[0]["waiting"] == 1
+            gate.admin("RESUME")
+            assert waiting.result(timeout=20) == ((3,),)
