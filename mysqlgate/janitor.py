@@ -72,8 +72,9 @@ def check_idle(client: ClientHandle, now: float, config: Config) -> None:
     A client that holds a connection in a transaction (or pinned by session state)
     and goes quiet: after pool.idle_transaction_timeout the transaction is rolled
     back and the connection goes back to the pool; `auto` does so only while other
-    clients wait for a connection, and only after the server's own wait_timeout,
-    never sooner than a direct connection would have failed (issue 7)."""
+    clients wait for a connection that nothing else will bring them, and only after
+    the server's own wait_timeout, never sooner than a direct connection would have
+    failed (issue 7)."""
     if client.busy or client.closed:
         return
     idle = now - client.last_command_at
@@ -98,7 +99,10 @@ def check_idle(client: ClientHandle, now: float, config: Config) -> None:
     if setting is None:  # auto
         account = client.account
         facts = account.facts
-        if not account.pool.waiting_count or facts is None:
+        # Only for clients that nothing else will serve: one whose connection is being
+        # opened (slowly, on a loaded machine) would cost this client its transaction
+        # for a wait of a few milliseconds more.
+        if not account.pool.unserved_count or facts is None:
             return
         limit = facts.wait_timeout
     else:

@@ -109,6 +109,13 @@ class PoolState:
         return len(self._waiters)
 
     @property
+    def unserved_count(self) -> int:
+        """Clients waiting beyond the connections on their way to them: those only
+        another client's giving one back would serve (at the size, the account full, or
+        the server unreachable). A client whose connection is being opened is not one."""
+        return max(0, len(self._waiters) - self._opening)
+
+    @property
     def longest_wait(self) -> float:
         """Seconds the longest-waiting request has waited (0: none waits)."""
         return self._waiters.longest_wait()

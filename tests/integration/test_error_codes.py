@@ -683,9 +683,11 @@ def test_upstream_killed_mid_transaction(client_name: str, gate_factory: Callabl
 
 def test_upstream_server_stopped(client_name: str, private_server: DbServer,
                                  gate_factory: Callable[..., Gate], db: ScratchDb) -> None:
-    """The server stops: the client's statement is refused at once (it did not run), and
-    runs on the same client connection once the server is back."""
-    gate = gate_factory("--pool-size", "2")
+    """The server stops: the client's statement waits out pool.queue_timeout for it (a
+    restart costs a delay, not an error), then is refused (it did not run), and runs on
+    the same client connection once the server is back. (A short queue timeout: these
+    waits are the test's whole time.)"""
+    gate = gate_factory("--pool-size", "2", "--pool-queue-timeout", "2")
     with _connected(client_name, gate) as client:
         assert client.run("SELECT 'before'") == [("before",)]
         private_server.stop()

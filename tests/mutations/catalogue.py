@@ -1246,6 +1246,15 @@ MUTATIONS += (
         tests=(f"{INTEGRATION}/test_fleet.py::test_a_gate_that_cannot_see_the_account_goes_on_"
                "alone",),
     ),
+    Mutation(
+        name="fleet: the sharing spins through an outage",
+        guarantee="An outage or a PAUSE costs clients a wait, never a stopped mysqlgate",
+        edits=(Edit("fleet.py",
+                    "            self._next_hungry = self._next_maintain = now + MAINTAIN_EVERY\n"
+                    "            return\n",
+                    "            return  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_fleet.py::test_a_restart_and_a_pause_with_the_sharing_on",),
+    ),
 )
 
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}

@@ -252,8 +252,11 @@ class World:
                             _settings(self.config, self.facts))
         self.account = Account(upstream, self.config, self.facts, pool)
         self.ctx = GateContext(self.config, (self.account,))
+        self.connects_wait_for: asyncio.Event | None = None  # a slow server's logins
 
     async def _connect(self, key: int) -> BackendConnection:
+        if self.connects_wait_for is not None:
+            await self.connects_wait_for.wait()
         server = FakeServer(100 + len(self.servers))
         self.servers.append(server)
         backend = BackendConnection(self.config.upstream, key)

@@ -228,6 +228,36 @@ async def test_a_stuck_transaction_is_ended_while_others_wait() -> None:
     assert is_err(reply[-1]) and reply[-1][1:3] == (1213).to_bytes(2, "little")
 
 
+async def test_auto_ends_a_stuck_transaction_only_for_a_client_nothing_else_serves() -> None:
+    """`auto`: past the server's wait_timeout, and only while a client waits that no
+    connection being opened will serve. On a loaded machine a login takes a while; a
+    transaction once paid for that wait (CI, against MySQL)."""
+    world = World(pool_size=2)
+    alice, bob = world.client(), world.client()
+    await alice.query("BEGIN")
+    world.connects_wait_for = asyncio.Event()
+    bob.send(COMMAND.COM_QUERY, b"SELECT 1")  # its connection is on its way
+    pool = world.account.pool
+    await settle(lambda: pool.waiting_count == 1 and pool.opening_count == 1)
+    assert pool.unserved_count == 0
+    janitor.check_idle(alice.session, time.monotonic() + 301, world.config)
+    assert alice.session.client.backend is not None  # still in its transaction
+    world.connects_wait_for.set()
+    await settle(lambda: not bob.session.client.busy)
+    # Now at the size: a third client waits for what only alice can give back.
+    carol = world.client()
+    await bob.query("BEGIN")
+    carol.send(COMMAND.COM_QUERY, b"SELECT 1")
+    await settle(lambda: pool.unserved_count == 1)
+    janitor.check_idle(alice.session, time.monotonic() + 299, world.config)
+    assert alice.session.client.backend is not None  # not before wait_timeout
+    janitor.check_idle(alice.session, time.monotonic() + 301, world.config)
+    await settle(lambda: not carol.session.client.busy)
+    assert not is_err(carol.port.payloads[-1])
+    reply = await alice.query("SELECT 1")
+    assert is_err(reply[-1]) and reply[-1][1:3] == (1213).to_bytes(2, "little")
+
+
 async def test_com_reset_connection_gives_the_connection_back_reset() -> None:
     world = World(pool_size=1)
     alice = world.client()
