@@ -1047,10 +1047,19 @@ MUTATIONS += (
         name="idle_transaction_timeout auto acts with no one waiting",
         guarantee="auto never ends a transaction that no other client waits for",
         edits=(Edit('janitor.py',
-             '        if not account.pool.waiting_count or facts is None:\n',
+             '        if not account.pool.unserved_count or facts is None:\n',
              '        if facts is None:  # mutation\n'),),
         tests=(f"{INTEGRATION}/test_stuck_clients.py::"
                "test_auto_rolls_back_stuck_transactions_only_while_others_wait",),
+    ),
+    Mutation(
+        name="idle_transaction_timeout auto acts for a client whose connection is coming",
+        guarantee="auto ends a transaction only for a client nothing else will serve",
+        edits=(Edit('janitor.py',
+             '        if not account.pool.unserved_count or facts is None:\n',
+             '        if not account.pool.waiting_count or facts is None:  # mutation\n'),),
+        tests=("tests/unit/test_session.py::"
+               "test_auto_ends_a_stuck_transaction_only_for_a_client_nothing_else_serves",),
     ),
     Mutation(
         name="PAUSE hands connections out",
