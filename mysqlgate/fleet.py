@@ -205,10 +205,10 @@ class Fleet:
             # server): count all the same, rather than let this one in unseen.
             census = await self._locked_census(backend, release=True) or \
                 await self._count(backend)
-        except (ServerError, CannotShare) as exc:
+        except CannotShare as exc:
             self._disable(str(exc))
             return True
-        except (ConnectionError, OSError) as exc:
+        except (ServerError, ConnectionError, OSError) as exc:
             log.debug("%s: counting on a new connection: %s", self.pool.name, exc)
             return True
         return census.total <= self.budget
@@ -230,10 +230,16 @@ class Fleet:
             self._wake.clear()
             try:
                 await self._step()
-            except (ServerError, CannotShare) as exc:
+            except CannotShare as exc:
                 self._disable(str(exc))
-            except (ConnectionError, OSError, MysqlgateError) as exc:
+            except (ServerError, ConnectionError, OSError, MysqlgateError) as exc:
+                # One statement on one connection (a restart's 1053, a KILL QUERY):
+                # the next step counts again.
                 log.debug("%s: fleet step: %s", self.pool.name, exc)
+            except Exception:
+                # While the fleet is on the pool opens nothing itself: the loop must
+                # outlive a defect here, or every client would wait in vain.
+                log.exception("%s: fleet step failed; going on", self.pool.name)
 
     async def _step(self) -> None:
         pool = self.pool
@@ -399,13 +405,15 @@ class Fleet:
                     break
                 if slices % 4 == 0:  # is it still wanted somewhere?
                     await self._count(backend)
-                if not self._still_spare():
+                if not self._crowded():
                     break
-        except (ServerError, ConnectionError, OSError) as exc:
+        except (ServerError, CannotShare, ConnectionError, OSError) as exc:
             given = backend.closed
             if not given:
                 log.info("%s: parked upstream %s: %s", pool.name, backend.thread_id, exc)
                 backend.abort()
+            if isinstance(exc, CannotShare):
+                self._disable(str(exc))
         finally:
             del self._parked[backend]
             if given:
@@ -422,11 +430,6 @@ class Fleet:
 
     def _crowded(self) -> bool:
         """At the last count (lately), the account was at its limit and shared."""
-        census = self.census
-        return census is not None and census.shared and census.total >= self.budget and \
-            time.monotonic() - census.at < 3 * RECOUNT_EVERY
-
-    def _still_spare(self) -> bool:
         census = self.census
         return census is not None and census.shared and census.total >= self.budget and \
             time.monotonic() - census.at < 3 * RECOUNT_EVERY
@@ -448,8 +451,10 @@ class Fleet:
                     break
                 if census is not None:
                     await self._take(census, backend, any_offer=True)
-        except (ServerError, ConnectionError, OSError) as exc:
+        except (ServerError, CannotShare, ConnectionError, OSError) as exc:
             log.info("%s: waiting upstream %s: %s", pool.name, backend.thread_id, exc)
+            if isinstance(exc, CannotShare):
+                self._disable(str(exc))
         finally:
             del self._parked[backend]
             self.stats.over_limit_seconds += time.monotonic() - started

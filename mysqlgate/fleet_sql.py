@@ -32,6 +32,11 @@ MARKER = re.compile(r"/\* mysqlgate-fleet (spare|offer|want) gate=(\S+) have=(\d
                     r"waiting=(\d+) \*/")
 INTERRUPTED = 1317  # MariaDB's answer to a KILLed SLEEP (MySQL's SLEEP returns 1)
 UNKNOWN_THREAD = 1094
+# The server refuses what sharing needs, for good: access denied (to a database, a
+# table, a privilege such as PROCESS on some hosts), no such table or function, not
+# supported. Any other error (1053 during a shutdown, a KILL QUERY, a statement time
+# limit) concerns one statement on one connection: the fleet goes on.
+REFUSALS = frozenset({1044, 1142, 1143, 1227, 1146, 1305, 1235, 1095})
 
 Rows = list[list[str | None]]
 
@@ -105,8 +110,9 @@ class FleetSql:
                             release: bool) -> Census | None:
         """Count under the `grow` lock; None if another mysqlgate held it too long.
         With `release` false the lock stays until release_grow() (after growing)."""
-        (locked,), rows = await self.query(
-            backend, f"SELECT GET_LOCK({self.grow_lock}, {LOCK_WAIT})", self._census_sql())
+        (locked,), rows = await self._locking(
+            backend, self.grow_lock, f"SELECT GET_LOCK({self.grow_lock}, {LOCK_WAIT})",
+            self._census_sql())
         if locked[0] != "1":
             return None
         try:
@@ -119,6 +125,25 @@ class FleetSql:
     async def release_grow(self, backend: BackendConnection) -> None:
         if not backend.closed:
             await self.query(backend, f"DO RELEASE_LOCK({self.grow_lock})")
+
+    async def _locking(self, backend: BackendConnection, lock: str,
+                       *statements: str) -> list[Rows]:
+        """Statements that begin by taking `lock`. If one after the GET_LOCK fails, the
+        lock may be held: it is released (or, if even that fails, the connection ended,
+        which releases it) before the error goes on, so it never reaches a connection
+        that serves a client."""
+        try:
+            return await self.query(backend, *statements)
+        except asyncio.CancelledError:
+            backend.abort()
+            raise
+        except Exception:
+            if not backend.closed:
+                try:
+                    await self.query(backend, f"DO RELEASE_LOCK({lock})")
+                except Exception:
+                    backend.abort()
+            raise
 
     async def count(self, backend: BackendConnection, mine: Collection[int]) -> Census:
         (rows,) = await self.query(backend, self._census_sql())
@@ -160,8 +185,8 @@ class FleetSql:
         """Whether no other mysqlgate claimed this parked connection: asked on the
         connection itself before it serves a client again."""
         door = quoted(f"{self.door_prefix}{backend.thread_id}")
-        (got,), _ = await self.query(backend, f"SELECT GET_LOCK({door}, 0)",
-                                     f"DO RELEASE_LOCK({door})")
+        (got,), _ = await self._locking(backend, door, f"SELECT GET_LOCK({door}, 0)",
+                                        f"DO RELEASE_LOCK({door})")
         return got[0] == "1"
 
     async def take(self, backend: BackendConnection, park: Park) -> bool:
@@ -170,8 +195,8 @@ class FleetSql:
         the door before it lends that connection again, so a KILL never meets a
         client's statement."""
         door = quoted(f"{self.door_prefix}{park.thread}")
-        claimed, still = await self.query(
-            backend, f"SELECT GET_LOCK({door}, 0)",
+        claimed, still = await self._locking(
+            backend, door, f"SELECT GET_LOCK({door}, 0)",
             f"SELECT COUNT(*) FROM {self.table} WHERE ID = {park.thread} AND "
             f"INFO LIKE '{MARK}%' AND INFO NOT LIKE '{MARK}want%'")
         if claimed[0][0] != "1":
@@ -204,6 +229,8 @@ class FleetSql:
         upstream_of(backend).values = None  # ROW_COUNT(), FOUND_ROWS() are the fleet's
         rows: list[Rows] = []
         for result, select in zip(results, selects, strict=True):
+            if isinstance(result, ServerError) and result.err.code in REFUSALS:
+                raise CannotShare(str(result)) from result
             if isinstance(result, BaseException):
                 raise result
             rows.append(result if select else [])

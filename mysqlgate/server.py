@@ -62,8 +62,8 @@ class Gate:
 
     async def start(self) -> None:
         """Reach each upstream once, then listen whether or not it answered: a sidecar or
-        a service may start before its database (clients get a clear error until it
-        answers, and the pool keeps trying)."""
+        a service may start before its database (clients wait for it up to
+        pool.queue_timeout, then get a clear error; the pool keeps trying)."""
         config = self.config
         accounts = [self._account(upstream) for upstream in config.upstreams]
         ctx = self.ctx = GateContext(config, tuple(accounts), tls=client_tls(config))
