@@ -3,12 +3,14 @@ mariadbd that $MYSQLGATE_TEST_MARIADBD names."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from .mysql_dist import _locked, cache_dir
 from .server import DbServer, ServerError, option_args
 
 ENV_MARIADBD = "MYSQLGATE_TEST_MARIADBD"
@@ -53,12 +55,14 @@ class MariaDBServer(DbServer):
         return [self.mariadbd]
 
     def _install_datadir(self) -> None:
+        # mariadb-install-db takes seconds, and the suite starts a server per test that
+        # sets server options: it runs once per installation and set of install options,
+        # into a template each server copies (as for MySQL, harness/mysql.py).
         binary = Path(self.mariadbd).resolve()
         install_db = _find_install_db(binary)
         argv = [
             install_db,
             "--no-defaults",
-            f"--datadir={self.datadir}",
             "--auth-root-authentication-method=normal",  # root@localhost without a password
             "--skip-test-db",
             *self._user_args(),
@@ -70,15 +74,35 @@ class MariaDBServer(DbServer):
         argv += option_args(
             {k: v for k, v in self.options.items() if k.startswith("innodb_log_file")}
         )
-        result = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            shutil.rmtree(self.datadir, ignore_errors=True)  # so a retry installs afresh
-            raise ServerError(
-                f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            )
+        template = _template(argv, binary)
+        shutil.copytree(template, self.datadir, symlinks=True)
+
+
+def _template(argv: list[str], mariadbd: Path) -> Path:
+    """A data dir made by `argv` (mariadb-install-db without --datadir), once for this
+    mariadbd build: parallel test runs (pytest -n) wait for the first to make it."""
+    stat = mariadbd.stat()
+    key = hashlib.sha1(repr((argv, str(mariadbd), stat.st_size, stat.st_mtime_ns))
+                       .encode()).hexdigest()[:12]
+    home = cache_dir() / f"mariadb-datadir-{key}"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(home.parent / f".{home.name}.lock"):
+        if (home / "ready").exists():
+            return home / "data"
+        failure = ""
+        for _attempt in range(2):  # a loaded machine has made the bootstrap fail once
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            result = subprocess.run(
+                [*argv, f"--datadir={home / 'data'}"], stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, check=False)
+            if result.returncode == 0:
+                (home / "ready").touch()
+                return home / "data"
+            failure = (f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
+                       f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        shutil.rmtree(home, ignore_errors=True)
+        raise ServerError(failure)
 
 
 def _find_install_db(mariadbd: Path) -> str:
