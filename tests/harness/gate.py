@@ -112,7 +112,27 @@ class Gate(Managed):
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the process and wait until it reports every listener open (READY=1)."""
+        """Start the process and wait until it reports every listener open (READY=1).
+
+        The ports were free when chosen; on a busy machine (two test runs, or the
+        suite's two workers) another process can bind one before mysqlgate does. A first
+        start that fails so takes new ports and tries again; a restart keeps its own."""
+        first = self._process is None
+        for _attempt in range(3):
+            try:
+                self._start()
+                return
+            except GateError as exc:
+                if not first or not self._lost_a_port(str(exc)):
+                    raise
+                self.port, self.admin_port = free_port(), free_port()
+        self._start()
+
+    def _lost_a_port(self, failure: str) -> bool:
+        return "address already in use" in failure and any(
+            f"{self.host}:{port}" in failure for port in (self.port, self.admin_port))
+
+    def _start(self) -> None:
         if self.running:
             raise GateError("mysqlgate is already running")
         if self._notify is None:

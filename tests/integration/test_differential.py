@@ -622,9 +622,14 @@ class Background:
                 self.statements += 1
             return result
 
-        def expect(sql: str, expected: tuple[tuple[Any, ...], ...]) -> None:
+        def expect(sql: str, expected: tuple[tuple[Any, ...], ...],
+                   given_up: tuple[tuple[Any, ...], ...] | None = None) -> None:
+            """`given_up`: what mysqlgate answers once it gave the client's diagnostics
+            up because another client waited 200 ms for the connection (README, "Known
+            limits"): a loaded machine can leave that long between two statements. Never
+            another client's."""
             got = rows(sql)
-            if got == expected:
+            if got == expected or given_up is not None and got == given_up:
                 return
             if len(got) == len(expected) == 1 and len(got[0]) == len(expected[0]) == len(names):
                 # One row: name the columns that differ.
@@ -669,10 +674,11 @@ class Background:
             elif action == 2:
                 expect("SELECT CAST('1x' AS SIGNED) AS i", ((1,),))
                 expect("SHOW WARNINGS",
-                       (("Warning", 1292, "Truncated incorrect INTEGER value: '1x'"),))
+                       (("Warning", 1292, "Truncated incorrect INTEGER value: '1x'"),),
+                       given_up=())
             elif action == 3:
                 failing(f"SELECT * FROM no_such_table_{index}", 1146)
-                expect("SHOW COUNT(*) ERRORS", ((1,),))
+                expect("SHOW COUNT(*) ERRORS", ((1,),), given_up=((0,),))
             elif action == 4:
                 expect(f"UPDATE {table} SET n = n + 1 WHERE id = 1", ())
                 expect("SELECT ROW_COUNT()", ((1,),))
