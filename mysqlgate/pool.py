@@ -68,8 +68,6 @@ class UpstreamPool(Connecting, Recycling, Growing):
         self._waiters.append(req)
         if not self.paused:
             self._waiters.expire_by(req.deadline)
-            if self._preemption.pending:
-                self._preemption.ask()
         if backend is not None:
             self._start_check(backend)  # idle a while: ping it first (this request is its)
         else:
@@ -138,6 +136,12 @@ class UpstreamPool(Connecting, Recycling, Growing):
                 again = self._fill_once() or self._refill
         finally:
             self._filling = False
+        if self._waiters and self._preemption.pending and not self.paused:
+            # After the queue started what it needs: holders are asked to give back only
+            # for clients that no connection on its way will serve (and again when one
+            # failed to come). A login that is slow on a loaded machine no longer costs a
+            # client its diagnostics.
+            self._preemption.ask()
 
     def _fill_once(self) -> bool:
         """One pass over the queue; stops after a delivery (which may change it), and

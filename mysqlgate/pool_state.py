@@ -74,7 +74,7 @@ class PoolState:
         self._refill = False
         # Lent connections their sessions would give back if someone waits.
         self._preemption = Preemption(clock, self._scheduler, self.stats,
-                                      lambda: len(self._waiters))
+                                      lambda: self.unserved_count)
         # The server unreachable, or the account full: when to connect again.
         self._reconnect = Reconnect(name, clock, self._scheduler, jitter, self.stats,
                                     self._probe, self._fill)

@@ -415,3 +415,27 @@ async def test_a_connection_given_to_another_gate_frees_its_slot() -> None:
     idle.close()  # another mysqlgate took it
     pool.give_back(idle)
     assert pool.open_count == 0 and waiting == [] and grower.wants > wants
+
+
+def test_a_holder_gives_back_only_for_a_client_nothing_else_serves() -> None:
+    """A session keeping its connection for its client's SHOW WARNINGS is asked to give
+    it back once its grace is over and a client waits, but not for one whose own
+    connection is being opened (a slow login on a loaded machine cost a client its
+    warnings, found by a busy run); if that connect fails, the holder is asked then."""
+    world = World(size=2)
+    holder = world.ask()
+    (held,) = world.accept()
+    asked: list[float] = []
+    world.pool.allow_preemption(held, lambda: asked.append(world.loop.now),  # type: ignore[arg-type]
+                                0.2)
+    world.loop.advance(0.5)  # the grace is over
+    waiter = world.ask()
+    assert len(world.connects) == 1 and world.pool.unserved_count == 0
+    world.loop.advance(1.0)
+    assert asked == [], "asked to give back while the waiter's connection was on its way"
+    (_, pending, _), = world.connects
+    world.connects.clear()
+    pending.fail(ServerError(ERR(1226, "User has exceeded the 'max_user_connections'")))
+    world.loop.run_ready()
+    assert world.pool.unserved_count == 1
+    assert len(asked) == 1 and holder == [held] and waiter == []
