@@ -136,12 +136,9 @@ class UpstreamPool(Connecting, Recycling, Growing):
                 again = self._fill_once() or self._refill
         finally:
             self._filling = False
-        if self._waiters and self._preemption.pending and not self.paused:
-            # After the queue started what it needs: holders are asked to give back only
-            # for clients that no connection on its way will serve (and again when one
-            # failed to come). A login that is slow on a loaded machine no longer costs a
-            # client its diagnostics.
-            self._preemption.ask()
+        # After the queue started what it needs, so that a login slow on a loaded
+        # machine does not cost another client its diagnostics.
+        self._ask_holders()
 
     def _fill_once(self) -> bool:
         """One pass over the queue; stops after a delivery (which may change it), and

@@ -91,8 +91,7 @@ class Connecting(PoolState):
         if not isinstance(exc, Exception) or self._closing:
             return
         self.stats.connect_failures += 1
-        if self._waiters and self._preemption.pending and not self.paused:
-            self._preemption.ask()  # the client it was for has nothing on its way now
+        self._ask_holders()  # the client it was for has nothing on its way now
         if isinstance(exc, ServerError) and exc.err.code in TOO_MANY_CONNECTIONS:
             self._reconnect.reachable()  # it answered
             self.stats.limit_rejections += 1

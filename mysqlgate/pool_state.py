@@ -181,6 +181,12 @@ class PoolState:
         else:
             del self._incoming[key]
 
+    def _ask_holders(self) -> None:
+        """Ask sessions keeping a connection for their client's convenience to give it
+        back, for clients that no connection on its way will serve (unserved_count)."""
+        if self._waiters and self._preemption.pending and not self.paused:
+            self._preemption.ask()
+
     def _spawn(self, work: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
         token = object()
 

@@ -118,15 +118,14 @@ class Gate(Managed):
         suite's two workers) another process can bind one before mysqlgate does. A first
         start that fails so takes new ports and tries again; a restart keeps its own."""
         first = self._process is None
-        for _attempt in range(3):
+        for attempt in range(3):
             try:
                 self._start()
                 return
             except GateError as exc:
-                if not first or not self._lost_a_port(str(exc)):
+                if not first or attempt == 2 or not self._lost_a_port(str(exc)):
                     raise
                 self.port, self.admin_port = free_port(), free_port()
-        self._start()
 
     def _lost_a_port(self, failure: str) -> bool:
         return "address already in use" in failure and any(
