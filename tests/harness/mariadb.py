@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .mysql_dist import _locked, cache_dir
+from .mysql_dist import cache_dir, made_once
 from .server import DbServer, ServerError, option_args
 
 ENV_MARIADBD = "MYSQLGATE_TEST_MARIADBD"
@@ -85,24 +85,21 @@ def _template(argv: list[str], mariadbd: Path) -> Path:
     key = hashlib.sha1(repr((argv, str(mariadbd), stat.st_size, stat.st_mtime_ns))
                        .encode()).hexdigest()[:12]
     home = cache_dir() / f"mariadb-datadir-{key}"
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(home.parent / f".{home.name}.lock"):
-        if (home / "ready").exists():
-            return home / "data"
-        failure = ""
-        for _attempt in range(2):  # a loaded machine has made the bootstrap fail once
-            shutil.rmtree(home, ignore_errors=True)
-            home.mkdir()
-            result = subprocess.run(
-                [*argv, f"--datadir={home / 'data'}"], stdin=subprocess.DEVNULL,
-                capture_output=True, text=True, check=False)
-            if result.returncode == 0:
-                (home / "ready").touch()
-                return home / "data"
-            failure = (f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
-                       f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        shutil.rmtree(home, ignore_errors=True)
-        raise ServerError(failure)
+    return made_once(home, lambda home: _install(argv, home)) / "data"
+
+
+def _install(argv: list[str], home: Path) -> None:
+    failure = ""
+    for _attempt in range(2):  # a loaded machine has made the bootstrap fail once
+        shutil.rmtree(home / "data", ignore_errors=True)
+        result = subprocess.run(
+            [*argv, f"--datadir={home / 'data'}"], stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        failure = (f"{' '.join(argv)} failed with exit code {result.returncode}:\n"
+                   f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    raise ServerError(failure)
 
 
 def _find_install_db(mariadbd: Path) -> str:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .mysql_dist import MySQLDist, _locked, cache_dir, mysql_dist
+from .mysql_dist import MySQLDist, cache_dir, made_once, mysql_dist
 from .server import DbServer, ServerError
 
 # Accounts the template gets besides root@localhost (which --initialize-insecure makes
@@ -76,40 +76,36 @@ def _paths(dist: MySQLDist, tmpdir: Path) -> list[str]:
 def _template(dist: MySQLDist, user_args: list[str]) -> Path:
     """An initialized data dir with the test accounts, made once per MySQL version."""
     home = cache_dir() / f"mysql-datadir-{dist.version}-{TEMPLATE_FORMAT}"
-    ready = home / "ready"
-    home.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(home.parent / f".{home.name}.lock"):
-        if ready.exists():
-            return home / "data"
-        shutil.rmtree(home, ignore_errors=True)
-        (home / "tmp").mkdir(parents=True)
-        data = home / "data"
-        base = [*dist.command("mysqld"), "--no-defaults", f"--datadir={data}",
-                "--secure-file-priv=",
-                *_paths(dist, home / "tmp"), *user_args]
-        _run(base + ["--initialize-insecure", f"--log-error={home / 'init.log'}"], dist, home)
-        # Start it once, on its socket only, to add the accounts; then a clean shutdown.
-        sock = home / "s"
-        server = subprocess.Popen(
-            base + [f"--socket={sock}", "--skip-networking", "--mysqlx=OFF",
-                    f"--pid-file={home / 'pid'}", f"--log-error={home / 'error.log'}"],
-            env=dist.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            client = [*dist.command("mysql"), "--no-defaults", "-uroot", f"--socket={sock}"]
-            _wait_for_socket(client, dist, server, home)
-            _run(client, dist, home, stdin=TEMPLATE_SQL)
-            _run(client + ["-e", "SHUTDOWN"], dist, home)
-            server.wait(60)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                if server.poll() is None:
-                    server.kill()
-                    server.wait()
-        for leftover in ("auto.cnf",):  # each copy makes its own server uuid
-            (data / leftover).unlink(missing_ok=True)
-        ready.touch()
-        return data
+    return made_once(home, lambda home: _make_template(dist, user_args, home)) / "data"
+
+
+def _make_template(dist: MySQLDist, user_args: list[str], home: Path) -> None:
+    (home / "tmp").mkdir()
+    data = home / "data"
+    base = [*dist.command("mysqld"), "--no-defaults", f"--datadir={data}",
+            "--secure-file-priv=",
+            *_paths(dist, home / "tmp"), *user_args]
+    _run(base + ["--initialize-insecure", f"--log-error={home / 'init.log'}"], dist, home)
+    # Start it once, on its socket only, to add the accounts; then a clean shutdown.
+    sock = home / "s"
+    server = subprocess.Popen(
+        base + [f"--socket={sock}", "--skip-networking", "--mysqlx=OFF",
+                f"--pid-file={home / 'pid'}", f"--log-error={home / 'error.log'}"],
+        env=dist.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client = [*dist.command("mysql"), "--no-defaults", "-uroot", f"--socket={sock}"]
+        _wait_for_socket(client, dist, server, home)
+        _run(client, dist, home, stdin=TEMPLATE_SQL)
+        _run(client + ["-e", "SHUTDOWN"], dist, home)
+        server.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    for leftover in ("auto.cnf",):  # each copy makes its own server uuid
+        (data / leftover).unlink(missing_ok=True)
 
 
 def _wait_for_socket(client: list[str], dist: MySQLDist, server: subprocess.Popen[bytes],

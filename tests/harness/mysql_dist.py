@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,6 +282,20 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def made_once(home: Path, make: Callable[[Path], None]) -> Path:
+    """`home`, filled by `make(home)` once (a server's template data dir): under a file
+    lock, so parallel test runs wait for the first; a `ready` marker says `make`
+    finished, and a half-made one is started again."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(home.parent / f".{home.name}.lock"):
+        if not (home / "ready").exists():
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            make(home)
+            (home / "ready").touch()
+    return home
 
 
 def _say(message: str) -> None:
