@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from .accounts import Account
 from .backend import BackendConnection
 from .config import Config
+from .memory import GiveBack
 
 
 class ClientHandle(Protocol):
@@ -107,6 +108,7 @@ class GateContext:
     recent_auth_failures: list[float] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     tls: ssl.SSLContext | None = None  # offered to clients (listen.tls_cert/tls_key)
+    memory: GiveBack = field(default_factory=GiveBack)  # large buffers' pages returned
 
     @property
     def primary(self) -> Account:

@@ -38,6 +38,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.closed = False
+        self.writes_paused = False  # its read-ahead is full (pool.result_buffer)
         self._packets = PacketAssembler(ctx.config["limits.max_packet"])
         # Set by the session while its greeting offers TLS and the client's first packet
         # has not come: an SSLRequest then switches this connection to TLS on the spot.
@@ -126,14 +127,19 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.writes_paused:  # it leaves a full read-ahead behind, freed now
+            self.ctx.memory.freed()
         if self.session is not None:
             self.session.on_client_gone()
 
     def pause_writing(self) -> None:
+        self.writes_paused = True
         if self.session is not None:
             self.session.pause_upstream()
 
     def resume_writing(self) -> None:
+        self.writes_paused = False
+        self.ctx.memory.freed()  # a read-ahead of up to pool.result_buffer drained
         if self.session is not None:
             self.session.resume_upstream()
 

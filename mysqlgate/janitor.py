@@ -28,6 +28,7 @@ async def run(ctx: GateContext) -> None:
     interval = max(0.2, min(1.0, min(a.pool.settings.idle_timeout for a in accounts) / 4))
     while True:
         await asyncio.sleep(interval)
+        ctx.memory.maybe()
         for account in accounts:
             maintain_account(account)
         clients = list(ctx.sessions.values())
