@@ -1264,6 +1264,22 @@ MUTATIONS += (
                     "            return  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_fleet.py::test_a_restart_and_a_pause_with_the_sharing_on",),
     ),
+    Mutation(
+        name="freed heap pages never given back",
+        guarantee="The memory of a large result goes back to the system once it is freed",
+        edits=(Edit("memory.py",
+                    "    return libc is not None and libc.malloc_trim(0) == 1\n",
+                    "    return False  # mutation\n"),),
+        tests=("tests/unit/test_memory.py::test_giving_back_returns_the_holes_in_the_heap",),
+    ),
+    Mutation(
+        name="a drained read-ahead waits for the periodic give-back",
+        guarantee="The memory of a large result goes back to the system within a second",
+        edits=(Edit("memory.py",
+                    "        return since >= GIVE_BACK_EVERY or self._freed and since >= SOONEST\n",
+                    "        return since >= GIVE_BACK_EVERY  # mutation\n"),),
+        tests=("tests/unit/test_memory.py",),
+    ),
 )
 
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
