@@ -7,8 +7,12 @@ rarely takes (a switch to a plugin mysqlgate lacks, caching_sha2's RSA exchange)
 from __future__ import annotations
 
 import hashlib
+import os
+import ssl
+from pathlib import Path
 
 import pytest
+import trustme
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -17,7 +21,7 @@ from mysqlgate.errors import ServerError, UpstreamAuthError, UpstreamUnavailable
 from mysqlgate.protocol import auth
 from mysqlgate.protocol.constants import CACHING_SHA2_PASSWORD, CLIENT, NATIVE_PASSWORD
 from mysqlgate.protocol.messages import ERR, AuthSwitchRequest, Handshake, HandshakeResponse
-from mysqlgate.upstream_login import BASE_CAPABILITIES, AuthConversation, plan_login
+from mysqlgate.upstream_login import BASE_CAPABILITIES, AuthConversation, plan_login, tls_context
 
 NONCE = b"abcdefghij0123456789"
 OK = b"\x00\x00\x00\x02\x00\x00\x00"
@@ -92,6 +96,25 @@ def test_tls_when_offered_with_an_ssl_request_first(mode: str) -> None:
 def test_tls_required_but_not_offered_is_refused(mode: str) -> None:
     with pytest.raises(UpstreamUnavailable, match=f"does not offer TLS.*{mode}"):
         plan_login(handshake(BASE_CAPABILITIES), upstream(ssl_mode=mode), 0, 45)
+
+
+def test_connections_share_one_tls_context_per_mode_and_ca_file(tmp_path: Path) -> None:
+    # Each context loads the CA store (tens of ms, about a megabyte): made once.
+    first, name = tls_context(upstream(ssl_mode="preferred"))
+    again, _ = tls_context(upstream(ssl_mode="preferred", host="other.example"))
+    assert again is first and name is None
+    assert first.verify_mode == ssl.CERT_NONE and not first.check_hostname
+    identity, name = tls_context(upstream(ssl_mode="verify_identity"))
+    assert identity is not first and identity.check_hostname and name == "db.example"
+    verify_ca, _ = tls_context(upstream(ssl_mode="verify_ca"))
+    assert verify_ca.verify_mode == ssl.CERT_REQUIRED and not verify_ca.check_hostname
+    # A CA file replaced on disk (a rotated certificate) is read again.
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    with_ca, _ = tls_context(upstream(ssl_mode="verify_ca", ssl_ca=str(ca)))
+    assert tls_context(upstream(ssl_mode="verify_ca", ssl_ca=str(ca)))[0] is with_ca
+    os.utime(ca, ns=(1, 1))
+    assert tls_context(upstream(ssl_mode="verify_ca", ssl_ca=str(ca)))[0] is not with_ca
 
 
 def test_preferred_tls_not_offered_goes_on_in_the_clear() -> None:
