@@ -1280,6 +1280,15 @@ MUTATIONS += (
                     "        return since >= GIVE_BACK_EVERY  # mutation\n"),),
         tests=("tests/unit/test_memory.py",),
     ),
+    Mutation(
+        name="a TLS context per upstream connection",
+        guarantee="A connect does not reload the CA store (CPU, memory that stays)",
+        edits=(Edit("upstream_login.py",
+                    "@functools.lru_cache(maxsize=8)\n",
+                    "# mutation: no cache\n"),),
+        tests=("tests/unit/test_upstream_login.py::test_connections_share_one_tls_context_"
+               "per_mode_and_ca_file",),
+    ),
 )
 
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
