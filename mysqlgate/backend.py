@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import ssl
 import time
 from collections import deque
@@ -230,6 +232,31 @@ class BackendConnection(asyncio.Protocol):
             self.transport.write(b"\x01\x00\x00\x00\x01")
             self.transport.close()
         self.closed = True
+
+    def hung_up(self) -> bool:
+        """Whether the server ended this idle connection (or sent it something unasked)
+        without the event loop having said so yet. A server that drops an idle connection
+        sends its FIN, and when a client's statement arrives in the same turn of the loop
+        it may be handled first: sent on the dead connection, a write then got "lost
+        while the statement ran" (seen on a busy machine). One look at the socket, which
+        takes nothing from it; asked only of connections idle long enough for a
+        server's timeout to have ended them (pool_state.HANGUP_CHECK_AFTER)."""
+        if self.closed or self.transport is None:
+            return self.closed
+        transport_socket = self.transport.get_extra_info("socket")
+        if transport_socket is None:
+            return False
+        try:
+            # The event loop's socket object does not read; a duplicate of its descriptor does.
+            with socket.socket(fileno=os.dup(transport_socket.fileno())) as duplicate:
+                duplicate.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: as an idle connection should be
+        except OSError as exc:
+            self.abort(exc)
+            return True
+        self.abort(ConnectionResetError("the server closed the idle connection"))
+        return True
 
     @property
     def busy(self) -> bool:

@@ -39,6 +39,12 @@ from .pool_types import (
     Scheduler,
 )
 
+# An idle connection that has not been used for this long is looked at (a peek at its
+# socket) before it is lent: a server's wait_timeout or a KILL may have ended it a moment
+# ago (BackendConnection.hung_up). Younger ones are lent as they are: a point select
+# costs no system call more, and a server's timeout cannot have struck them.
+HANGUP_CHECK_AFTER = 1.0
+
 
 class PoolState:
     def __init__(self, name: str, connector: Connector, resetter: Resetter,
@@ -213,7 +219,8 @@ class PoolState:
 
     def _retired(self, backend: BackendConnection, now: float) -> bool:
         """Whether `backend`, out of the idle list, may not serve again: closed, idle
-        past the idle timeout, or past its lifetime (then it is closed and counted)."""
+        past the idle timeout, past its lifetime, or ended by the server a moment ago
+        (then it is closed and counted)."""
         if backend.closed:
             self.stats.closed_broken += 1
         elif now - backend.last_active > self.settings.idle_timeout:
@@ -222,6 +229,8 @@ class PoolState:
         elif now - backend.created_at > self._lifetime(backend):
             self.stats.closed_lifetime += 1
             backend.close()
+        elif now - backend.last_active >= HANGUP_CHECK_AFTER and backend.hung_up():
+            self.stats.closed_broken += 1  # hung_up closed it
         else:
             return False
         return True

@@ -29,6 +29,8 @@ class FakeBackend:
         self.busy = False  # a command in flight: given back like that, it is aborted
         self.closed_how: str | None = None  # "close" (polite), "abort", or "died"
         self.loss_noticed = False  # died, and its close callbacks ran
+        self.hangup_unseen = False  # the server ended it; the event loop has not said so
+        self.hangup_checks = 0
         self.session: Any = None
         self._clock = clock
         # With a FakeLoop: a ping waits for the test to settle it (see `pings`).
@@ -57,6 +59,13 @@ class FakeBackend:
             self.loss_noticed = True
             for callback in self._close_callbacks:
                 callback(self)
+
+    def hung_up(self) -> bool:
+        """As BackendConnection.hung_up: a look at the socket shows the server's FIN."""
+        self.hangup_checks += 1
+        if self.hangup_unseen and not self.closed:
+            self._end("abort")
+        return self.closed
 
     def _end(self, how: str) -> None:
         if not self.closed:

@@ -11,6 +11,7 @@ import pytest
 
 from mysqlgate.errors import PoolTimeout, ServerError, UpstreamUnavailable
 from mysqlgate.pool import UpstreamPool
+from mysqlgate.pool_state import HANGUP_CHECK_AFTER
 from mysqlgate.pool_types import PoolSettings
 from mysqlgate.protocol.messages import ERR
 
@@ -68,6 +69,26 @@ async def test_closed_idle_connections_are_skipped_not_crashed_on() -> None:
     assert delivered == [alive]
     assert pool.idle_count == 0
     assert pool.stats.closed_broken == 2
+
+
+async def test_an_idle_connection_the_server_ended_unnoticed_is_not_lent() -> None:
+    """The server's FIN came in the same turn of the event loop as a client's statement:
+    the connection's flag still says open. One idle long enough for a server's timeout
+    is looked at first (and not lent); a younger one is lent without a look."""
+    now = time.monotonic()
+    older, ended = FakeBackend(1, now=now), FakeBackend(2, now=now)
+    pool = pool_with_idle([older, ended], idle_timeout=60.0)
+    older.last_active = ended.last_active = now - HANGUP_CHECK_AFTER - 0.01
+    ended.hangup_unseen = True
+    delivered: list[Any] = []
+    pool.request(0, delivered.append)
+    assert delivered == [older]
+    assert ended.closed and pool.stats.closed_broken == 1 and pool.idle_count == 0
+    older.last_active = time.monotonic()  # the client's statement ran on it
+    pool.release(older)  # type: ignore[arg-type]
+    checks = older.hangup_checks
+    pool.request(0, delivered.append)
+    assert delivered == [older, older] and older.hangup_checks == checks  # just used
 
 
 @pytest.mark.parametrize("expired", [0, 1, 2, 3])
