@@ -9,21 +9,35 @@ prepare failed, measured), with the client's parameter types sent again where th
 statement has not bound them. Only long data waiting for its execute and an open cursor
 keep a client on one connection. Upstream statements no client has open any more are
 closed, and each connection keeps at most `limit` of them (least recently used first).
+
+Clients with the same SQL text share an upstream statement. On MySQL only those that
+have bound the same parameter types at every execute do; a client statement whose types
+change takes the upstream statement it ran on for its own (`statement_key`). MySQL
+(8.0.22 on) fixes a statement's parameter types by the executions it has run: one that
+ran with a number where NULL went before answers `SELECT ? + ?` as BIGINT from then on,
+not DOUBLE, so a statement shared by text gave one client the types another client's
+binds chose (found by a busy run of the suite). A statement that has seen one set of
+types answers as any statement of the same text and types does. MariaDB derives the
+types at each execute: there the text is the key. Left: a MySQL client statement whose
+types changed and that then runs on another connection is prepared afresh there, and
+answers from that statement's history, not its whole one (docs/PROTOCOL-NOTES-MYSQL.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import struct
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
 
 from .protocol.constants import COMMAND
 from .protocol.framing import HEADER_SIZE, encode_packet
 from .sql_effects import EXECUTE_EFFECTS, statement_effects
 
 LAST_PREPARED = 0xFFFFFFFF  # MariaDB: the statement this connection prepared last
+_tokens = itertools.count(1)  # a client statement's own upstream statements (MySQL)
 ANSWER_TTL = 60.0  # seconds a prepare answer is reused (a table may change meanwhile)
 
 
@@ -39,6 +53,10 @@ class ClientStatement:
     # What each execute may leave on its connection (sql_effects.EXECUTE_EFFECTS): a
     # prepared GET_LOCK pins as the same text would (issue 16).
     effects: int = 0
+    # MySQL: its types changed, and upstream statements of its own serve it from then on,
+    # under this token (see the module's docstring).
+    own: bool = False
+    token: int = field(default_factory=lambda: next(_tokens))
 
 
 class ClientStatements:
@@ -78,48 +96,77 @@ class ClientStatements:
         return any(s.long_data or s.cursor for s in self._by_id.values())
 
 
+# What an upstream connection records its statements by: the SQL text, or on MySQL the
+# text and the parameter types the statement binds (see the module's docstring).
+StatementKey = Hashable
+
+
+def statement_key(sql: bytes, types: bytes | int | None, by_types: bool) -> StatementKey:
+    """The text; on MySQL with the types bound, or the token of a statement's own."""
+    return (sql, types) if by_types else sql
+
+
+def key_sql(key: StatementKey) -> bytes:
+    return key[0] if isinstance(key, tuple) else key  # type: ignore[return-value]
+
+
 @dataclass(eq=False)
 class UpstreamStatement:
     server_id: int
     params: int
     bound_types: bytes | None = None  # what the server statement has bound now
+    executed: bool = False  # run at least once (before that, no types are fixed on it)
 
 
 class UpstreamStatements:
-    """The statements prepared on one upstream connection, by SQL text, most recently
-    used last."""
+    """The statements prepared on one upstream connection, by key (`statement_key`),
+    most recently used last."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._by_sql: OrderedDict[bytes, UpstreamStatement] = OrderedDict()
+        self._by_key: OrderedDict[StatementKey, UpstreamStatement] = OrderedDict()
 
-    def get(self, sql: bytes) -> UpstreamStatement | None:
-        statement = self._by_sql.get(sql)
+    def get(self, key: StatementKey) -> UpstreamStatement | None:
+        statement = self._by_key.get(key)
         if statement is not None:
-            self._by_sql.move_to_end(sql)
+            self._by_key.move_to_end(key)
         return statement
 
-    def add(self, sql: bytes, server_id: int, params: int) -> list[int]:
+    def add(self, key: StatementKey, server_id: int, params: int) -> list[int]:
         """Record a statement the server prepared; returns the server ids to close to
         stay within the limit (the least recently used)."""
-        replaced = self._by_sql.pop(sql, None)
-        self._by_sql[sql] = UpstreamStatement(server_id, params)
+        replaced = self._by_key.pop(key, None)
+        self._by_key[key] = UpstreamStatement(server_id, params)
         evicted = [] if replaced is None else [replaced.server_id]
-        while len(self._by_sql) > self.limit:
-            evicted.append(self._by_sql.popitem(last=False)[1].server_id)
+        while len(self._by_key) > self.limit:
+            evicted.append(self._by_key.popitem(last=False)[1].server_id)
         return evicted
 
+    def claim(self, old: StatementKey, key: StatementKey, *,
+              fresh_only: bool) -> UpstreamStatement | None:
+        """The statement recorded under `old`, now under `key` (MySQL): a statement
+        that has never run (a client's own prepare) is what one prepared for `key` would
+        be, and saves a prepare; one whose types a client statement leaves carries that
+        statement's history with it."""
+        statement = self._by_key.get(old)
+        if statement is None or fresh_only and statement.executed or key in self._by_key:
+            return None
+        del self._by_key[old]
+        self._by_key[key] = statement
+        return statement
+
     def drop_unused(self, in_use: Counter[bytes]) -> list[int]:
-        """Forget the statements no client has open; returns their server ids."""
-        unused = [sql for sql in self._by_sql if not in_use[sql]]
-        return [self._by_sql.pop(sql).server_id for sql in unused]
+        """Forget the statements whose SQL text no client has open; returns their
+        server ids."""
+        unused = [key for key in self._by_key if not in_use[key_sql(key)]]
+        return [self._by_key.pop(key).server_id for key in unused]
 
     def clear(self) -> None:
         """The server forgot them (COM_RESET_CONNECTION)."""
-        self._by_sql.clear()
+        self._by_key.clear()
 
     def __len__(self) -> int:
-        return len(self._by_sql)
+        return len(self._by_key)
 
 
 class StatementRegistry:
@@ -201,6 +248,14 @@ def execute_payload(payload: bytes, statement_id: int, params: int,
         return head + payload[10:], bound_types, None
     return (head + payload[10:flag_at] + b"\x01" + client_types + payload[flag_at + 1:],
             client_types, None)
+
+
+def types_bound(payload: bytes, params: int) -> bytes | None:
+    """The parameter types a COM_STMT_EXECUTE binds (new-params-bound flag 1), or None."""
+    flag_at = 10 + (params + 7) // 8
+    if params == 0 or len(payload) <= flag_at or payload[flag_at] != 1:
+        return None
+    return payload[flag_at + 1:flag_at + 1 + 2 * params]
 
 
 def prepare_packet(sql: bytes) -> bytes:

@@ -205,8 +205,9 @@ class Commands:
             return
         server_id = int.from_bytes(payloads[0][1:5], "little")
         client.account.statements.prepared_upstream += 1
-        self.statements.prepared_upstream(backend, statement.sql, server_id, statement.params,
-                                          None)
+        self.statements.prepared_upstream(
+            backend, self.statements.key_for(statement, packet.payload), server_id,
+            statement.params, None)
         self.forward(packet, command, backend)
 
     # -- the answer ------------------------------------------------------------------------

@@ -97,6 +97,7 @@ class LazyPrepareExchange(ReplayExchange):
     def feed(self, buf: bytes | bytearray, start: int, end: int) -> None:
         scanner = self.scanner
         if scanner.event == Event.PREPARE_OK and end == scanner.event_end:
+            # MariaDB only (prepared in the same write), where the text is the key.
             self.statements.prepared_upstream(self.backend, self.sql, scanner.statement_id,
                                               self.params, self.bound_types)
         else:

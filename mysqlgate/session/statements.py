@@ -11,10 +11,13 @@ from ..backend import BackendConnection
 from ..prepared import (
     LAST_PREPARED,
     ClientStatement,
+    StatementKey,
     close_packet,
     execute_payload,
     prepare_answer,
     prepare_packet,
+    statement_key,
+    types_bound,
     unknown_handler_message,
     with_answer_id,
     with_statement_id,
@@ -96,7 +99,19 @@ class Statements:
         client = self.client
         registry = client.account.statements
         upstream = upstream_of(backend)
-        target = upstream.statements.get(statement.sql)
+        key = self.key_for(statement, packet.payload)
+        target = upstream.statements.get(key)
+        if target is None and isinstance(key, tuple):
+            statements = upstream.statements
+            if key[1] == statement.token and not statement.own:
+                # Its types change now. Until now it ran as every statement of its text
+                # and types does: the shared one of those types has its history. The
+                # other clients of those types get a new one, which answers them alike.
+                target = statements.claim(statement_key(statement.sql, statement.types, True),
+                                          key, fresh_only=False)
+            if target is None:
+                target = statements.claim(statement_key(statement.sql, None, True), key,
+                                          fresh_only=True)
         prepare: tuple[bytes] | None = None
         command = packet.payload[0]
         if target is None:
@@ -118,6 +133,9 @@ class Statements:
                 statement.types = sent
             if target is not None:
                 target.bound_types = bound
+                target.executed = True
+            if isinstance(key, tuple) and key[1] == statement.token:
+                statement.own = True
             statement.long_data = False  # the execute takes it
             statement.cursor = False  # a new execute closes an open cursor
         else:
@@ -129,6 +147,23 @@ class Statements:
         client.update_statement_pins()
         return encode_packet(payload, 0)[0], prepare
 
+    def key_for(self, statement: ClientStatement, payload: bytes) -> StatementKey:
+        """Which upstream statement the command `payload` on `statement` goes to: on
+        MySQL the one shared by the types it has always bound, or its own once they
+        changed (prepared.py's docstring). Long data went to the statement of the types
+        bound before it, and the execute that takes it follows."""
+        if self.client.account.server.mariadb:
+            return statement.sql
+        if statement.own:
+            return statement_key(statement.sql, statement.token, True)
+        types = statement.types
+        if payload[0] == COMMAND.COM_STMT_EXECUTE and not statement.long_data:
+            bound = types_bound(payload, statement.params)
+            if bound is not None and types is not None and bound != types:
+                return statement_key(statement.sql, statement.token, True)
+            types = bound or types
+        return statement_key(statement.sql, types, True)
+
     def prepared_for_client(self, sql: bytes, backend: BackendConnection, data: bytes,
                             offset: int) -> tuple[ClientStatement, bytes]:
         """The server prepared the client's statement (its PREPARE_OK starts at `offset`
@@ -138,15 +173,16 @@ class Statements:
         statement = self.client.statements.add(sql, params, columns)
         registry.opened(sql)
         registry.prepared_upstream += 1
-        self.prepared_upstream(backend, sql, server_id, params, None)
+        self.prepared_upstream(backend, statement_key(
+            sql, None, not self.client.account.server.mariadb), server_id, params, None)
         return statement, (data[:offset + 1] + statement.id.to_bytes(4, "little")
                            + data[offset + 5:])
 
-    def prepared_upstream(self, backend: BackendConnection, sql: bytes, server_id: int,
-                          params: int, bound_types: bytes | None) -> None:
+    def prepared_upstream(self, backend: BackendConnection, key: StatementKey,
+                          server_id: int, params: int, bound_types: bytes | None) -> None:
         upstream = upstream_of(backend)
-        evicted = upstream.statements.add(sql, server_id, params)
-        target = upstream.statements.get(sql)
+        evicted = upstream.statements.add(key, server_id, params)
+        target = upstream.statements.get(key)
         if target is not None:
             target.bound_types = bound_types
         for old in evicted:  # no reply: written behind whatever is in flight

@@ -104,10 +104,12 @@ def _clear(db: ScratchDb) -> None:
 
 
 def _prepared_client(
-    connect: Callable[[], Any], index: int, barrier: threading.Barrier, rounds: int
+    connect: Callable[[], Any], index: int, barrier: threading.Barrier, rounds: int,
+    sum_by_value: bool = False,
 ) -> list[Any]:
     """Prepare four statements, wait until every client has prepared its own (all hold
-    open statements at once), then execute them over and over; returns what it saw."""
+    open statements at once), then execute them over and over; returns what it saw.
+    `sum_by_value`: `? + ?` is compared by its value, not its type (MySQL: below)."""
     insert_sql = "INSERT INTO pt (owner, n, note) VALUES (?, ?, ?)"
     update_sql = "UPDATE pt SET n = n + ? WHERE id = ?"
     select_sql = "SELECT n, note FROM pt WHERE owner = ? ORDER BY id"
@@ -143,7 +145,9 @@ def _prepared_client(
             rows = select.fetchall()
             assert [n for n, _ in rows] == [0, *range(1001, 1000 + r + 1)], f"client {index}"
             types.execute(types_sql, (r, 1, "x", str(r), f"{r}.25", None if r % 2 else r))
-            seen.append(types.fetchall())
+            answer = types.fetchall()
+            seen.append([(float(row[0]), *row[1:]) for row in answer] if sum_by_value
+                        else answer)
         seen.append(rows)
         for cursor in (insert, update, select, types):
             cursor.close()
@@ -156,12 +160,19 @@ def _normalised(rows: Any, index: int) -> Any:
 
 
 def test_prepared_cursors_more_threads_than_pool(
-    gate_factory: Callable[..., Gate], db: ScratchDb, table: str
+    gate_factory: Callable[..., Gate], db: ScratchDb, table: str, flavour: str
 ) -> None:
+    # The last parameter goes from NULL to a number and back. On MySQL that fixes the
+    # statement's types to numbers from the first number on, and `? + ?` answers BIGINT
+    # instead of DOUBLE: a statement that moves to another connection is prepared afresh
+    # there and answers DOUBLE again (docs/PROTOCOL-NOTES-MYSQL.md, "Prepared statements'
+    # parameter types"). Its value is compared there; that one client's binds never
+    # change another's types is test_one_clients_parameter_types_do_not_reach_another.
+    by_value = flavour == "mysql"
     rounds = 25
     barrier = threading.Barrier(3, timeout=DEADLINE)
     reference, failures = _run_threads(
-        3, lambda index: _prepared_client(_direct(db), index, barrier, rounds)
+        3, lambda index: _prepared_client(_direct(db), index, barrier, rounds, by_value)
     )
     assert not failures, failures
     assert reference[0] == reference[1] == reference[2]
@@ -171,7 +182,8 @@ def test_prepared_cursors_more_threads_than_pool(
     barrier = threading.Barrier(THREADS, timeout=DEADLINE)
     with ConnectionSampler(db) as sampler:
         seen, failures = _run_threads(
-            THREADS, lambda index: _prepared_client(_through(gate), index, barrier, rounds)
+            THREADS,
+            lambda index: _prepared_client(_through(gate), index, barrier, rounds, by_value)
         )
     assert not failures, (
         f"{len(failures)} of {THREADS} clients with open prepared statements failed through "
@@ -236,6 +248,43 @@ def _long_data(connect: Callable[[], Any], blobs: list[bytes]) -> list[Any]:
         seen.append(check.fetchall())
         check.close()
     return seen
+
+
+def test_one_clients_parameter_types_do_not_reach_another(
+    gate_factory: Callable[..., Gate], db: ScratchDb
+) -> None:
+    """MySQL (8.0.22 on) fixes a statement's parameter types by the executions it has
+    run: bound once with a number where NULL went before, `SELECT ? + ?` answers BIGINT
+    from then on instead of DOUBLE (MariaDB derives them at each execute). Two clients
+    through one upstream connection prepare the same text; the one that binds a number
+    must not change what the other's statement answers. Each client's sequence is run
+    directly too, on statements of their own: the reference."""
+    sql = "SELECT ? + ?, ? IS NULL"
+    number_first = [(1, 1, 2), (1, 1, None)]
+    null_only = [(1, 1, None), (2, 1, None)]
+
+    def run(conn: Any, sequence: list[tuple[Any, ...]]) -> list[str]:
+        cursor = conn.cursor(prepared=True)
+        seen = []
+        for params in sequence:
+            cursor.execute(sql, params)
+            seen.append(repr(cursor.fetchall()))
+        cursor.close()
+        return seen
+
+    with _closing(_direct(db)()) as first, _closing(_direct(db)()) as second:
+        reference = run(first, number_first), run(second, null_only)
+    gate = gate_factory("--pool-size", "1")
+    with _closing(_through(gate)()) as first, _closing(_through(gate)()) as second:
+        # Prepared by both before either runs: one text, one upstream connection.
+        cursors = [conn.cursor(prepared=True) for conn in (first, second)]
+        for cursor in cursors:
+            cursor.execute(sql, (0, 0, None))
+            cursor.fetchall()
+        for cursor in cursors:
+            cursor.close()
+        seen = run(first, number_first), run(second, null_only)
+    assert seen == reference
 
 
 def test_send_long_data_and_reset(

@@ -1289,6 +1289,26 @@ MUTATIONS += (
         tests=("tests/unit/test_upstream_login.py::test_connections_share_one_tls_context_"
                "per_mode_and_ca_file",),
     ),
+    Mutation(
+        name="MySQL prepared statements shared by text alone",
+        guarantee="One client's parameter types never change what another's statement answers",
+        edits=(Edit("session/statements.py",
+                    "        if self.client.account.server.mariadb:\n"
+                    "            return statement.sql\n",
+                    "        if True:  # mutation\n"
+                    "            return statement.sql\n"),),
+        tests=(f"{INTEGRATION}/test_connector_prepared.py::test_one_clients_parameter_types_"
+               "do_not_reach_another",),
+    ),
+    Mutation(
+        name="MySQL: a statement whose types change leaves its history behind",
+        guarantee="A prepared statement answers as its own executions made it (MySQL)",
+        edits=(Edit("session/statements.py",
+                    "            if key[1] == statement.token and not statement.own:\n",
+                    "            if False:  # mutation\n"),),
+        tests=(f"{INTEGRATION}/test_connector_prepared.py::test_one_clients_parameter_types_"
+               "do_not_reach_another",),
+    ),
 )
 
 MUTATIONS_BY_NAME = {mutation.name: mutation for mutation in MUTATIONS}
