@@ -229,6 +229,14 @@ def with_statement_id(payload: bytes, statement_id: int) -> bytes:
     return payload[:1] + statement_id.to_bytes(4, "little") + payload[5:]
 
 
+def types_bound(payload: bytes, params: int) -> bytes | None:
+    """The parameter types a COM_STMT_EXECUTE binds (new-params-bound flag 1), or None."""
+    flag_at = 10 + (params + 7) // 8
+    if params == 0 or len(payload) <= flag_at or payload[flag_at] != 1:
+        return None
+    return payload[flag_at + 1:flag_at + 1 + 2 * params]
+
+
 def execute_payload(payload: bytes, statement_id: int, params: int,
                     client_types: bytes | None, bound_types: bytes | None
                     ) -> tuple[bytes, bytes | None, bytes | None]:
@@ -238,24 +246,16 @@ def execute_payload(payload: bytes, statement_id: int, params: int,
     types the upstream statement has bound after it, and the types the client bound with
     it (None if it bound none)."""
     head = payload[:1] + statement_id.to_bytes(4, "little") + payload[5:10]
+    types = types_bound(payload, params)
+    if types is not None:
+        return head + payload[10:], types, types
     flag_at = 10 + (params + 7) // 8
     if params == 0 or len(payload) <= flag_at:
         return head + payload[10:], bound_types, None
-    if payload[flag_at] == 1:
-        types = payload[flag_at + 1:flag_at + 1 + 2 * params]
-        return head + payload[10:], types, types
     if client_types is None or client_types == bound_types:
         return head + payload[10:], bound_types, None
     return (head + payload[10:flag_at] + b"\x01" + client_types + payload[flag_at + 1:],
             client_types, None)
-
-
-def types_bound(payload: bytes, params: int) -> bytes | None:
-    """The parameter types a COM_STMT_EXECUTE binds (new-params-bound flag 1), or None."""
-    flag_at = 10 + (params + 7) // 8
-    if params == 0 or len(payload) <= flag_at or payload[flag_at] != 1:
-        return None
-    return payload[flag_at + 1:flag_at + 1 + 2 * params]
 
 
 def prepare_packet(sql: bytes) -> bytes:

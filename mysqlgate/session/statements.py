@@ -100,10 +100,11 @@ class Statements:
         registry = client.account.statements
         upstream = upstream_of(backend)
         key = self.key_for(statement, packet.payload)
+        its_own = isinstance(key, tuple) and key[1] == statement.token
         target = upstream.statements.get(key)
         if target is None and isinstance(key, tuple):
             statements = upstream.statements
-            if key[1] == statement.token and not statement.own:
+            if its_own and not statement.own:
                 # Its types change now. Until now it ran as every statement of its text
                 # and types does: the shared one of those types has its history. The
                 # other clients of those types get a new one, which answers them alike.
@@ -134,7 +135,7 @@ class Statements:
             if target is not None:
                 target.bound_types = bound
                 target.executed = True
-            if isinstance(key, tuple) and key[1] == statement.token:
+            if its_own:
                 statement.own = True
             statement.long_data = False  # the execute takes it
             statement.cursor = False  # a new execute closes an open cursor

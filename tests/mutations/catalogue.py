@@ -1304,7 +1304,7 @@ MUTATIONS += (
         name="MySQL: a statement whose types change leaves its history behind",
         guarantee="A prepared statement answers as its own executions made it (MySQL)",
         edits=(Edit("session/statements.py",
-                    "            if key[1] == statement.token and not statement.own:\n",
+                    "            if its_own and not statement.own:\n",
                     "            if False:  # mutation\n"),),
         tests=(f"{INTEGRATION}/test_connector_prepared.py::test_one_clients_parameter_types_"
                "do_not_reach_another",),
