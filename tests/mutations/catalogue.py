@@ -1234,6 +1234,15 @@ MUTATIONS += (
         tests=(FLEET_TEST,),
     ),
     Mutation(
+        name="fleet: takes an offer beside its own",
+        guarantee="Under equal load the account's connections are split evenly: none takes "
+                  "another's offer while its own stands",
+        edits=(Edit("fleet.py",
+                    "        have = 0 if any_offer else self.have + offered\n",
+                    "        have = 0 if any_offer else self.have  # mutation\n"),),
+        tests=("tests/unit/test_fleet_offers.py",),
+    ),
+    Mutation(
         name="fleet: the reserve left to whoever took it",
         guarantee="When a program takes the reserve, the mysqlgates give one back",
         edits=(Edit("fleet.py",
