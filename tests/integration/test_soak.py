@@ -4,7 +4,7 @@ The soak starts a server of its own (it restarts it, freezes it with SIGSTOP and
 its account's connections), mysqlgate in front of it and ~34 client threads, injects
 every kind of fault at least once, and checks its ledger at the end. It runs as a
 subprocess, as a user runs it; its JSON result says what it saw, and its exit status
-whether every check held. About 70 s per flavour.
+whether every check held. About 80 s per flavour.
 """
 
 from __future__ import annotations
