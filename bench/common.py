@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks in bench/.
 
-A throwaway MariaDB (`Bench`, `start_mariadb`, `create_account`), mysqlgate as a subprocess
+A throwaway MariaDB (`Bench`, `start_mariadb`, `create_account`), or a server of either
+flavour from the test harness (`start_harness_server`: MySQL), mysqlgate as a subprocess
 run from a snapshot of its source and stopped with SIGTERM to read its totals line
 (`GateProcess`, `GateTotals`), the delaying relay (`RelayProcess`, see relay.py), CPU
 accounting, small statistics and result files. The scripts are run as
@@ -64,6 +65,16 @@ class Bench:
     # What the snapshot was taken from: git commit and mysqlgate/ files with local edits.
     gate_source_origin: dict[str, Any] = dataclasses.field(default_factory=dict)
     gate_ref: str | None = None  # snapshot this git revision instead of the working tree
+    # A harness.DbServer (see start_harness_server) instead of db_proc; root talks to it
+    # through PyMySQL rather than the mariadb client.
+    db_server: Any = None
+
+    @property
+    def db_pid(self) -> int | None:
+        """The database server's process, whichever way it was started."""
+        if self.db_server is not None:
+            return self.db_server.pid
+        return self.db_proc.pid if self.db_proc is not None else None
 
     @property
     def socket_path(self) -> Path:
@@ -265,6 +276,50 @@ def start_mariadb(bench: Bench) -> None:
     log(f"MariaDB listening on 127.0.0.1:{bench.db_port}")
 
 
+def start_harness_server(bench: Bench, flavour: str) -> None:
+    """A throwaway server of `flavour` ("mariadb" or "mysql") from the test harness, as
+    soak.py starts them: the harness knows how to fetch and run MySQL, which Debian 12
+    does not ship. Stopped and removed by bench_session."""
+    # bench/ is on sys.path, tests/ is not; import as soak.py does.
+    tests_dir = str(REPO_ROOT / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from harness import server_class
+
+    log(f"starting a throwaway {flavour} server (test harness)")
+    # The harness tunes its servers for tests that start in a second; these are
+    # start_mariadb's settings and the servers' own defaults, so that results from the
+    # two flavours compare.
+    bench.db_server = server_class(flavour)({
+        "innodb_buffer_pool_size": "256M",
+        "max_connections": 500,
+        "innodb_flush_log_at_trx_commit": 1,
+        "innodb_doublewrite": "ON",
+        **({"innodb_redo_log_capacity": "100M"} if flavour == "mysql" else {}),
+    })
+    bench.db_server.start()
+    bench.db_port = bench.db_server.port
+    log(f"{flavour} listening on 127.0.0.1:{bench.db_port}")
+
+
+def root_statements(bench: Bench, statements: Sequence[str]) -> None:
+    """Run `statements` as root: one mariadb client call through the unix socket, or one
+    PyMySQL connection to a harness server (MySQL has no mariadb client here)."""
+    if bench.db_server is None:
+        mariadb_client(bench, "; ".join(statements))
+        return
+    with contextlib.closing(bench.db_server.root_connect()) as conn, conn.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+
+
+def server_version(bench: Bench) -> str:
+    """The server's VERSION(), e.g. 10.11.6-MariaDB-0+deb12u1 or 9.7.4-2."""
+    if bench.db_server is not None:
+        return str(bench.db_server.query("SELECT VERSION()")[0][0])
+    return _mariadb_batch(bench, "SELECT VERSION()").strip()
+
+
 def mariadb_client(bench: Bench, sql: str) -> None:
     """Run `sql` as root through the unix socket (the mariadb command-line client)."""
     subprocess.run(
@@ -282,10 +337,9 @@ def mariadb_client(bench: Bench, sql: str) -> None:
     )
 
 
-def server_status(bench: Bench, name: str) -> int:
-    """A numeric global status variable of the server (e.g. Innodb_deadlocks), as root
-    through the unix socket."""
-    out = subprocess.run(
+def _mariadb_batch(bench: Bench, sql: str) -> str:
+    """What `sql` prints as root through the unix socket, without column names."""
+    return subprocess.run(
         [
             find_tool("mariadb"),
             "--no-defaults",
@@ -294,14 +348,38 @@ def server_status(bench: Bench, name: str) -> int:
             "--batch",
             "--skip-column-names",
             "-e",
-            f"SHOW GLOBAL STATUS LIKE '{name}'",
+            sql,
         ],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    ).stdout
+
+
+# MySQL lacks some of MariaDB's status variables but counts the same thing elsewhere.
+_MYSQL_STATUS = {
+    "Innodb_deadlocks":
+        "SELECT COUNT FROM information_schema.INNODB_METRICS WHERE NAME = 'lock_deadlocks'",
+}
+
+
+def server_status(bench: Bench, name: str) -> int:
+    """A numeric global status variable of the server (e.g. Innodb_deadlocks), as root
+    through the unix socket (PyMySQL on a harness server)."""
+    if bench.db_server is not None:
+        return _harness_server_status(bench.db_server, name)
+    out = _mariadb_batch(bench, f"SHOW GLOBAL STATUS LIKE '{name}'").split()
     return int(out[1]) if len(out) == 2 else 0
+
+
+def _harness_server_status(server: Any, name: str) -> int:
+    mysql_sql = _MYSQL_STATUS.get(name) if server.is_mysql else None
+    if mysql_sql is not None:
+        rows = server.query(mysql_sql)
+    else:
+        rows = server.query("SHOW GLOBAL STATUS LIKE %s", (name,))
+    return int(rows[0][-1]) if rows else 0
 
 
 def create_account(bench: Bench) -> None:
@@ -314,7 +392,7 @@ def create_account(bench: Bench) -> None:
             f"CREATE USER {account} IDENTIFIED BY '{DB_PASSWORD}'",
             f"GRANT ALL PRIVILEGES ON {DB_NAME}.* TO {account}",
         ]
-    mariadb_client(bench, "; ".join(statements))
+    root_statements(bench, statements)
 
 
 # --- mysqlgate ----------------------------------------------------------------------------
@@ -685,9 +763,15 @@ def write_result(name: str, document: dict[str, Any], suffix: str = "") -> Path:
 def save_logs(bench: Bench, result_path: Path) -> list[str]:
     """Copy the start-up, server and gate logs next to result_path (<stamp>.mariadbd.log...)."""
     saved = []
-    for source in sorted(bench.workdir.glob("*.log")):
+    sources = {source.name: source for source in bench.workdir.glob("*.log")}
+    if bench.db_server is not None:
+        # A harness server writes its logs into a directory of its own.
+        for source in (bench.db_server.error_log, bench.db_server.stderr_log):
+            if source.exists():
+                sources[f"{bench.db_server.flavour}-{source.name}"] = source
+    for name, source in sorted(sources.items()):
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        target = result_path.with_suffix(f".{source.name}")
+        target = result_path.with_suffix(f".{name}")
         shutil.copy(source, target)
         saved.append(str(target.relative_to(REPO_ROOT)))
     return saved
@@ -734,6 +818,8 @@ def bench_session(prefix: str = "mysqlgate-bench-") -> Iterator[Bench]:
         for proc in reversed(bench.others):
             stop_process(proc)
         stop_process(bench.db_proc)
+        if bench.db_server is not None:
+            bench.db_server.close()
         shutil.rmtree(bench.workdir, ignore_errors=True)
 
 

@@ -1,21 +1,26 @@
-"""sysbench throughput and latency: direct to MariaDB vs through mysqlgate, in one run.
+"""sysbench throughput and latency: direct to the server vs through mysqlgate, in one run.
 
 Usage:  python bench/point_select.py [--rounds 3] [--time 20] [--quick] [--pool-size 4]
         [--threads 16] [--workload oltp_point_select] [--ps-mode disable]
         [--gate-args "--some-flag value"] [--reference haproxy] [--gate-nice -10]
+        [--server mariadb|mysql]
 
 The default is oltp_point_select with --db-ps-mode=disable (plain COM_QUERY);
 `--ps-mode auto` makes sysbench use server-side prepared statements, and
 `--workload oltp_read_write` runs sysbench's read/write transactions instead.
 
 Everything it needs is started here and torn down again: a throwaway MariaDB in a temp
-directory, sysbench's tables, and mysqlgate as a subprocess. Runs alternate direct (A) and
-through mysqlgate (B), A B A B ..., so that drift on the machine (thermal, page cache,
+directory (`--server mysql`: a MySQL from the test harness, tests/harness), sysbench's
+tables, and mysqlgate as a subprocess. Runs alternate direct (A) and through mysqlgate
+(B), A B A B ..., so that drift on the machine (thermal, page cache,
 neighbours) hits both sides alike; each round's B/A ratio is computed and the median
 reported. `--reference haproxy` adds a third path (R) in every round: HAProxy relaying
 TCP to the server, one upstream connection per client, nothing parsed, no pool: the floor
 under any proxy on the same machine in the same hour. See bench/README.md for how to
-read the numbers.
+read the numbers. MySQL results are named and labelled `-mysql` (plot_point_select.py
+leaves them out); on MySQL both paths run without TLS, as on MariaDB: sysbench's
+libmariadb logs in with the server's RSA key, and mysqlgate is given
+--upstream-ssl-mode disabled (--gate-args may say otherwise).
 """
 
 from __future__ import annotations
@@ -58,8 +63,10 @@ from common import (
     report_result,
     save_logs,
     server_status,
+    server_version,
     start_gate,
     start_haproxy,
+    start_harness_server,
     start_mariadb,
     utc_stamp,
     warn_if_not_quiet,
@@ -71,6 +78,8 @@ TABLE_SIZE = 10_000
 SYSBENCH_GRACE_S = 60
 WORKLOADS = ("oltp_point_select", "oltp_read_write")
 PS_MODES = ("disable", "auto")
+SERVERS = ("mariadb", "mysql")
+SERVER_PROCESS = {"mariadb": "mariadbd", "mysql": "mysqld"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Settings:
     gate_ref: str | None = None
     reference: str | None = None  # "haproxy": a C relay measured alongside (label R)
     gate_nice: int = 0  # mysqlgate started under `nice -n gate_nice`
+    server: str = "mariadb"  # or "mysql", started by the test harness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +170,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         help="give mysqlgate (its process and its autogroup) nice N, below 0 needs root: a "
         "single-threaded proxy preempted by the threads it wakes holds up every client",
     )
+    parser.add_argument(
+        "--server", choices=SERVERS, default="mariadb",
+        help="mariadb (default: the installed mariadbd) or mysql (MySQL from the test "
+        "harness's cache, tests/harness/mysql_dist.py)",
+    )
     # Hidden: B goes straight to the server too, so the harness itself can be checked
-    # (ratio ~1.0) before mysqlgate exists. CPU is then measured on mariadbd instead.
+    # (ratio ~1.0) before mysqlgate exists. CPU is then measured on the server instead.
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     if ns.rounds < 1 or ns.time < 1 or ns.warmup < 0 or ns.threads < 1 or ns.pool_size < 1:
@@ -183,6 +198,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         gate_ref=ns.gate_ref,
         reference=ns.reference,
         gate_nice=ns.gate_nice,
+        server=ns.server,
     )
 
 
@@ -303,17 +319,42 @@ def parse_sysbench(text: str) -> dict[str, Any]:
     }
 
 
+# --- the server ---------------------------------------------------------------------------
+
+
+def start_server(bench: Bench, settings: Settings) -> dict[str, str]:
+    """Start the server with sysbench's account; its flavour and version."""
+    if settings.server == "mariadb":
+        start_mariadb(bench)
+    else:
+        start_harness_server(bench, settings.server)
+    create_account(bench)
+    return {"flavour": settings.server, "version": server_version(bench)}
+
+
+def server_label(server: dict[str, str]) -> str:
+    return f"{'MySQL' if server['flavour'] == 'mysql' else 'MariaDB'} {server['version']}"
+
+
 # --- mysqlgate ----------------------------------------------------------------------------
+
+
+def gate_args(settings: Settings) -> list[str]:
+    # MySQL offers TLS and mysqlgate would take it (upstream.ssl_mode preferred), while
+    # sysbench's libmariadb does not ask for it: B would pay for encryption that A does
+    # not. MariaDB here offers none. Given first, so that --gate-args can turn it back on.
+    plain = ["--upstream-ssl-mode", "disabled"] if settings.server == "mysql" else []
+    return [*plain, *settings.gate_args]
 
 
 def start_bench_gate(bench: Bench, settings: Settings) -> GateProcess | None:
     if settings.self_test:
         # Stand-in for B: the server itself. Its CPU is what gets measured for "B".
         bench.gate_port = bench.db_port
-        log("self-test: B goes straight to MariaDB (no mysqlgate)")
+        log(f"self-test: B goes straight to {SERVER_PROCESS[settings.server]} (no mysqlgate)")
         return None
     # Run from a snapshot of mysqlgate/ (see common.snapshot_gate_source).
-    gate = start_gate(bench, bench.db_port, settings.pool_size, settings.gate_args,
+    gate = start_gate(bench, bench.db_port, settings.pool_size, gate_args(settings),
                       nice=settings.gate_nice)
     bench.gate_proc, bench.gate_port = gate.proc, gate.port
     log(f"mysqlgate listening on 127.0.0.1:{bench.gate_port} (pool size {settings.pool_size}"
@@ -322,16 +363,17 @@ def start_bench_gate(bench: Bench, settings: Settings) -> GateProcess | None:
 
 
 def measured_pid(bench: Bench) -> int:
-    proc = bench.gate_proc or bench.db_proc  # self-test has no gate process
-    assert proc is not None
-    return proc.pid
+    # Self-test has no gate process.
+    pid = bench.gate_proc.pid if bench.gate_proc is not None else bench.db_pid
+    assert pid is not None
+    return pid
 
 
 @dataclasses.dataclass(frozen=True)
 class CpuSnapshot:
     machine: float  # every process on the machine
-    ours: float  # this script, its finished children (sysbench), mariadbd and the gate
-    measured: float  # the B-side process: mysqlgate (mariadbd in self-test)
+    ours: float  # this script, its finished children (sysbench), the server and the gate
+    measured: float  # the B-side process: mysqlgate (the server in self-test)
 
     @classmethod
     def take(cls, bench: Bench, measured_pid: int, others: Sequence[int] = ()) -> CpuSnapshot:
@@ -340,7 +382,8 @@ class CpuSnapshot:
         usage = [
             resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
         ]
-        servers = [p.pid for p in (bench.db_proc, bench.gate_proc) if p is not None]
+        gate = bench.gate_proc.pid if bench.gate_proc is not None else None
+        servers = [pid for pid in (bench.db_pid, gate) if pid is not None]
         return cls(
             machine=machine_busy_seconds(),
             ours=sum(u.ru_utime + u.ru_stime for u in usage)
@@ -500,12 +543,13 @@ def gate_summary(totals: GateTotals, warmups: list[RunResult],
     }
 
 
-def print_report(results: list[RunResult], summary: dict[str, Any], settings: Settings) -> None:
+def print_report(results: list[RunResult], summary: dict[str, Any], settings: Settings,
+                 server: dict[str, str]) -> None:
     b_name = "B (self-test: direct)" if settings.self_test else "B mysqlgate"
-    cpu_name = "mariadbd" if settings.self_test else "mysqlgate"
+    cpu_name = SERVER_PROCESS[settings.server] if settings.self_test else "mysqlgate"
     print(
-        f"{settings.workload}, --db-ps-mode={settings.ps_mode}, {settings.threads} threads, "
-        f"pool of {settings.pool_size}"
+        f"{server_label(server)}: {settings.workload}, --db-ps-mode={settings.ps_mode}, "
+        f"{settings.threads} threads, pool of {settings.pool_size}"
         + (f", mysqlgate at nice {settings.gate_nice}" if settings.gate_nice else "")
     )
     print(
@@ -559,7 +603,8 @@ def print_report(results: list[RunResult], summary: dict[str, Any], settings: Se
             "workload's own, as on direct runs (--strict makes them fail the benchmark)"
         )
     if settings.self_test:
-        print("(self-test: B went straight to MariaDB; ratios near 1.0 mean the harness is fair)")
+        print(f"(self-test: B went straight to {server_label(server)}; ratios near 1.0 mean "
+              "the harness is fair)")
 
 
 def print_gate_summary(gate: dict[str, Any]) -> None:
@@ -581,16 +626,23 @@ def print_gate_summary(gate: dict[str, Any]) -> None:
 
 def write_json(
     results: list[RunResult], summary: dict[str, Any], settings: Settings, extra: dict[str, Any],
-    bench: Bench,
+    bench: Bench, server: dict[str, str],
 ) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = utc_stamp()
     name = "" if (settings.workload, settings.ps_mode) == ("oltp_point_select", "disable") \
         else f"-{settings.workload}-ps-{settings.ps_mode}"
-    path = RESULTS_DIR / f"{stamp}{name}{'-selftest' if settings.self_test else ''}.json"
+    # MariaDB's names as they always were: plot_point_select.py and older results use them.
+    flavour = "" if settings.server == "mariadb" else f"-{settings.server}"
+    path = RESULTS_DIR / (f"{stamp}{name}{flavour}{'-selftest' if settings.self_test else ''}"
+                          ".json")
+    # The server's own tool version only where the tool is on PATH (MySQL runs from the
+    # harness's private folder, and its VERSION() is under "server").
+    tools = ("sysbench", "mariadbd") if settings.server == "mariadb" else ("sysbench",)
     document = {
-        "benchmark": "point_select" if not name else f"sysbench{name}",
+        "benchmark": ("point_select" if not name else f"sysbench{name}") + flavour,
         "timestamp": stamp,
+        "server": server,
         "settings": dataclasses.asdict(settings),
         "workload": {
             "sysbench_test": settings.workload,
@@ -598,7 +650,7 @@ def write_json(
             "table_size": TABLE_SIZE,
             "db_ps_mode": settings.ps_mode,
         },
-        "environment": environment(bench, ("sysbench", "mariadbd")),
+        "environment": environment(bench, tools),
         "runs": [dataclasses.asdict(r) for r in results],
         "summary": summary,
         **extra,
@@ -640,16 +692,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with bench_session() as bench:
             try:
                 bench.gate_ref = settings.gate_ref
-                start_mariadb(bench)
-                create_account(bench)
+                server = start_server(bench, settings)
                 sysbench_prepare(bench)
                 gate = start_bench_gate(bench, settings)
                 reference = start_haproxy(bench, bench.db_port) if settings.reference else None
                 warmups, results = run_all(bench, settings, reference)
                 extra: dict[str, Any] = {
-                    # Which process the CPU and memory figures belong to (mariadbd in
+                    # Which process the CPU and memory figures belong to (the server in
                     # self-test).
-                    "measured_process": "mariadbd" if settings.self_test else "mysqlgate",
+                    "measured_process": SERVER_PROCESS[settings.server] if settings.self_test
+                    else "mysqlgate",
                     "measured_peak_rss_kib": process_peak_rss_kib(measured_pid(bench)),
                     "warmups": [dataclasses.asdict(r) for r in warmups],
                 }
@@ -672,10 +724,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = summarise(results)
             problems = failures(summary, gate_info, settings.strict)
             summary["failures"] = problems
-            print_report(results, summary, settings)
+            print_report(results, summary, settings, server)
             if gate_info is not None:
                 print_gate_summary(gate_info)
-            path = write_json(results, summary, settings, extra, bench)
+            path = write_json(results, summary, settings, extra, bench, server)
             if report_result(bench, path, problems, settings.keep_logs):
                 return 1
     except KeyboardInterrupt:
