@@ -1,6 +1,6 @@
 """Several mysqlgates on one account share its limit through the server (issue 18,
 fleet.py), run as they will run: three gates, each a process with its own port, in
-front of one account limited to 6 with pool.reserve 1; 30 busy clients on each; a
+front of one account limited to 6 with pool.reserve 1; 15 busy clients on each; a
 sampler of the account's connections on the server; a person logging in directly with
 the command-line client every 0.5 s. bench/fleet.py is the longer run, with figures.
 
@@ -52,7 +52,10 @@ def _checks(run: FleetRun, start: float, end: float) -> list[str]:
 def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
                                        db: ScratchDb) -> None:
     gates = [gate_factory("--pool-reserve", "1") for _ in range(3)]
-    run = FleetRun(db, gates, clients=30)
+    # Each transaction holds its connection for 50 ms: a gate's rate follows the
+    # connections it holds more than the CPU it gets (with 20 ms, and 30 clients a gate,
+    # a busy machine's 2-3 s of starvation looked like a take-over that never came).
+    run = FleetRun(db, gates, clients=15, hold=0.05)
     problems: list[str] = []
     run.start()
     try:
@@ -77,7 +80,8 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
             problems.append(f"gate 2 quiet: gates 0 and 1 served "
                             f"{run.rate([0, 1], t2 - 2, t2):.0f}/s in the last 2 s, "
                             f"{full_rate:.0f}/s with all 5 connections; reached 85 % at "
-                            f"{'never' if took_over is None else f'{took_over - t1:.1f} s'}")
+                            f"{'never' if took_over is None else f'{took_over - t1:.1f} s'}; "
+                            + _timeline(run, [0, 1], t1, t2))
 
         # 3. It comes back.
         run.set_quiet(2, False)
@@ -126,7 +130,7 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
         if took_over is None or took_over - killed_at > 5:
             problems.append(f"killed gate: gates 0 and 2 served "
                             f"{run.rate([0, 2], t5 - 2, t5):.0f}/s in the last 2 s, "
-                            f"{full_rate:.0f}/s before")
+                            f"{full_rate:.0f}/s before; " + _timeline(run, [0, 2], killed_at, t5))
     finally:
         run.stop()
     problems += [f"client error: {error}" for error in run.client_errors()[:5]]
@@ -134,6 +138,19 @@ def test_three_gates_share_the_account(gate_factory: Callable[..., Gate],
     stats = [{row["stat"]: row["total"] for row in gate.admin("SHOW STATS")}
              for gate in (gates[0], gates[2])]
     assert problems == [], "\n".join(problems) + f"\nfleet stats: {stats}"
+
+
+def _timeline(run: FleetRun, indexes: list[int], start: float, end: float) -> str:
+    """Per second: the gates' statements and the connections they held (SHOW POOLS,
+    parked ones not counted), to tell a take-over that did not come from a machine that
+    starved the clients."""
+    parts = []
+    for at in _seconds(start, end - 1, 1.0):
+        held = [sum(s.shares[i] or 0 for i in indexes) for s in run.shares
+                if at <= s.at < at + 1]
+        parts.append(f"{at - start:.0f}s {run.rate(indexes, at, at + 1):.0f}/s "
+                     f"held {min(held, default=0)}-{max(held, default=0)}")
+    return "per second: " + ", ".join(parts)
 
 
 def _seconds(start: float, end: float, step: float = 0.25) -> list[float]:
