@@ -3,8 +3,9 @@ cannot be reached, clients' statements, pings and logins wait while mysqlgate
 reconnects, up to pool.queue_timeout, then get the clear error. A restart costs idle and
 busy clients a delay, not an error, and the first waiting statement is served within
 250 ms of the server accepting connections again (measured from when a direct client's
-first login and statement were answered: on a quiet machine the same moment). A statement that was running when the
-server went away gets the clear lost-connection error and is never run again."""
+first login and statement were answered: on a quiet machine the same moment). A
+statement that was running when the server went away gets the clear lost-connection
+error and is never run again."""
 
 from __future__ import annotations
 
