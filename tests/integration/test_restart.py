@@ -2,8 +2,8 @@
 cannot be reached, clients' statements, pings and logins wait while mysqlgate
 reconnects, up to pool.queue_timeout, then get the clear error. A restart costs idle and
 busy clients a delay, not an error, and the first waiting statement is served within
-250 ms of the server accepting connections again (measured from when a direct client's
-first login and statement were answered: on a quiet machine the same moment). A
+250 ms of the server accepting connections again (less what a direct client's first
+login and statement then took beyond their usual time: nothing on a quiet machine). A
 statement that was running when the server went away gets the clear lost-connection
 error and is never run again."""
 
@@ -68,12 +68,24 @@ class Availability(threading.Thread):
                 self.down_at = now
             self._stop_event.wait(0.01)
 
+    def direct_answer(self) -> None:
+        with contextlib.closing(self.db.connect(connect_timeout=5, read_timeout=5)) as conn:
+            fetch_rows(conn, "SELECT 1")
+
+    def usual_direct_answer(self) -> float:
+        """Seconds a direct login and statement take while the server runs (the least
+        of three)."""
+        times = []
+        for _ in range(3):
+            started = time.monotonic()
+            self.direct_answer()
+            times.append(time.monotonic() - started)
+        return min(times)
+
     def first_direct_answer(self) -> None:
         while not self._stop_event.is_set():
             try:
-                with contextlib.closing(self.db.connect(connect_timeout=5,
-                                                        read_timeout=5)) as conn:
-                    fetch_rows(conn, "SELECT 1")
+                self.direct_answer()
                 self.answered_at = time.monotonic()
                 return
             except pymysql.err.MySQLError:
@@ -108,6 +120,7 @@ def test_a_restart_costs_clients_a_delay_not_an_error(
     stop_busy = threading.Event()
     busy_outcomes: list[Outcome] = []
     watcher = Availability(private_server, db)
+    usual = watcher.usual_direct_answer()
 
     def busy_client(number: int) -> None:
         with contextlib.closing(gate.connect(read_timeout=30)) as conn:
@@ -166,21 +179,23 @@ def test_a_restart_costs_clients_a_delay_not_an_error(
               if o.started < watcher.up_at < o.ended]
     assert len(waited) >= len(outcomes), "the statements sent while it was down did not wait"
     assert watcher.answered_at is not None, "no direct statement was answered after it"
-    first_served = min(o.ended for o in waited)
-    first = first_served - watcher.up_at
+    first = min(o.ended for o in waited) - watcher.up_at
     longest = max(o.ended - o.started for o in waited)
     direct = watcher.answered_at - watcher.up_at
+    # What the server itself took beyond its usual to answer a direct client after its
+    # start is not mysqlgate's: on a busy machine a busy run failed at 351 ms from the
+    # greeting, the gate's reconnect done ~0.27 s after it with probes due every ~60 ms.
+    # On a quiet machine this is ~0 and the bound counts from the greeting.
+    slow_start = max(0.0, direct - usual)
     print(f"\nrestart: server unreachable {outage:.2f}s; {len(waited)} statements waited, "
           f"the longest {longest:.2f}s; the first served {first * 1000:.0f} ms after the "
-          f"server accepted again (a direct login and statement: {direct * 1000:.0f} ms); "
-          f"{len(busy_outcomes)} busy statements, 0 errors")
-    # mysqlgate's part: from when the server could first answer a direct client. The
-    # same as from its greeting on a quiet machine (a direct login takes milliseconds
-    # then); on a busy one the server's own first logins after a start take longer, and
-    # no pooler can shorten those (a busy run failed at 351 ms from the greeting).
-    assert first_served - watcher.answered_at < FIRST_SERVED_WITHIN, \
-        f"the first statement was served {first:.3f}s after the server accepted again, " \
-        f"{first_served - watcher.answered_at:.3f}s after a direct client's first answer"
+          f"server accepted again (a direct login and statement: {direct * 1000:.0f} ms, "
+          f"{usual * 1000:.0f} ms before the restart); {len(busy_outcomes)} busy "
+          "statements, 0 errors")
+    assert first - slow_start < FIRST_SERVED_WITHIN, \
+        f"the first statement was served {first:.3f}s after the server accepted again " \
+        f"(a direct client's first login and statement took {direct:.3f}s from then, " \
+        f"{usual:.3f}s before the restart)"
     assert "reachable again" in gate.log_text()
 
 
