@@ -3,7 +3,7 @@ cannot be reached, clients' statements, pings and logins wait while mysqlgate
 reconnects, up to pool.queue_timeout, then get the clear error. A restart costs idle and
 busy clients a delay, not an error, and the first waiting statement is served within
 250 ms of the server accepting connections again (less what a direct client's first
-login and statement then took beyond their usual time: nothing on a quiet machine). A
+login and statement then took beyond their usual time, which is the server's). A
 statement that was running when the server went away gets the clear lost-connection
 error and is never run again."""
 
@@ -185,7 +185,8 @@ def test_a_restart_costs_clients_a_delay_not_an_error(
     # What the server itself took beyond its usual to answer a direct client after its
     # start is not mysqlgate's: on a busy machine a busy run failed at 351 ms from the
     # greeting, the gate's reconnect done ~0.27 s after it with probes due every ~60 ms.
-    # On a quiet machine this is ~0 and the bound counts from the greeting.
+    # Where the server's first login after its start is as quick as usual, the bound
+    # counts from the greeting.
     slow_start = max(0.0, direct - usual)
     print(f"\nrestart: server unreachable {outage:.2f}s; {len(waited)} statements waited, "
           f"the longest {longest:.2f}s; the first served {first * 1000:.0f} ms after the "
