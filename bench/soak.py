@@ -383,6 +383,11 @@ class Soak:
     def now(self) -> float:
         return time.monotonic() - self.t0
 
+    @property
+    def short(self) -> bool:
+        """A run with no minute 2: one round of faults, then a quiet stretch (SHORT_RUN_S)."""
+        return self.duration < SHORT_RUN_S
+
     def new_tag(self, client: str) -> Tag:
         tag = Tag.make(next(self._serials))
         with self.lock:
@@ -464,7 +469,7 @@ class Soak:
             # run shows how clients fare with no fault at all.
             if (now >= self.duration and not injector.is_alive()
                     and now >= self.last_fault_end + GRACE_S + 2 and
-                    (self.duration >= SHORT_RUN_S or
+                    (not self.short or
                      now >= self.last_fault_end + GRACE_S + SHORT_QUIET_S)):
                 break
         self.load_end = self.now()
@@ -534,7 +539,7 @@ class Soak:
             # Leave a fault-free stretch at the end; the first cycle (every kind once)
             # always completes, so a short run injects every kind.
             if self.first_cycle_done and (self.now() > self.duration - GRACE_S - 12 or
-                                          self.duration < SHORT_RUN_S):
+                                          self.short):
                 return
             window = FaultWindow(kind, self.now())
             with self.lock:
@@ -1261,7 +1266,7 @@ def verdict(soak: Soak) -> dict[str, Any]:
 
     # Resources: minute 2 against the last minute (see RSS_GROWTH_LIMIT), or in a short
     # run the halves of the quiet after its round of faults (SHORT_RUN_S).
-    if soak.duration >= SHORT_RUN_S:
+    if not soak.short:
         window = RSS_WINDOW_S
         ref_t = min(max(RSS_REFERENCE_S, soak.first_cycle_end + window),
                     soak.load_end - window)
